@@ -1,0 +1,148 @@
+"""From decoded audio to the seed CNN's input: log-mel windows rendered as 150×150 RGB.
+
+The seed loaded audio with librosa at 22050 Hz, computed a mel spectrogram and saved
+it as a picture. We keep that signal path but render each fixed-span window straight
+to a uint8 array (no matplotlib figure), so every image covers the same time span:
+long recordings yield several images, short ones are padded, none is stretched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+from PIL import Image
+
+from .audio import Audio
+from .errors import RecordingError, UsageError
+
+#: Bump when the meaning of the same parameters changes (code, not settings).
+FEATURIZER_CODE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeaturizerParams:
+    """Every setting that changes the images. Recorded in the manifest and the model.
+
+    Defaults: 22050 Hz (the seed's rate), 128 mel bands, 2.0 s windows with no overlap,
+    dB range 80 relative to the recording's peak, the perceptual ``magma`` colormap.
+    """
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    window_s: float = 2.0
+    hop_s: float = 2.0
+    min_tail_s: float = 0.5
+    top_db: float = 80.0
+    image_size: int = 150
+    colormap: str = "magma"
+    silence_peak: float = 1e-4
+
+    def __post_init__(self):
+        if self.window_s <= 0 or self.hop_s <= 0:
+            raise UsageError("window_s and hop_s must be positive seconds")
+        if not 0 <= self.min_tail_s <= self.window_s:
+            raise UsageError("min_tail_s must lie between 0 and window_s")
+        if self.sample_rate < 1000:
+            raise UsageError("sample_rate must be at least 1000 Hz")
+
+    @property
+    def frames_per_window(self) -> int:
+        return int(round(self.window_s * self.sample_rate / self.hop_length)) + 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeaturizerParams":
+        return cls(**d)
+
+    @property
+    def version(self) -> str:
+        """Hash of the parameters and the code version: equal hashes, equal images."""
+        blob = json.dumps({"code": FEATURIZER_CODE_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+DEFAULT_PARAMS = FeaturizerParams()
+
+
+def to_mono(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Average the channels and resample to ``params.sample_rate`` (librosa/soxr)."""
+    y = librosa.to_mono(audio.samples) if audio.channels > 1 else audio.samples[0]
+    if audio.sample_rate != params.sample_rate:
+        y = librosa.resample(y, orig_sr=audio.sample_rate, target_sr=params.sample_rate)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def log_mel(y: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Log-mel spectrogram in dB relative to the peak, clipped to ``[-top_db, 0]``.
+
+    >>> y = np.sin(2 * np.pi * 440 * np.arange(22050) / 22050).astype(np.float32)
+    >>> log_mel(y).shape
+    (128, 44)
+    """
+    if np.max(np.abs(y), initial=0.0) < params.silence_peak:
+        raise RecordingError("recording is silent (peak amplitude below -80 dBFS)")
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop_length,
+        n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax)
+    return librosa.power_to_db(mel, ref=np.max, top_db=params.top_db).astype(np.float32)
+
+
+def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
+    """Cut a log-mel matrix into equal windows of ``params.window_s``.
+
+    The last window is padded with the floor (-top_db) when it holds at least
+    ``min_tail_s`` of audio, or when it is the only one; otherwise it is dropped.
+    """
+    width = params.frames_per_window
+    step = max(1, int(round(params.hop_s * params.sample_rate / params.hop_length)))
+    min_tail = int(round(params.min_tail_s * params.sample_rate / params.hop_length))
+    out = []
+    for start in range(0, max(db.shape[1], 1), step):
+        chunk = db[:, start:start + width]
+        if out and chunk.shape[1] < max(min_tail, 1):
+            break
+        if chunk.shape[1] < width:
+            chunk = np.pad(chunk, ((0, 0), (0, width - chunk.shape[1])), constant_values=-params.top_db)
+        out.append(chunk)
+        if start + width >= db.shape[1]:
+            break
+    return out
+
+
+def _colormap_lut(name: str) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def to_image(window: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Render one log-mel window as ``(size, size, 3)`` uint8, low frequencies at the bottom."""
+    lut = _LUTS.get(params.colormap)
+    if lut is None:
+        lut = _LUTS[params.colormap] = _colormap_lut(params.colormap)
+    level = np.clip((window + params.top_db) / params.top_db, 0.0, 1.0)[::-1]
+    gray = Image.fromarray((level * 255).round().astype(np.uint8))
+    gray = gray.resize((params.image_size, params.image_size), Image.Resampling.BILINEAR)
+    return lut[np.asarray(gray)]
+
+
+def featurize(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS) -> tuple[np.ndarray, np.ndarray]:
+    """All windows of one recording: ``(images uint8 [n,S,S,3], log_mel float16 [n,mels,frames])``."""
+    db = log_mel(to_mono(audio, params=params), params=params)
+    chunks = windows(db, params=params)
+    images = np.stack([to_image(c, params=params) for c in chunks])
+    return images, np.stack(chunks).astype(np.float16)

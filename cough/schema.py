@@ -1,0 +1,70 @@
+"""The tables every job speaks: ``recordings`` (one row per input file) and ``images``
+(one row per window). Column order and types live here and nowhere else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from .features import DEFAULT_PARAMS, FeaturizerParams
+
+RECORDING_FIELDS = [
+    pa.field("recording_id", pa.string()),
+    pa.field("path", pa.string()),
+    pa.field("status", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("sample_rate", pa.int32()),
+    pa.field("channels", pa.int32()),
+    pa.field("format", pa.string()),
+    pa.field("n_windows", pa.int32()),
+    pa.field("label", pa.int8()),
+    pa.field("group", pa.string()),
+]
+
+
+def image_type(params: FeaturizerParams = DEFAULT_PARAMS) -> pa.DataType:
+    return pa.fixed_shape_tensor(pa.uint8(), [params.image_size, params.image_size, 3])
+
+
+def log_mel_type(params: FeaturizerParams = DEFAULT_PARAMS) -> pa.DataType:
+    return pa.fixed_shape_tensor(pa.float16(), [params.n_mels, params.frames_per_window])
+
+
+def recordings_schema(metadata_columns: list[str]) -> pa.Schema:
+    return pa.schema(RECORDING_FIELDS + [pa.field(c, pa.string()) for c in metadata_columns])
+
+
+def images_schema(metadata_columns: list[str], params: FeaturizerParams = DEFAULT_PARAMS) -> pa.Schema:
+    return pa.schema([
+        pa.field("recording_id", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("window", pa.int32()),
+        pa.field("label", pa.int8()),
+        pa.field("group", pa.string()),
+        pa.field("image", image_type(params)),
+        pa.field("log_mel", log_mel_type(params)),
+    ] + [pa.field(c, pa.string()) for c in metadata_columns])
+
+
+def tensor_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    """``(n, *shape)`` numpy → a fixed-shape tensor column (empty-safe)."""
+    shape = tuple(dtype.shape)
+    values = np.ascontiguousarray(values, dtype=dtype.value_type.to_pandas_dtype()).reshape((-1, *shape))
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), int(np.prod(shape)))
+    return pa.ExtensionArray.from_storage(dtype, storage)
+
+
+def to_numpy(column) -> np.ndarray:
+    """A fixed-shape tensor column (pyarrow or Ray's own numpy batch) → ``(n, *shape)`` ndarray.
+
+    >>> import pyarrow.parquet as pq
+    >>> images = to_numpy(pq.read_table("OUT/images", columns=["image"])["image"])  # doctest: +SKIP
+    """
+    if isinstance(column, np.ndarray) and column.dtype != object:
+        return column
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column, pa.ExtensionArray) and hasattr(column, "to_numpy_ndarray"):
+        return column.to_numpy_ndarray()
+    return np.stack(list(column))

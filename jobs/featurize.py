@@ -1,0 +1,94 @@
+"""featurize: decode every recording under SOURCE and write Parquet shards of mel images.
+
+Driver: list the archive, attach labels, map batches of recordings through
+:func:`cough.shards.featurize_batch` (which writes shards), sum the per-batch counts,
+write the manifest last, and swap OUT in atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from cough import __version__
+from cough.cli import add_ray_arguments, run_module
+from cough.errors import CoughError
+from cough.features import DEFAULT_PARAMS, FeaturizerParams
+
+HELP = "decode recordings and write mel-spectrogram image shards (Parquet)"
+EXAMPLE = "cough featurize data/sample/raw --labels data/sample/labels.csv --out out/features"
+log = logging.getLogger("cough.featurize")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("source", metavar="SOURCE", help="directory of recordings (searched recursively) or URI")
+    p.add_argument("--out", required=True, help="output directory: images/, recordings/, manifest.json")
+    p.add_argument("--labels", help="CSV with filename,label[,group,...]")
+    p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
+    p.add_argument("--window-s", type=float, default=DEFAULT_PARAMS.window_s, help="seconds per image (default 2.0)")
+    p.add_argument("--batch-size", type=int, default=64, help="recordings per shard (default 64)")
+    add_ray_arguments(p)
+
+
+def recordings_frame(source: str, labels: str | None, group_pattern: str | None):
+    """The archive as a DataFrame: path, label, group and metadata columns."""
+    import pandas as pd
+
+    from cough.labels import load_labels
+    from cough.storage import list_recordings
+
+    index = load_labels(labels, source, group_pattern=group_pattern)
+    paths = list_recordings(source)
+    rows = [{"path": p, **index.lookup(p)} for p in paths]
+    frame = pd.DataFrame(rows, columns=["path", "label", "group", *index.metadata_columns])
+    frame["label"] = frame["label"].astype("Int8")
+    return frame, index.metadata_columns
+
+
+def featurize(source: str, out: str, *, labels=None, group_pattern=None,
+              params: FeaturizerParams = DEFAULT_PARAMS, batch_size: int = 64) -> dict:
+    import ray
+
+    from cough.shards import featurize_batch
+    from cough.storage import atomic_dir, join, write_json
+
+    frame, metadata_columns = recordings_frame(source, labels, group_pattern)
+    if frame.empty:
+        raise CoughError(f"SOURCE {source} holds no recordings")
+    log.info("featurizing %d recordings from %s", len(frame), source)
+    with atomic_dir(out) as staging:
+        parts = [frame.iloc[i:i + batch_size] for i in range(0, len(frame), batch_size)]
+        counts = (ray.data.from_pandas(parts)
+                  .map_batches(featurize_batch, batch_size=batch_size, batch_format="pandas",
+                               fn_kwargs={"out": staging, "params": params,
+                                          "metadata_columns": metadata_columns}))
+        totals = {"inputs": 0, "ok": 0, "errors": 0, "images": 0}
+        for batch in counts.iter_batches(batch_format="pandas"):
+            for key in totals:
+                totals[key] += int(batch[key].sum())
+        if totals["inputs"] != len(frame):
+            raise CoughError(f"lost recordings: {len(frame)} listed, {totals['inputs']} processed")
+        manifest = {**totals, "source": source, "labels": labels, "group_pattern": group_pattern,
+                    "featurizer": params.to_dict(), "featurizer_version": params.version,
+                    "metadata_columns": metadata_columns, "cough_version": __version__,
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        write_json(join(staging, "manifest.json"), manifest)
+    return {**totals, "out": out, "featurizer_version": params.version}
+
+
+def run(args) -> dict:
+    from cough.runtime import init_ray
+    from cough.storage import exists
+
+    if args.batch_size < 1:
+        raise CoughError("--batch-size must be at least 1")
+    params = FeaturizerParams(window_s=args.window_s, hop_s=args.window_s)
+    if not exists(args.source):
+        raise CoughError(f"SOURCE {args.source} does not exist")
+    init_ray(args.address, num_cpus=args.num_cpus)
+    return featurize(args.source, args.out, labels=args.labels, group_pattern=args.group_pattern,
+                     params=params, batch_size=args.batch_size)
+
+
+if __name__ == "__main__":
+    run_module("featurize")
