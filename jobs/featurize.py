@@ -49,6 +49,7 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
               params: FeaturizerParams = DEFAULT_PARAMS, batch_size: int = 64) -> dict:
     import ray
 
+    from cough.runtime import cpus
     from cough.shards import featurize_batch
     from cough.storage import atomic_dir, join, write_json
 
@@ -57,6 +58,8 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
         raise CoughError(f"SOURCE {source} holds no recordings")
     log.info("featurizing %d recordings from %s", len(frame), source)
     with atomic_dir(out) as staging:
+        # Small archives still spread over every CPU: at least ~4 batches per CPU.
+        batch_size = max(1, min(batch_size, -(-len(frame) // (4 * cpus()))))
         parts = [frame.iloc[i:i + batch_size] for i in range(0, len(frame), batch_size)]
         counts = (ray.data.from_pandas(parts)
                   .map_batches(featurize_batch, batch_size=batch_size, batch_format="pandas",

@@ -1,0 +1,121 @@
+"""The CNN architectures and the MODEL directory format shared by train and score.
+
+MODEL/ holds ``weights.h5`` (weights only: loading runs no code from the file, no
+pickles, no Lambda layers) and ``model.json``; the architecture is rebuilt from code by
+its name. TensorFlow runs with tf_keras (``TF_USE_LEGACY_KERAS=1``) because Keras 3
+cannot train under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import CoughError
+
+CLASS_NAMES = ["negative", "positive"]
+WEIGHTS_FILE = "weights.h5"
+META_FILE = "model.json"
+
+
+def tensorflow(threads: int | None = None):
+    """Import TensorFlow with legacy Keras, optionally capping its thread pools."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # already initialised in this process: keep its setting
+            pass
+    return tf
+
+
+def _seed(tf, size: int):
+    """The seed article's model, layer for layer (75,820,898 parameters at 150×150)."""
+    layers = tf.keras.layers
+    return [
+        layers.Conv2D(16, (3, 3), activation="relu", input_shape=(size, size, 3)),
+        layers.MaxPooling2D(2, 2),
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.Flatten(),
+        layers.Dropout(0.5),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(2, activation="softmax"),
+    ]
+
+
+def _pooled(tf, size: int):
+    """The seed's convolutions with a pool after each and global average pooling before
+    the head: ~60k parameters instead of 75.8M, so it trains many times faster."""
+    layers = tf.keras.layers
+    return [
+        layers.Conv2D(16, (3, 3), activation="relu", input_shape=(size, size, 3)),
+        layers.MaxPooling2D(2, 2),
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPooling2D(2, 2),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.MaxPooling2D(2, 2),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dropout(0.5),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(2, activation="softmax"),
+    ]
+
+
+ARCHITECTURES = {"seed": _seed, "pooled": _pooled}
+
+
+def build_model(arch: str = "seed", *, image_size: int = 150, learning_rate: float = 1e-3):
+    """A compiled model: inputs uint8 images, rescaled by 1/255 inside the graph, softmax over
+    ``CLASS_NAMES``, Adam, categorical cross-entropy (the seed's training setup).
+
+    >>> build_model("seed").count_params()   # doctest: +SKIP
+    75820898
+    """
+    if arch not in ARCHITECTURES:
+        raise CoughError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    tf = tensorflow()
+    model = tf.keras.Sequential(ARCHITECTURES[arch](tf, image_size), name=f"cough_{arch}")
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(n, S, S, 3)`` → float32 in [0, 1]: the seed's ``rescale=1./255``."""
+    return np.asarray(images, dtype=np.float32) * (1.0 / 255.0)
+
+
+def load_model(model_dir: str):
+    """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
+    from .storage import exists, join, read_json, resolve
+
+    meta_uri = join(model_dir, META_FILE)
+    if not exists(meta_uri):
+        raise CoughError(f"MODEL {model_dir} has no {META_FILE}: is it a finished `cough train` output?")
+    try:
+        meta = read_json(meta_uri)
+        arch, size = meta["arch"], int(meta["featurizer"]["image_size"])
+    except Exception as exc:
+        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete ({exc})") from None
+    model = build_model(arch, image_size=size)
+    fs, path = resolve(join(model_dir, WEIGHTS_FILE))
+    local = path
+    if not isinstance(fs, type(resolve(".")[0])):  # h5py needs a local file
+        import tempfile
+
+        local = os.path.join(tempfile.mkdtemp(prefix="cough-model-"), WEIGHTS_FILE)
+        with fs.open_input_stream(path) as src, open(local, "wb") as dst:
+            dst.write(src.read())
+    try:
+        model.load_weights(local)
+    except Exception as exc:
+        raise CoughError(f"MODEL {model_dir}: cannot load {WEIGHTS_FILE} ({type(exc).__name__}: {exc})") from None
+    return model, meta
