@@ -51,7 +51,8 @@ def join(base: str, *parts: str) -> str:
 
 
 def list_recordings(source: str) -> list[str]:
-    """Every recording under ``source``, recursively, sorted, as URIs/paths like ``source``.
+    """Every recording under ``source``, recursively, sorted: absolute paths (or URIs of
+    ``source``'s scheme), so that workers with another working directory find them.
 
     Hidden files and sidecars (csv, json, txt, ...) are not recordings. Everything
     else is, whatever its extension: a file that is not audio becomes an error row.
@@ -61,7 +62,7 @@ def list_recordings(source: str) -> list[str]:
     if info.type == pafs.FileType.NotFound:
         raise CoughError(f"SOURCE {source} does not exist")
     if info.type == pafs.FileType.File:
-        return [source]
+        return [_like(source, root)]
     selector = pafs.FileSelector(root, recursive=True)
     found = []
     for entry in fs.get_file_info(selector):
@@ -70,7 +71,7 @@ def list_recordings(source: str) -> list[str]:
             continue
         if entry.path.lower().endswith(SIDECAR_SUFFIXES):
             continue
-        found.append(join(source, str(rel)))
+        found.append(_like(source, entry.path))
     return sorted(found)
 
 

@@ -12,7 +12,7 @@ import logging
 
 from cough import __version__
 from cough.cli import add_ray_arguments, run_module
-from cough.errors import CoughError
+from cough.errors import CoughError, UsageError
 from cough.features import DEFAULT_PARAMS, FeaturizerParams
 
 HELP = "decode recordings and write mel-spectrogram image shards (Parquet)"
@@ -46,16 +46,24 @@ def recordings_frame(source: str, labels: str | None, group_pattern: str | None)
 
 
 def featurize(source: str, out: str, *, labels=None, group_pattern=None,
-              params: FeaturizerParams = DEFAULT_PARAMS, batch_size: int = 64) -> dict:
+              params: FeaturizerParams = DEFAULT_PARAMS, batch_size: int = 64,
+              address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Featurize every recording under ``source`` into ``out`` (replaced atomically).
+
+    Joins Ray at ``address`` or starts a local instance, unless Ray is already up.
+    """
     import ray
 
-    from cough.runtime import cpus
+    from cough.runtime import cpus, init_ray
     from cough.shards import featurize_batch
     from cough.storage import atomic_dir, join, write_json
 
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
     frame, metadata_columns = recordings_frame(source, labels, group_pattern)
     if frame.empty:
         raise CoughError(f"SOURCE {source} holds no recordings")
+    init_ray(address, num_cpus=num_cpus)
     log.info("featurizing %d recordings from %s", len(frame), source)
     with atomic_dir(out) as staging:
         # Small archives still spread over every CPU: at least ~4 batches per CPU.
@@ -76,21 +84,17 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
                     "metadata_columns": metadata_columns, "cough_version": __version__,
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
         write_json(join(staging, "manifest.json"), manifest)
+    if totals["errors"]:
+        log.warning("%d of %d recordings could not be featurized; their reasons are in %s/recordings "
+                    "(status == 'error')", totals["errors"], totals["inputs"], out)
     return {**totals, "out": out, "featurizer_version": params.version}
 
 
 def run(args) -> dict:
-    from cough.runtime import init_ray
-    from cough.storage import exists
-
-    if args.batch_size < 1:
-        raise CoughError("--batch-size must be at least 1")
     params = FeaturizerParams(window_s=args.window_s, hop_s=args.window_s)
-    if not exists(args.source):
-        raise CoughError(f"SOURCE {args.source} does not exist")
-    init_ray(args.address, num_cpus=args.num_cpus)
     return featurize(args.source, args.out, labels=args.labels, group_pattern=args.group_pattern,
-                     params=params, batch_size=args.batch_size)
+                     params=params, batch_size=args.batch_size, address=args.address,
+                     num_cpus=args.num_cpus)
 
 
 if __name__ == "__main__":

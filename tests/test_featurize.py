@@ -1,0 +1,258 @@
+"""featurize: audio → windows → images, the job's outputs, bad input, and the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from cough.audio import decode
+from cough.errors import RecordingError
+from cough.features import DEFAULT_PARAMS, FeaturizerParams, featurize as featurize_audio, windows
+from cough.labels import load_labels, parse_label
+from cough.schema import to_numpy
+from cough.synth import cough_signal
+from jobs.featurize import featurize
+
+from .conftest import ROOT
+
+
+def _cough(path: Path, *, sr=16000, seconds=1.5, channels=1, fmt=None, subtype=None, seed=0):
+    y = cough_signal(np.random.default_rng(seed), positive=True, sample_rate=sr, duration_s=seconds,
+                     channels=channels)
+    sf.write(path, y, sr, format=fmt, subtype=subtype)
+    return path
+
+
+def _ffmpeg_convert(src: Path, dst: Path, *args: str) -> Path:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(src), *args, str(dst)],
+                   check=True)
+    return dst
+
+
+def _read(out: Path, table: str) -> pd.DataFrame:
+    return pq.read_table(out / table).to_pandas()
+
+
+# --- pure functions -------------------------------------------------------------------------
+
+def test_every_window_covers_the_same_span_long_recordings_are_not_squashed():
+    p = DEFAULT_PARAMS
+    frames = lambda s: int(s * p.sample_rate / p.hop_length) + 1  # noqa: E731
+    db = np.zeros((p.n_mels, frames(9.0)), np.float32)
+    chunks = windows(db, params=p)
+    assert len(chunks) == 5  # 0-2, 2-4, 4-6, 6-8, 8-9 (1 s tail ≥ 0.5 s is kept, padded)
+    assert {c.shape for c in chunks} == {(p.n_mels, p.frames_per_window)}
+    short = windows(np.zeros((p.n_mels, frames(0.3)), np.float32), params=p)
+    assert len(short) == 1 and short[0].shape[1] == p.frames_per_window
+    # padding is the floor of the dB range, not stretched audio
+    assert np.all(short[0][:, frames(0.3) + 1:] == -p.top_db)
+
+
+def test_short_tail_is_dropped_but_never_the_only_window():
+    p = DEFAULT_PARAMS
+    db = np.zeros((p.n_mels, int(4.2 * p.sample_rate / p.hop_length)), np.float32)
+    assert len(windows(db, params=p)) == 2
+
+
+def test_images_are_150x150_rgb_uint8_and_depend_on_the_sound():
+    a = decode(_bytes_of(cough_signal(np.random.default_rng(1), positive=True, sample_rate=22050, duration_s=1.0)))
+    b = decode(_bytes_of(cough_signal(np.random.default_rng(1), positive=False, sample_rate=22050, duration_s=1.0)))
+    ia, la = featurize_audio(a)
+    ib, _ = featurize_audio(b)
+    assert ia.shape == (1, 150, 150, 3) and ia.dtype == np.uint8
+    assert la.shape == (1, DEFAULT_PARAMS.n_mels, DEFAULT_PARAMS.frames_per_window)
+    assert np.abs(ia.astype(int) - ib.astype(int)).mean() > 5
+
+
+def _bytes_of(y: np.ndarray, sr: int = 22050) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_resampling_makes_rate_irrelevant_to_the_image_shape():
+    y = cough_signal(np.random.default_rng(3), positive=True, sample_rate=48000, duration_s=1.0, channels=2)
+    audio48 = decode(_bytes_of(y, 48000))
+    assert audio48.channels == 2 and audio48.sample_rate == 48000
+    images, _ = featurize_audio(audio48)
+    assert images.shape == (1, 150, 150, 3)
+
+
+def test_params_version_changes_with_any_setting():
+    assert FeaturizerParams().version == DEFAULT_PARAMS.version
+    assert FeaturizerParams(window_s=1.0, hop_s=1.0).version != DEFAULT_PARAMS.version
+    assert FeaturizerParams.from_dict(DEFAULT_PARAMS.to_dict()) == DEFAULT_PARAMS
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (os.urandom(4096), "not a recognised audio file"),
+])
+def test_decode_explains_what_is_wrong(data, reason):
+    with pytest.raises(RecordingError, match=reason):
+        decode(data)
+
+
+def test_decode_refuses_recordings_over_the_length_limit():
+    with pytest.raises(RecordingError, match="over the"):
+        decode(_bytes_of(np.zeros(22050 * 3, np.float32)), max_duration_s=2.0)
+
+
+def test_labels_accept_the_usual_spellings_and_reject_others():
+    assert [parse_label(v) for v in ["Positive", "NEG", "1", "0", "true", "False", "pos", ""]] == \
+        [1, 0, 1, 0, 1, 0, 1, None]
+    with pytest.raises(ValueError, match="not one of"):
+        parse_label("maybe")
+
+
+def test_labels_csv_paths_must_stay_inside_source(tmp_path):
+    (tmp_path / "raw").mkdir()
+    bad = tmp_path / "labels.csv"
+    bad.write_text("filename,label\n../../etc/passwd,positive\n")
+    from cough.errors import CoughError
+
+    with pytest.raises(CoughError, match="outside SOURCE"):
+        load_labels(str(bad), str(tmp_path / "raw"))
+    bad.write_text("filename,label\n/etc/passwd,positive\n")
+    with pytest.raises(CoughError, match="outside SOURCE"):
+        load_labels(str(bad), str(tmp_path / "raw"))
+
+
+def test_group_pattern_and_folder_labels(tmp_path):
+    index = load_labels(None, str(tmp_path), group_pattern=r"^(.+)-\d+$")
+    assert index.lookup(str(tmp_path / "pos" / "X-0.mp3")) == {"label": 1, "group": "X"}
+    assert index.lookup(str(tmp_path / "neg" / "X-1.mp3"))["group"] == "X"
+    assert index.lookup(str(tmp_path / "other" / "Y.mp3")) == {"label": None, "group": "other/Y.mp3"}
+
+
+# --- the job --------------------------------------------------------------------------------
+
+def test_sample_archive_is_fully_featurized(sample_features):
+    manifest = json.loads((sample_features / "manifest.json").read_text())
+    recordings, images = _read(sample_features, "recordings"), pq.read_table(sample_features / "images")
+    labels = pd.read_csv(ROOT / "data" / "sample" / "labels.csv")
+    assert manifest["inputs"] == len(labels) == len(recordings) == manifest["ok"] + manifest["errors"]
+    assert manifest["images"] == images.num_rows == recordings["n_windows"].sum()
+    assert manifest["featurizer_version"] == DEFAULT_PARAMS.version
+    arr = to_numpy(images["image"])
+    assert arr.shape == (images.num_rows, 150, 150, 3) and arr.dtype == np.uint8
+    # labels, groups and metadata come from the CSV, joined by filename
+    truth = labels.assign(name=labels.filename).set_index("name")
+    got = recordings.assign(name=recordings.path.map(lambda p: Path(p).name)).set_index("name")
+    assert (got.label == truth.label.eq("positive").astype(int).reindex(got.index)).all()
+    assert (got.group == truth.group.reindex(got.index)).all()
+    assert (got.site == truth.site.reindex(got.index)).all()
+    # every recording id is the hash of its bytes and images point at real recordings
+    assert set(images["recording_id"].to_pylist()) <= set(recordings.recording_id)
+
+
+def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ray_local):
+    src = tmp_path / "messy"
+    (src / "sub dir").mkdir(parents=True)
+    good = _cough(src / "good.wav")
+    (src / "zero.wav").write_bytes(b"")
+    (src / "random.mp3").write_bytes(np.random.default_rng(0).bytes(5000))
+    mp3 = _cough(src / "real.mp3", fmt="MP3", seconds=2.0)
+    (src / "truncated.mp3").write_bytes(mp3.read_bytes()[:300])
+    _cough(src / "wav_named.mp3", fmt="WAV")  # wrong extension, fine content
+    sf.write(src / "silent.flac", np.zeros(16000, np.float32), 16000)
+    sf.write(src / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    sf.write(src / "one_sample.wav", np.array([0.5], np.float32), 16000)
+    _cough(src / "hifi.wav", sr=96000, channels=2, seconds=1.0)
+    shutil.copy(good, src / "sub dir" / "same bytes, other name.wav")
+    _cough(src / "sub dir" / "tos de ñandú.ogg", fmt="OGG", subtype="VORBIS")
+    _ffmpeg_convert(good, src / "voice_note.webm", "-c:a", "libopus")
+    _ffmpeg_convert(good, src / "call.m4a", "-c:a", "aac")
+    (src / "notes.txt").write_text("sidecar, not a recording")
+
+    out = tmp_path / "out"
+    summary = featurize(str(src), str(out))
+    rec = _read(out, "recordings")
+    rec.index = rec.path.map(lambda p: Path(p).name)
+    assert summary["inputs"] == 14 == len(rec) == summary["ok"] + summary["errors"]
+    ok = {"good.wav", "real.mp3", "wav_named.mp3", "hifi.wav", "same bytes, other name.wav",
+          "tos de ñandú.ogg", "voice_note.webm", "call.m4a", "one_sample.wav"}
+    assert set(rec.index[rec.status == "ok"]) == ok
+    reasons = rec.error.dropna().to_dict()
+    assert "empty" in reasons["zero.wav"]
+    assert "not a recognised audio file" in reasons["random.mp3"]
+    assert reasons["truncated.mp3"]
+    assert "silent" in reasons["silent.flac"]
+    assert "NaN" in reasons["nan.wav"]
+    assert rec.loc["hifi.wav", "sample_rate"] == 96000 and rec.loc["hifi.wav", "channels"] == 2
+    assert rec.loc["good.wav", "recording_id"] == rec.loc["same bytes, other name.wav", "recording_id"]
+    assert rec.loc["voice_note.webm", "format"] == "opus"
+    assert (rec.n_windows[rec.status == "ok"] >= 1).all() and (rec.n_windows[rec.status == "error"] == 0).all()
+
+
+def test_a_rerun_replaces_out_whole(tmp_path, ray_local, sample_archive):
+    out = tmp_path / "out"
+    featurize(str(sample_archive / "raw"), str(out))
+    for f in sorted((sample_archive / "raw").iterdir())[10:]:
+        f.unlink()
+    summary = featurize(str(sample_archive / "raw"), str(out))
+    assert summary["inputs"] == 10 == len(_read(out, "recordings"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left over
+
+
+def test_a_crash_never_leaves_an_out_that_looks_complete(tmp_path, sample_archive):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.featurize", str(sample_archive / "raw"), "--out", str(out),
+                             "--num-cpus", "2", "--batch-size", "1"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(tmp_path.glob(".out.tmp-*/images/*.parquet")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(tmp_path.glob(".out.tmp-*")), "the job never started writing"
+    assert not out.exists()
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "cough", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["featurize", "/no/such/dir", "--out", "/tmp/x"], 1, "does not exist"),
+    (["featurize", "data/sample/raw"], 2, "--out"),
+    (["featurize", "data/sample/raw", "--out", "/tmp/x", "--batch-size", "0"], 2, "--batch-size"),
+    (["featurize", "data/sample/raw", "--out", "/tmp/x", "--labels", "/no/labels.csv"], 1, "labels CSV"),
+    (["featurize", "data/sample/raw", "--out", "/tmp/x", "--group-pattern", "(("], 2, "regular expression"),
+])
+def test_job_problems_exit_nonzero_with_one_line_and_no_traceback(args, code, message):
+    result = _cli(*args)
+    assert result.returncode == code
+    lines = result.stderr.strip().splitlines()
+    assert message in lines[-1] and "Traceback" not in result.stderr
+
+
+def test_cli_summary_and_json(tmp_path, sample_archive):
+    for f in sorted((sample_archive / "raw").iterdir())[6:]:
+        f.unlink()
+    (sample_archive / "raw" / "broken.mp3").write_bytes(b"ID3" + b"\0" * 100)
+    result = _cli("featurize", str(sample_archive / "raw"), "--out", str(tmp_path / "o"), "--num-cpus", "2", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["inputs"], summary["ok"], summary["errors"]) == (7, 6, 1)
+    unwritable = tmp_path / "file"
+    unwritable.write_text("x")
+    result = _cli("featurize", str(sample_archive / "raw"), "--out", str(unwritable / "o"), "--num-cpus", "1")
+    assert result.returncode == 1 and "cannot write" in result.stderr.strip().splitlines()[-1]
