@@ -34,7 +34,7 @@ def tensorflow(threads: int | None = None):
     return tf
 
 
-def _seed(tf, size: int):
+def _seed(tf, size: int, dropout: float = 0.5):
     """The seed article's model, layer for layer (75,820,898 parameters at 150×150)."""
     layers = tf.keras.layers
     return [
@@ -44,13 +44,13 @@ def _seed(tf, size: int):
         layers.Conv2D(64, (3, 3), activation="relu"),
         layers.Conv2D(64, (3, 3), activation="relu"),
         layers.Flatten(),
-        layers.Dropout(0.5),
+        layers.Dropout(dropout),
         layers.Dense(256, activation="relu"),
         layers.Dense(2, activation="softmax"),
     ]
 
 
-def _pooled(tf, size: int):
+def _pooled(tf, size: int, dropout: float = 0.5):
     """The seed's convolutions with a pool after each and global average pooling before
     the head: ~60k parameters instead of 75.8M, so it trains many times faster."""
     layers = tf.keras.layers
@@ -63,7 +63,7 @@ def _pooled(tf, size: int):
         layers.MaxPooling2D(2, 2),
         layers.Conv2D(64, (3, 3), activation="relu"),
         layers.GlobalAveragePooling2D(),
-        layers.Dropout(0.5),
+        layers.Dropout(dropout),
         layers.Dense(64, activation="relu"),
         layers.Dense(2, activation="softmax"),
     ]
@@ -72,9 +72,11 @@ def _pooled(tf, size: int):
 ARCHITECTURES = {"seed": _seed, "pooled": _pooled}
 
 
-def build_model(arch: str = "seed", *, image_size: int = 150, learning_rate: float = 1e-3):
-    """A compiled model: inputs uint8 images, rescaled by 1/255 inside the graph, softmax over
+def build_model(arch: str = "seed", *, image_size: int = 150, learning_rate: float = 1e-3,
+                dropout: float = 0.5):
+    """A compiled model: inputs are images scaled by :func:`preprocess`, softmax over
     ``CLASS_NAMES``, Adam, categorical cross-entropy (the seed's training setup).
+    ``dropout`` only acts while training (0 makes training deterministic for tests).
 
     >>> build_model("seed").count_params()   # doctest: +SKIP
     75820898
@@ -82,7 +84,7 @@ def build_model(arch: str = "seed", *, image_size: int = 150, learning_rate: flo
     if arch not in ARCHITECTURES:
         raise CoughError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     tf = tensorflow()
-    model = tf.keras.Sequential(ARCHITECTURES[arch](tf, image_size), name=f"cough_{arch}")
+    model = tf.keras.Sequential(ARCHITECTURES[arch](tf, image_size, dropout), name=f"cough_{arch}")
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -91,6 +93,37 @@ def build_model(arch: str = "seed", *, image_size: int = 150, learning_rate: flo
 def preprocess(images: np.ndarray) -> np.ndarray:
     """uint8 ``(n, S, S, 3)`` → float32 in [0, 1]: the seed's ``rescale=1./255``."""
     return np.asarray(images, dtype=np.float32) * (1.0 / 255.0)
+
+
+def predict_windows(model, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """P(positive) for each image of a uint8 ``(n, S, S, 3)`` batch (inference mode, no
+    collective ops, so it is safe inside a Ray Train worker too).
+
+    >>> predict_windows(model, images)                 # doctest: +SKIP
+    array([0.12, 0.91], dtype=float32)
+    """
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.float32)
+    out = [model(preprocess(images[i:i + batch_size]), training=False).numpy()[:, 1]
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def aggregate_windows(scores) -> float:
+    """One recording's score from its windows' P(positive): the mean.
+
+    The mean, not the max: a recording is cut into fixed 2 s windows, some of which hold
+    only padding or breath; the max would let one noisy window decide and would rise with
+    the number of windows (long recordings would look more positive). Training picks the
+    decision threshold on recording scores made by this same rule; scoring must use it too.
+
+    >>> aggregate_windows([0.2, 0.4, 0.9])
+    0.5
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0 or not np.all(np.isfinite(scores)):
+        raise ValueError("aggregate_windows needs at least one finite window score")
+    return float(scores.mean())
 
 
 def load_model(model_dir: str):
