@@ -63,7 +63,11 @@ def _probe_codec(data: bytes) -> str:
 
 
 def _decode_ffmpeg(data: bytes) -> Audio:
-    from pydub import AudioSegment
+    import warnings
+
+    with warnings.catch_warnings():  # pydub warns at import that no ffmpeg is on PATH; we set it below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from pydub import AudioSegment
 
     AudioSegment.converter = _ffmpeg()
     codec = _probe_codec(data)

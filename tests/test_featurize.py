@@ -256,3 +256,15 @@ def test_cli_summary_and_json(tmp_path, sample_archive):
     unwritable.write_text("x")
     result = _cli("featurize", str(sample_archive / "raw"), "--out", str(unwritable / "o"), "--num-cpus", "1")
     assert result.returncode == 1 and "cannot write" in result.stderr.strip().splitlines()[-1]
+
+
+def test_log_mel_is_librosas_melspectrogram_in_db():
+    import librosa
+
+    from cough.features import log_mel
+
+    y = cough_signal(np.random.default_rng(5), positive=False, sample_rate=22050, duration_s=3.0)[:, 0]
+    p = DEFAULT_PARAMS
+    ref = librosa.power_to_db(librosa.feature.melspectrogram(
+        y=y, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels), ref=np.max, top_db=p.top_db)
+    np.testing.assert_allclose(log_mel(y), ref, atol=1e-3)
