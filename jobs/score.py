@@ -1,0 +1,183 @@
+"""score: predict every recording under SOURCE with MODEL into PRED, incrementally.
+
+Driver: check MODEL, list SOURCE (a raw archive or an OUT of ``cough featurize``), take
+PRED's lock, finish or discard what a crashed run left, then stream two Ray Data stages
+(featurize with tasks, predict with an actor pool) into one new PRED partition that is
+committed atomically. Recordings this model version already scored are skipped by
+content hash; a run with nothing new writes nothing. See docs/score.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cough import __version__
+from cough.cli import add_ray_arguments, run_module
+from cough.errors import CoughError, UsageError
+
+HELP = "score recordings with a MODEL into PRED (Parquet), incrementally and crash-safe"
+EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
+           "--labels data/sample/labels.csv")
+log = logging.getLogger("cough.score")
+#: Heap reserved per featurizing task: a 10-minute 48 kHz stereo file decodes to ~230 MB of
+#: float32 samples, and resampling and the mel transform need as much again.
+TASK_MEMORY = 1 << 30
+
+
+def add_arguments(p) -> None:
+    p.add_argument("source", metavar="SOURCE",
+                   help="directory of recordings (searched recursively), URI, or an OUT of `cough featurize`")
+    p.add_argument("--model", required=True, help="MODEL directory written by `cough train`")
+    p.add_argument("--out", required=True, help="PRED directory (Parquet); created or extended")
+    p.add_argument("--labels", help="CSV with filename,label[,group,...] (raw SOURCE only)")
+    p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
+    p.add_argument("--rescore", action="store_true",
+                   help="score everything again and replace this model version's earlier predictions")
+    p.add_argument("--batch-size", type=int, default=32, help="recordings per featurizing task (default 32)")
+    p.add_argument("--actors", type=int,
+                   help="most inference actors (default: one per 4 CPUs of the cluster, at least 1)")
+    p.add_argument("--actor-cpus", type=float, default=1.0,
+                   help="CPUs reserved per inference actor, also its TensorFlow thread count (default 1)")
+    add_ray_arguments(p)
+
+
+def is_featurize_out(source: str) -> bool:
+    from cough.storage import exists, is_dir, join
+
+    return exists(join(source, "manifest.json")) and is_dir(join(source, "images"))
+
+
+def _inputs(source: str, labels, group_pattern, model_info):
+    """``(ray dataset of inputs, stage-1 function, its kwargs, n_inputs, metadata_columns)``."""
+    import ray
+
+    from cough.score import prepare_recordings, prepare_shards
+    from cough.storage import join, read_json, resolve
+
+    if is_featurize_out(source):
+        if labels or group_pattern:
+            raise UsageError("SOURCE is a featurize OUT whose labels and groups were attached when it was "
+                             "made; drop --labels/--group-pattern")
+        manifest = read_json(join(source, "manifest.json"))
+        if manifest.get("featurizer_version") != model_info.featurizer_version:
+            raise CoughError(f"SOURCE {source} was featurized with featurizer version "
+                             f"{manifest.get('featurizer_version')}, MODEL {model_info.model_dir} expects "
+                             f"{model_info.featurizer_version}: score the raw archive instead, or re-featurize")
+        import pyarrow.fs as pafs
+
+        fs, root = resolve(source)
+        shards = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{root}/recordings"))
+                        if i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_")))
+        ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
+        columns = manifest.get("metadata_columns", [])
+        return ds, prepare_shards, {"features": source}, int(manifest["inputs"]), columns, 1
+
+    from jobs.featurize import recordings_frame
+
+    frame, columns = recordings_frame(source, labels, group_pattern)
+    if frame.empty:
+        raise CoughError(f"SOURCE {source} holds no recordings")
+    return frame, prepare_recordings, {"params": model_info.params}, len(frame), columns, None
+
+
+def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
+          batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0,
+          rows_per_file: int = 50_000, address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Score SOURCE with MODEL into PRED; returns the run's counts.
+
+    >>> score("data/sample/raw", "out/demo/model", "out/demo/pred")   # doctest: +SKIP
+    {'inputs': 60, 'scored': 60, 'ok': 60, 'errors': 0, 'skipped': 0, ...}
+    """
+    import pyarrow as pa
+    import ray
+
+    from cough.runtime import cpus, init_ray
+    from cough.score import (NOTHING_SCORED, Predictor, RunWriter, committed_runs, new_run_id,
+                             pred_lock, pred_schema, read_model_info, recover, scored_keys)
+    from cough.storage import exists
+
+    if batch_size < 1 or (actors is not None and actors < 1) or actor_cpus <= 0:
+        raise UsageError("--batch-size and --actors must be at least 1, --actor-cpus above 0")
+    info = read_model_info(model)
+    if not exists(source):
+        raise CoughError(f"SOURCE {source} does not exist")
+    ds, prepare, prepare_kwargs, n_inputs, metadata_columns, stage1_batch = _inputs(
+        source, labels, group_pattern, info)
+    init_ray(address, num_cpus=num_cpus)
+    if stage1_batch is None:  # a raw archive: spread small ones over every CPU too
+        stage1_batch = max(1, min(batch_size, -(-n_inputs // (4 * cpus()))))
+        ds = ray.data.from_pandas([ds.iloc[i:i + stage1_batch] for i in range(0, n_inputs, stage1_batch)])
+    actors = actors or max(1, cpus() // 4)
+
+    with pred_lock(pred):
+        recover(pred)
+        scored = NOTHING_SCORED if rescore else scored_keys(pred, info.version)
+        run_id = new_run_id()
+        log.info("run %s: %d inputs from %s, model %s (%d recordings already scored)",
+                 run_id, n_inputs, source, info.version, len(scored.ids))
+        # The memory reservation sizes decoding (long recordings) and, being a remote
+        # argument the actors lack, keeps Ray from fusing the two stages into one.
+        stage1 = ds.map_batches(prepare, batch_size=stage1_batch, batch_format="pyarrow", num_cpus=1,
+                                memory=TASK_MEMORY, fn_kwargs={**prepare_kwargs, "scored": ray.put(scored),
+                                                               "metadata_columns": metadata_columns})
+        predictions = stage1.map_batches(
+            Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+            fn_constructor_kwargs={"model_dir": model, "run_id": run_id, "threads": max(1, int(actor_cpus)),
+                                   "metadata_columns": metadata_columns})
+        writer = RunWriter(pred, run_id, pred_schema(metadata_columns), rows_per_file=rows_per_file)
+        counts = {"inputs": 0, "scored": 0, "ok": 0, "errors": 0, "skipped": 0}
+        seen: set[int] = set()  # guards against a retried batch delivering a path twice
+        try:
+            for batch in predictions.iter_batches(batch_size=None, batch_format="pyarrow"):
+                keep = [i for i, p in enumerate(batch.column("path").to_pylist()) if hash(p) not in seen]
+                batch = batch.take(keep)
+                seen.update(hash(p) for p in batch.column("path").to_pylist())
+                status = batch.column("status").to_pylist()
+                counts["inputs"] += len(status)
+                counts["skipped"] += status.count("skipped")
+                counts["ok"] += status.count("ok")
+                counts["errors"] += status.count("error")
+                writer.add(batch.filter(pa.array([s != "skipped" for s in status])))
+            counts["scored"] = counts["ok"] + counts["errors"]
+            if counts["inputs"] != n_inputs:
+                raise CoughError(f"lost recordings: {n_inputs} listed, {counts['inputs']} came back")
+        except BaseException as exc:
+            writer.abort()
+            clean = _job_error(exc)
+            if clean is exc:
+                raise
+            raise clean from None
+        supersedes = [r["run_id"] for r in committed_runs(pred) if r["model_version"] == info.version] \
+            if rescore else []
+        committed = writer.commit({"model_version": info.version, "featurizer_version": info.featurizer_version,
+                                   "source": source, "model": model, "rescore": rescore,
+                                   "metadata_columns": metadata_columns, "cough_version": __version__,
+                                   **counts}, supersedes)
+    if counts["errors"]:
+        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
+                    counts["errors"], counts["scored"], pred)
+    return {**counts, "run_id": run_id if committed else None, "pred": pred, "model_version": info.version}
+
+
+def _job_error(exc: BaseException) -> BaseException:
+    """A CoughError raised inside a Ray worker (e.g. a model that fails to load in the
+    inference actors) as the plain one-line CoughError; anything else unchanged."""
+    from ray.exceptions import RayError
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, CoughError) and not isinstance(seen, RayError):
+            return CoughError(str(seen))
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return exc
+
+
+def run(args) -> dict:
+    return score(args.source, args.model, args.out, labels=args.labels, group_pattern=args.group_pattern,
+                 rescore=args.rescore, batch_size=args.batch_size, actors=args.actors,
+                 actor_cpus=args.actor_cpus, address=args.address, num_cpus=args.num_cpus)
+
+
+if __name__ == "__main__":
+    run_module("score")
