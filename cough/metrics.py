@@ -1,0 +1,324 @@
+"""Evaluation statistics that cannot flatter a model: true labels only, participant-level
+bootstrap confidence intervals, a metadata-only shortcut baseline, and score drift.
+
+Every function takes plain arrays and returns plain numbers; an undefined value is
+``None`` with a reason (never NaN), so that ``metrics.json`` and the report can say
+*why* something could not be computed. scikit-learn computes every curve and metric;
+this module only decides what to compute on which rows and how to resample them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+#: Confidence level of every interval.
+LEVEL = 0.95
+#: A bootstrap interval is reported only when the statistic is defined in at least this
+#: share of the resamples (an AUC is undefined in a resample that holds one class only).
+MIN_VALID_RESAMPLES = 0.9
+#: Population stability index above which the score distribution is said to have drifted
+#: (the customary reading: < 0.1 stable, 0.1–0.2 moderate shift, > 0.2 significant shift).
+PSI_WARN = 0.2
+#: Scores needed in each of the two runs compared before a PSI is computed.
+PSI_MIN_SCORES = 20
+#: A variable (or the metadata baseline) "predicts the label" when its out-of-fold AUC is at
+#: least this and the lower end of its 95% CI is above 0.5.
+SHORTCUT_AUC = 0.6
+
+RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+
+
+def finite(value) -> float | None:
+    """``float(value)``, or None for NaN/inf/None: what JSON and the report show.
+
+    >>> finite(0.5), finite(float("nan")), finite(None)
+    (0.5, None, None)
+    """
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def bootstrap_weights(groups, *, n_boot: int = 1000, seed: int = 0) -> Iterator[np.ndarray]:
+    """Row weights of ``n_boot`` bootstrap resamples that draw whole groups with replacement.
+
+    A group drawn k times gives each of its rows weight k, which equals copying its rows k
+    times; sklearn metrics take these as ``sample_weight``. With one row per group this is
+    the ordinary row bootstrap.
+
+    >>> w = next(bootstrap_weights(["a", "a", "b"], n_boot=1))
+    >>> bool(w[0] == w[1])   # rows of one participant are drawn together
+    True
+    """
+    codes, uniques = pd.factorize(np.asarray(groups, dtype=object), use_na_sentinel=False)
+    n_groups = len(uniques)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        yield counts[codes].astype(float)
+
+
+def bootstrap_ci(statistic: Callable[[np.ndarray], dict], groups, *, n_boot: int = 1000, seed: int = 0,
+                 level: float = LEVEL) -> tuple[dict, dict]:
+    """Percentile intervals of every value ``statistic(sample_weight)`` returns, over group resamples.
+
+    Returns ``(intervals, reasons)``: ``intervals[name]`` is ``[low, high]`` or None, and
+    ``reasons[name]`` says why it is None.
+
+    >>> y, s = np.array([0, 1] * 20), np.linspace(0, 1, 40)
+    >>> ci, why = bootstrap_ci(lambda w: {"auc": auc(y, s, w)}, np.arange(40), n_boot=200)
+    >>> ci["auc"][0] < auc(y, s) < ci["auc"][1]
+    True
+    """
+    import sklearn
+
+    draws: dict[str, list[float]] = {}
+    # The inputs were validated once; skip sklearn's per-call checks in this hot loop.
+    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+        for weights in bootstrap_weights(groups, n_boot=n_boot, seed=seed):
+            for name, value in statistic(weights).items():
+                draws.setdefault(name, []).append(np.nan if value is None else float(value))
+    intervals, reasons = {}, {}
+    tail = 100 * (1 - level) / 2
+    for name, values in draws.items():
+        values = np.asarray(values)
+        ok = np.isfinite(values)
+        if ok.mean() < MIN_VALID_RESAMPLES:
+            intervals[name] = None
+            reasons[name] = (f"defined in only {ok.mean():.0%} of {n_boot} bootstrap resamples of the "
+                             f"participants (too few participants of one class)")
+        else:
+            low, high = np.percentile(values[ok], [tail, 100 - tail])
+            intervals[name] = [float(low), float(high)]
+    return intervals, reasons
+
+
+def auc(y, score, sample_weight=None) -> float:
+    """ROC AUC (sklearn), NaN when the (weighted) rows hold one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    present = y if sample_weight is None else y[np.asarray(sample_weight) > 0]
+    if len(np.unique(present)) < 2:
+        return np.nan
+    return float(roc_auc_score(y, score, sample_weight=sample_weight))
+
+
+def confusion(y, predicted, sample_weight=None) -> np.ndarray:
+    """``[[tn, fp], [fn, tp]]`` (sklearn's confusion_matrix with labels 0, 1)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y, predicted, labels=[0, 1], sample_weight=sample_weight)
+
+
+def rates(cm: np.ndarray) -> dict:
+    """Sensitivity, specificity, PPV, NPV and accuracy from ``[[tn, fp], [fn, tp]]``; NaN
+    where the denominator is empty (as sklearn's recall/precision with ``zero_division=nan``).
+
+    >>> rates(np.array([[8, 2], [1, 4]]))["sensitivity"]
+    0.8
+    """
+    (tn, fp), (fn, tp) = np.asarray(cm, dtype=float)
+
+    def ratio(a, b):
+        return float(a / b) if b > 0 else np.nan
+
+    return {"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+            "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn),
+            "accuracy": ratio(tp + tn, tp + tn + fp + fn)}
+
+
+def rate_reasons(cm: np.ndarray, threshold: float) -> dict:
+    """Why each rate of :func:`rates` is undefined, for the rates that are."""
+    (tn, fp), (fn, tp) = np.asarray(cm)
+    why = {}
+    if tp + fn == 0:
+        why["sensitivity"] = "no positive recording among the labelled ones"
+    if tn + fp == 0:
+        why["specificity"] = "no negative recording among the labelled ones"
+    if tp + fp == 0:
+        why["ppv"] = f"the model called no recording positive at threshold {threshold:g}"
+    if tn + fn == 0:
+        why["npv"] = f"the model called no recording negative at threshold {threshold:g}"
+    if tn + fp + fn + tp == 0:
+        why["accuracy"] = "no labelled recording"
+    return why
+
+
+def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot: int = 1000,
+             seed: int = 0) -> dict:
+    """Every headline metric of a model's scores against TRUE labels ``y`` (0/1), with
+    95% intervals from a bootstrap over ``groups`` (participants).
+
+    ``baseline``: out-of-fold scores of a comparison model on the same rows; adds
+    ``baseline_auc`` and the paired ``auc_difference`` (model minus baseline) with CIs.
+    Returns a dict of plain floats/lists/None plus ``not_computable`` {name: reason}.
+
+    >>> m = evaluate([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], ["a", "b", "c", "d"], n_boot=50)
+    >>> m["confusion_matrix"], m["sensitivity"], m["auc"]
+    ([[1, 1], [1, 1]], 0.5, 0.75)
+    """
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import average_precision_score, brier_score_loss
+
+    y = np.asarray(y, dtype=int)
+    score = np.asarray(score, dtype=float)
+    predicted = (score >= threshold).astype(int)
+    groups = np.asarray(groups, dtype=object)
+    why: dict[str, str] = {}
+    out: dict = {"n": int(len(y)), "n_groups": int(len(pd.unique(groups))), "threshold": float(threshold)}
+    if len(y) == 0:
+        reason = "no labelled recording was scored"
+        out.update({k: None for k in ("prevalence", "auc", "auc_ci", "pr_auc", "brier", "confusion_matrix",
+                                      *RATES, *(f"{r}_ci" for r in RATES))})
+        out["calibration"] = None
+        out["not_computable"] = {k: reason for k in ("auc", "pr_auc", "brier", "confusion_matrix", *RATES,
+                                                     "calibration")}
+        return out
+    both = len(np.unique(y)) == 2
+    out["prevalence"] = float(y.mean())
+    cm = confusion(y, predicted)
+    out["confusion_matrix"] = cm.astype(int).tolist()
+    point = rates(cm)
+    why.update(rate_reasons(cm, threshold))
+    out["auc"] = finite(auc(y, score))
+    out["pr_auc"] = finite(average_precision_score(y, score)) if both else None
+    if not both:
+        only = "positive" if y[0] == 1 else "negative"
+        for key in ("auc", "pr_auc"):
+            why[key] = f"every labelled recording is {only}: ranking needs both classes"
+    out["brier"] = float(brier_score_loss(y, score, labels=[0, 1]))
+    if both:
+        frac_pos, mean_pred = calibration_curve(y, score, n_bins=10, strategy="uniform")
+        out["calibration"] = {"mean_predicted": mean_pred.tolist(), "fraction_positive": frac_pos.tolist(),
+                              "n_bins": 10, "strategy": "uniform"}
+    else:
+        out["calibration"] = None
+        why["calibration"] = "every labelled recording has the same label"
+    for name in RATES:
+        out[name] = finite(point[name])
+
+    def statistic(w):
+        values = rates(confusion(y, predicted, w))
+        values["auc"] = auc(y, score, w)
+        if baseline is not None:
+            values["baseline_auc"] = auc(y, baseline, w)
+            values["auc_difference"] = values["auc"] - values["baseline_auc"]
+        return values
+
+    intervals, ci_why = bootstrap_ci(statistic, groups, n_boot=n_boot, seed=seed)
+    for name in ("auc", *RATES):
+        value = out[name]
+        out[f"{name}_ci"] = intervals.get(name) if value is not None else None
+        if value is not None and out[f"{name}_ci"] is None:
+            why[f"{name}_ci"] = ci_why.get(name, "not computable")
+    if baseline is not None:
+        out["baseline_auc"] = finite(auc(y, baseline))
+        out["baseline_auc_ci"] = intervals.get("baseline_auc") if out["baseline_auc"] is not None else None
+        diff = None if out["auc"] is None or out["baseline_auc"] is None else out["auc"] - out["baseline_auc"]
+        out["auc_difference"] = diff
+        out["auc_difference_ci"] = intervals.get("auc_difference") if diff is not None else None
+    out["not_computable"] = why
+    return out
+
+
+def auc_with_ci(y, score, groups, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """``{"n", "n_groups", "n_positive", "prevalence", "auc", "auc_ci"}`` and a ``reason``
+    when the AUC or its interval cannot be computed."""
+    y = np.asarray(y, dtype=int)
+    out = {"n": int(len(y)), "n_groups": int(len(pd.unique(np.asarray(groups, dtype=object)))),
+           "n_positive": int(y.sum()), "prevalence": float(y.mean()) if len(y) else None,
+           "auc": None, "auc_ci": None}
+    if len(np.unique(y)) < 2:
+        out["reason"] = ("no labelled recording" if len(y) == 0 else
+                         f"all {len(y)} labelled recordings are {'positive' if y[0] else 'negative'}")
+        return out
+    out["auc"] = finite(auc(y, score))
+    ci, why = bootstrap_ci(lambda w: {"auc": auc(y, score, w)}, groups, n_boot=n_boot, seed=seed)
+    out["auc_ci"] = ci["auc"]
+    if ci["auc"] is None:
+        out["reason"] = f"AUC interval: {why['auc']}"
+    return out
+
+
+def as_levels(values: pd.Series, *, max_levels: int = 10, bins: int = 4) -> pd.Series:
+    """A column as category levels (strings): text as is, numbers with at most
+    ``max_levels`` distinct values as is, other numbers cut into ``bins`` quantile bins;
+    missing values are the level ``"(missing)"``.
+
+    >>> as_levels(pd.Series([8000, 48000, None])).tolist()
+    ['8000', '48000', '(missing)']
+    """
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > max_levels:
+        values = pd.qcut(values.astype(float), bins, duplicates="drop").astype(object)
+    out = values.astype(object).where(values.notna(), "(missing)")
+    return out.map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def grouped_out_of_fold(features: pd.DataFrame, y, groups, *, n_splits: int = 5,
+                        seed: int = 0) -> tuple[np.ndarray | None, str | None]:
+    """Out-of-fold P(positive) of a classifier that sees only ``features``.
+
+    Each column becomes levels (:func:`as_levels`), one-hot encoded, into a logistic
+    regression: per level, in effect, the share of positives seen in training. Folds come
+    from StratifiedGroupKFold: a participant's recordings are never split between
+    training and prediction. Returns ``(scores, None)`` or ``(None, reason)``.
+
+    >>> X = pd.DataFrame({"sample_rate": [8000, 48000] * 20})
+    >>> s, _ = grouped_out_of_fold(X, [1, 0] * 20, range(40))
+    >>> bool(auc([1, 0] * 20, s) > 0.9)
+    True
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    y = np.asarray(y, dtype=int)
+    groups = np.asarray(groups, dtype=object)
+    per_class = [len(pd.unique(groups[y == c])) for c in (0, 1)]
+    k = min(n_splits, *per_class)
+    if k < 2:
+        return None, (f"grouped cross-validation needs at least 2 participants of each class "
+                      f"(have {per_class[1]} positive, {per_class[0]} negative)")
+    X = pd.DataFrame({col: as_levels(features[col]) for col in features.columns})
+    scores = np.full(len(y), np.nan)
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for train, test in folds.split(X, y, groups):
+        if len(np.unique(y[train])) < 2:
+            return None, "a cross-validation fold's training part holds one class only"
+        model = make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=1000))
+        model.fit(X.iloc[train], y[train])
+        scores[test] = model.predict_proba(X.iloc[test])[:, 1]
+    return scores, None
+
+
+def predicts_label(result: dict) -> bool:
+    """True when an out-of-fold AUC result shows that its inputs alone predict the label
+    (AUC ≥ :data:`SHORTCUT_AUC` and the 95% CI above 0.5)."""
+    return (result.get("auc") is not None and result["auc"] >= SHORTCUT_AUC
+            and result.get("auc_ci") is not None and result["auc_ci"][0] > 0.5)
+
+
+def psi(reference, current, *, bins: int = 10) -> float:
+    """Population stability index of ``current`` scores against ``reference`` scores, over
+    ``bins`` equal-width bins of [0, 1]; empty bins count as 0.0001 of their run.
+
+    PSI = Σ (c − r)·ln(c / r), the symmetrised Kullback–Leibler divergence (scipy rel_entr).
+
+    >>> psi([0.1, 0.2, 0.8, 0.9] * 10, [0.1, 0.2, 0.8, 0.9] * 10)
+    0.0
+    """
+    from scipy.special import rel_entr
+
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    r = np.histogram(np.clip(reference, 0, 1), bins=edges)[0].astype(float)
+    c = np.histogram(np.clip(current, 0, 1), bins=edges)[0].astype(float)
+    r = np.maximum(r / r.sum(), 1e-4)
+    c = np.maximum(c / c.sum(), 1e-4)
+    return float(np.sum(rel_entr(c, r) + rel_entr(r, c)))

@@ -1,0 +1,42 @@
+"""report: evaluate PRED (the output of `cough score`) against TRUE labels and describe the run.
+
+Driver: read PRED, attach labels, compute metrics with participant-level bootstrap CIs,
+a metadata-only shortcut baseline and score drift, and write REPORT atomically. No Ray:
+the report is a pandas/scikit-learn job on the columns it needs (see docs/report.md).
+"""
+
+from __future__ import annotations
+
+from cough.cli import run_module
+
+HELP = "evaluate predictions against true labels and write an HTML report, metrics.json and plots"
+EXAMPLE = "cough report out/demo/pred --out out/demo/report --by site"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("pred", metavar="PRED", help="output directory of `cough score` (Parquet)")
+    p.add_argument("--out", required=True, help="report directory: report.html, metrics.json, *.png")
+    p.add_argument("--labels", help="CSV with filename,label[,group,...]; wins over PRED's labels")
+    p.add_argument("--by", nargs="+", default=[], metavar="COLUMN",
+                   help="columns to break the metrics down by (e.g. source sample_rate)")
+    p.add_argument("--threshold", type=float,
+                   help="decision threshold (default: PRED's threshold column, else 0.5)")
+    p.add_argument("--model-version", help="which model's predictions (default: the latest)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and cross-validation (default 0)")
+
+
+def run(args) -> dict:
+    from cough.report import write_report
+
+    m = write_report(args.pred, args.out, labels=args.labels, by=args.by, threshold=args.threshold,
+                     model_version=args.model_version, n_boot=args.n_boot, seed=args.seed)
+    ops = m["operations"]
+    return {"report": args.out, "n": m["n"], "n_groups": m["n_groups"], "auc": m["auc"], "auc_ci": m["auc_ci"],
+            "baseline_auc": m["shortcut_baseline"]["auc"], "threshold": m["threshold"],
+            "scored": ops["scored"], "errored": ops["errored"], "skipped": ops["skipped"],
+            "error_rate": ops["error_rate"], "psi": ops["drift"]["psi"], "warnings": len(m["warnings"])}
+
+
+if __name__ == "__main__":
+    run_module("report")
