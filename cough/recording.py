@@ -6,15 +6,22 @@ on a raw archive both call :func:`process`, so identical files give identical im
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .audio import decode, read_bytes
 from .errors import RecordingError
 from .features import DEFAULT_PARAMS, FeaturizerParams, featurize
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools() -> ThreadpoolController:
+    """Found once per process: looking the libraries up costs ~3 ms, more than a short recording."""
+    return ThreadpoolController()
 
 
 def recording_id(data: bytes) -> str:
@@ -52,7 +59,7 @@ def process(path: str, info: dict | None = None, *, params: FeaturizerParams = D
                    channels=audio.channels, format=audio.format)
         # One recording is small work: BLAS threads only fight the other Ray workers for cores
         # (25x slower mel projection measured on a busy 2-core machine).
-        with threadpool_limits(1):
+        with _threadpools().limit(limits=1):
             images, log_mel = featurize(audio, params=params)
     except RecordingError as exc:
         row["error"] = str(exc)
