@@ -107,6 +107,9 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     if stage1_batch is None:  # a raw archive: spread small ones over every CPU too
         stage1_batch = max(1, min(batch_size, -(-n_inputs // (4 * cpus()))))
         ds = ray.data.from_pandas([ds.iloc[i:i + stage1_batch] for i in range(0, n_inputs, stage1_batch)])
+    if cpus() < actor_cpus + 1:
+        raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and an inference "
+                         f"actor of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
     actors = actors or max(1, cpus() // 4)
 
     with pred_lock(pred):
@@ -170,6 +173,10 @@ def _job_error(exc: BaseException) -> BaseException:
         if isinstance(seen, CoughError) and not isinstance(seen, RayError):
             return CoughError(str(seen))
         seen = getattr(seen, "cause", None) or seen.__cause__
+    # ActorDiedError keeps only the text of its creation task's error (traceback included)
+    marker = f"{CoughError.__module__}.{CoughError.__name__}: "
+    if isinstance(exc, RayError) and marker in str(exc):
+        return CoughError(str(exc).rsplit(marker, 1)[1].splitlines()[0])
     return exc
 
 

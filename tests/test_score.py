@@ -1,0 +1,301 @@
+"""score: PRED's rows, both kinds of SOURCE, incremental reruns, the lock, crash safety, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from cough.cli import main as cli
+from cough.features import DEFAULT_PARAMS
+from cough.schema import to_numpy
+from cough.score import (NOTHING_SCORED, RUN_PREFIX, STAGING_PREFIX, prepare_recordings, prepare_shards,
+                         recover, scored_keys)
+from cough.synth import cough_signal, synth_archive
+from jobs.featurize import recordings_frame
+from jobs.score import score
+
+from .conftest import ROOT, SAMPLE
+
+KEY = ["path", "recording_id", "status", "score", "n_windows", "label"]
+
+
+def write_model(model_dir: Path, *, arch: str = "pooled", version: str = "test-model", threshold: float = 0.5,
+                train_on: Path | None = None) -> Path:
+    """A MODEL as `cough train` writes it (weights.h5 + model.json), optionally fit one epoch."""
+    from cough.model import build_model
+
+    model = build_model(arch)
+    if train_on is not None:
+        table = pq.read_table(train_on / "images", columns=["image", "label"])
+        labels = np.asarray(table["label"].to_pylist(), dtype=np.int64)
+        model.fit(to_numpy(table["image"]).astype(np.float32) / 255.0, np.eye(2)[labels], epochs=1,
+                  batch_size=16, verbose=0)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(model_dir / "weights.h5")
+    meta = {"arch": arch, "featurizer": DEFAULT_PARAMS.to_dict(), "featurizer_version": DEFAULT_PARAMS.version,
+            "class_names": ["negative", "positive"], "threshold": threshold, "version": version}
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, sample_features) -> Path:
+    return write_model(tmp_path_factory.mktemp("model") / "model", train_on=sample_features)
+
+
+@pytest.fixture(scope="module")
+def sample_pred(tmp_path_factory, model_dir, sample_features) -> Path:
+    """PRED of one uninterrupted run over data/sample/raw with its labels."""
+    import ray
+
+    from cough.runtime import WORKER_ENV
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+    pred = tmp_path_factory.mktemp("pred") / "pred"
+    score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
+    return pred
+
+
+def _rows(pred: Path) -> pd.DataFrame:
+    return pq.read_table(pred).to_pandas().sort_values("path").reset_index(drop=True)
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.path) == list(b.path)
+    assert list(a.recording_id) == list(b.recording_id) and list(a.status) == list(b.status)
+    np.testing.assert_allclose(a.score.astype(float), b.score.astype(float), atol=1e-5)
+
+
+def _cough(path: Path, seed: int, *, seconds: float = 1.5) -> Path:
+    y = cough_signal(np.random.default_rng(seed), positive=bool(seed % 2), sample_rate=16000, duration_s=seconds)
+    sf.write(path, y, 16000)
+    return path
+
+
+# --- one run ------------------------------------------------------------------------------
+
+def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, model_dir):
+    rows = _rows(sample_pred)
+    labels = pd.read_csv(SAMPLE / "labels.csv").set_index("filename")
+    assert len(rows) == 60 and rows.path.is_unique and (rows.status == "ok").all()
+    assert {p.name for p in sample_pred.iterdir()} == {"_runs", RUN_PREFIX + rows.run_id[0]}
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert (rows.model_version == meta["version"]).all() and (rows.featurizer_version == DEFAULT_PARAMS.version).all()
+    for r in rows.itertuples():
+        assert len(r.window_scores) == r.n_windows >= 1
+        assert r.score == pytest.approx(float(np.mean(r.window_scores)))  # the documented rule: mean
+        assert r.predicted == int(r.score >= meta["threshold"]) and 0 <= r.score <= 1
+    truth = labels.loc[rows.path.map(lambda p: Path(p).name)]
+    assert list(rows.label) == list(truth.label.map({"positive": 1, "negative": 0}))
+    assert list(rows.group) == list(truth.group) and list(rows.site) == list(truth.site)
+    assert rows.score.std() > 0  # a trained model tells recordings apart
+
+
+def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_features, sample_pred, model_dir,
+                                                                       tmp_path):
+    frame, meta_cols = recordings_frame(str(SAMPLE / "raw"), str(SAMPLE / "labels.csv"), None)
+    raw = prepare_recordings(pa.Table.from_pandas(frame, preserve_index=False), params=DEFAULT_PARAMS,
+                             scored=NOTHING_SCORED, metadata_columns=meta_cols)
+    shards = sorted(p.name for p in (sample_features / "recordings").iterdir())
+    out = prepare_shards(pa.table({"shard": shards}), features=str(sample_features), scored=NOTHING_SCORED,
+                         metadata_columns=meta_cols)
+    raw_images = dict(zip(raw["path"].to_pylist(), raw["images"].to_pylist()))
+    out_images = dict(zip(out["path"].to_pylist(), out["images"].to_pylist()))
+    assert raw_images.keys() == out_images.keys() and len(raw_images) == 60
+    assert all(raw_images[p] == out_images[p] for p in raw_images)  # byte for byte
+
+    pred = tmp_path / "pred"
+    summary = score(str(sample_features), str(model_dir), str(pred))
+    assert summary["scored"] == 60
+    _same_rows(_rows(pred), _rows(sample_pred))
+
+
+# --- incremental reruns ---------------------------------------------------------------------
+
+def test_a_rerun_with_nothing_new_changes_nothing(sample_pred, model_dir, tmp_path):
+    pred = tmp_path / "pred"
+    shutil.copytree(sample_pred, pred)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a lock left by a killed run on this host is taken over
+    (pred / "_lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started_at": "x"}))
+    before = _snapshot(pred)
+    before.pop("_lock")
+    summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
+    assert (summary["skipped"], summary["scored"], summary["run_id"]) == (60, 0, None)
+    assert _snapshot(pred) == before
+
+
+def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_pred, model_dir, sample_archive,
+                                                                        tmp_path):
+    pred = tmp_path / "pred"
+    shutil.copytree(sample_pred, pred)
+    raw = sample_archive / "raw"
+    synth_archive(tmp_path / "new", n=5, seed=99, max_duration_s=2)
+    new = sorted((tmp_path / "new" / "raw").iterdir())
+    for f in new:
+        shutil.copy(f, raw / f"new-{f.name}")
+    files = sorted(p for p in raw.iterdir() if not p.name.startswith("new-"))
+    files[0].rename(raw / f"renamed-{files[0].name}")  # same bytes: not rescored
+    _cough(files[1].with_suffix(".wav"), seed=1234)  # replaced by other bytes: rescored
+    files[1].unlink()
+    summary = score(str(raw), str(model_dir), str(pred))
+    assert (summary["scored"], summary["skipped"]) == (6, 60 - 1)
+    rows = _rows(pred)
+    latest = rows[rows.run_id == summary["run_id"]]
+    assert sorted(Path(p).name for p in latest.path) == sorted(
+        [f"new-{f.name}" for f in new] + [files[1].with_suffix(".wav").name])
+    assert rows.recording_id.is_unique and len(rows) == 66
+    assert not (raw / f"renamed-{files[0].name}").as_posix() in set(rows.path)
+
+    summary = score(str(raw), str(model_dir), str(pred), rescore=True)
+    rows = _rows(pred)
+    assert summary["scored"] == 65 and (rows.run_id == summary["run_id"]).all() and len(rows) == 65
+    assert sorted(rows.path) == sorted(str(p) for p in raw.iterdir())
+    assert [p.name for p in (pred / "_runs").iterdir()] == [summary["run_id"] + ".json"]
+
+
+def test_a_second_run_on_the_same_pred_is_refused_and_changes_nothing(sample_pred, model_dir, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    shutil.copytree(sample_pred, pred)
+    (pred / "_lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                            "started_at": "2026-01-01T02:00:00+00:00"}))
+    before = _snapshot(pred)
+    code = cli(["score", str(SAMPLE / "raw"), "--model", str(model_dir), "--out", str(pred)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "in use by another `cough score`" in err[-1] and f"pid {os.getpid()}" in err[-1]
+    assert _snapshot(pred) == before
+
+
+# --- crashes --------------------------------------------------------------------------------
+
+def test_kill_9_mid_run_then_rerun_gives_the_rows_of_an_uninterrupted_run(sample_pred, model_dir, tmp_path):
+    pred = tmp_path / "pred"
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.score", str(SAMPLE / "raw"), "--model", str(model_dir),
+                             "--out", str(pred), "--labels", str(SAMPLE / "labels.csv"), "--num-cpus", "2",
+                             "--batch-size", "2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not any(pred.glob(STAGING_PREFIX + "*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver, mid-run
+    proc.wait()
+    os.killpg(proc.pid, signal.SIGKILL)  # then the local Ray it started: the whole machine is gone
+    assert any(pred.glob(STAGING_PREFIX + "*")), "the run never started writing"
+    assert not any(pred.glob(RUN_PREFIX + "*")) and not pq.read_table(pred).num_rows  # nothing half-visible
+
+    summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
+    assert summary["scored"] == 60
+    assert not any(pred.glob(STAGING_PREFIX + "*")) and not (pred / "_lock").exists()
+    _same_rows(_rows(pred), _rows(sample_pred))
+
+
+def test_recovery_completes_committed_runs_and_discards_the_rest(sample_pred, tmp_path):
+    """Every state a crash can leave between writing parts and dropping superseded runs."""
+    pred = tmp_path / "pred"
+    shutil.copytree(sample_pred, pred)
+    (old,) = [p.name[len(RUN_PREFIX):] for p in pred.glob(RUN_PREFIX + "*")]
+    # died before committing: staging without a record
+    shutil.copytree(pred / (RUN_PREFIX + old), pred / (STAGING_PREFIX + "20990101T000000Z-aaaaaa"))
+    # died after the commit record (a --rescore run replacing `old`), before the rename
+    shutil.copytree(pred / (RUN_PREFIX + old), pred / (STAGING_PREFIX + "20990101T000001Z-bbbbbb"))
+    record = json.loads((pred / "_runs" / f"{old}.json").read_text())
+    record.update(run_id="20990101T000001Z-bbbbbb", supersedes=[old])
+    (pred / "_runs" / "20990101T000001Z-bbbbbb.json").write_text(json.dumps(record))
+    assert recover(str(pred)) == {"completed": 1, "discarded": 1, "superseded": 1}
+    assert sorted(p.name for p in pred.iterdir()) == ["_runs", RUN_PREFIX + "20990101T000001Z-bbbbbb"]
+    assert len(pq.read_table(pred)) == 60
+    assert len(scored_keys(str(pred), record["model_version"]).ids) == 60
+    assert recover(str(pred)) == {"completed": 0, "discarded": 0, "superseded": 0}
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, ray_local, capsys):
+    src = tmp_path / "messy"
+    src.mkdir()
+    _cough(src / "good.wav", seed=1)
+    (src / "zero.mp3").write_bytes(b"")
+    (src / "random.mp3").write_bytes(np.random.default_rng(0).bytes(4000))
+    sf.write(src / "silent.wav", np.zeros(8000, np.float32), 8000)
+    pred = tmp_path / "pred"
+    args = ["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json"]
+    assert cli(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["inputs"], summary["ok"], summary["errors"]) == (4, 1, 3)
+    rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
+    assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
+    assert "silent" in rows.error["silent.wav"] and pd.isna(rows.error["good.wav"])
+    assert rows.score[rows.status == "error"].isna().all() and (rows.n_windows[rows.status == "error"] == 0).all()
+    assert cli(args) == 0  # broken files are not retried under the same model
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped"] == 4
+
+
+def _break_featurizer(m: Path):
+    meta = json.loads((m / "model.json").read_text())
+    meta["featurizer"]["window_s"] = 3.0
+    (m / "model.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: shutil.rmtree(m), "has no model.json"),
+    (lambda m: (m / "model.json").write_text("{not json"), "model.json is unreadable"),
+    (lambda m: (m / "model.json").write_text('{"arch": "pooled"}'), "model.json is unreadable or incomplete"),
+    (lambda m: (m / "weights.h5").write_bytes(b"garbage" * 10), "not an HDF5 weights file"),
+    (_break_featurizer, "made for featurizer version"),
+])
+def test_a_bad_model_is_one_line_exit_1_and_pred_untouched(model_dir, tmp_path, capsys, damage, message):
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    damage(bad)
+    pred = tmp_path / "pred"
+    code = cli(["score", str(SAMPLE / "raw"), "--model", str(bad), "--out", str(pred)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and message in err[0]
+    assert not pred.exists()
+
+
+def test_weights_of_another_architecture_fail_in_the_actors_with_one_line(model_dir, tmp_path, ray_local, capsys):
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    meta = json.loads((bad / "model.json").read_text())
+    (bad / "model.json").write_text(json.dumps({**meta, "arch": "seed"}))  # pooled weights
+    pred = tmp_path / "pred"
+    code = cli(["score", str(SAMPLE / "raw"), "--model", str(bad), "--out", str(pred)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "cannot load weights.h5" in err[-1]
+    assert not pred.exists()
+
+
+def test_a_featurize_out_made_with_other_parameters_is_refused(sample_features, model_dir, tmp_path, capsys):
+    other = tmp_path / "model"
+    shutil.copytree(model_dir, other)
+    meta = json.loads((other / "model.json").read_text())
+    params = {**meta["featurizer"], "window_s": 3.0, "hop_s": 3.0}
+    from cough.features import FeaturizerParams
+
+    meta.update(featurizer=params, featurizer_version=FeaturizerParams.from_dict(params).version)
+    (other / "model.json").write_text(json.dumps(meta))
+    pred = tmp_path / "pred"
+    code = cli(["score", str(sample_features), "--model", str(other), "--out", str(pred)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "was featurized with featurizer version" in err[-1] and not pred.exists()
