@@ -1,0 +1,89 @@
+"""Node loss on a multi-node Ray cluster on one machine (ray.cluster_utils.Cluster): a worker
+node is removed (killed, not drained) in the middle of featurize and of score; the job
+finishes and every input is in its output exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from cough.runtime import WORKER_ENV
+
+from .conftest import SAMPLE
+from .test_score import write_model
+
+N_FILES = len([p for p in (SAMPLE / "raw").iterdir() if p.is_file()])
+
+
+@contextmanager
+def three_nodes():
+    """A head node (1 CPU) and two worker nodes (1 CPU each); this process is the driver."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 300 << 20})
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=300 << 20) for _ in range(2)]
+    try:
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, runtime_env={"env_vars": dict(WORKER_ENV)})
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+class NodeKiller(threading.Thread):
+    """Removes ``node`` from ``cluster`` as soon as ``progress()`` is true."""
+
+    def __init__(self, cluster, node, progress, timeout: float = 300):
+        super().__init__(daemon=True)
+        self.cluster, self.node, self.progress, self.timeout = cluster, node, progress, timeout
+        self.removed_at = None
+
+    def run(self):
+        deadline = time.time() + self.timeout
+        while time.time() < deadline and not self.progress():
+            time.sleep(0.05)
+        self.cluster.remove_node(self.node, allow_graceful=False)
+        self.removed_at = time.time()
+
+
+def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
+    from jobs.featurize import featurize
+
+    out = tmp_path / "out"
+    with three_nodes() as (cluster, workers):
+        killer = NodeKiller(cluster, workers[1], lambda: any(tmp_path.glob(".out.tmp-*/recordings/*.parquet")))
+        killer.start()
+        summary = featurize(str(SAMPLE / "raw"), str(out), labels=str(SAMPLE / "labels.csv"), batch_size=2)
+        finished = time.time()
+        killer.join()
+    assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
+    recordings = pq.read_table(out / "recordings").to_pandas()
+    images = pq.read_table(out / "images", columns=["path", "window"]).to_pandas()
+    assert summary["inputs"] == N_FILES == len(recordings) and recordings.path.is_unique
+    assert not images.duplicated().any() and len(images) == recordings.n_windows.sum() == summary["images"]
+
+
+def test_score_survives_losing_a_worker_node(tmp_path, fresh_ray):
+    from jobs.score import score
+
+    model = write_model(tmp_path / "model")
+    pred = tmp_path / "pred"
+    with three_nodes() as (cluster, workers):
+        killer = NodeKiller(cluster, workers[1], lambda: any(pred.glob(".staging-*")))
+        killer.start()
+        summary = score(str(SAMPLE / "raw"), str(model), str(pred), labels=str(SAMPLE / "labels.csv"),
+                        batch_size=2, actors=2, actor_cpus=0.5)
+        finished = time.time()
+        killer.join()
+    assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
+    rows = pq.read_table(pred).to_pandas()
+    assert summary["scored"] == N_FILES == len(rows) and rows.path.is_unique
+    assert (rows.status == "ok").all() and rows.score.notna().all()
+    assert sorted(Path(p).name for p in rows.path) == sorted(p.name for p in (SAMPLE / "raw").iterdir())
