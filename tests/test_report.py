@@ -1,0 +1,400 @@
+"""cough report: metrics from TRUE labels with participant-level CIs, the shortcut check,
+subgroups, the operational (nightly) view, and degenerate inputs.
+
+PRED tables are built here in the exact layout `cough score` writes (cough.score.pred_schema,
+PRED/run-<id>/part-*.parquet, PRED/_runs/<id>.json), small enough to report in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cough import metrics as M
+from cough.cli import main
+from cough.report import error_rate, write_report
+from cough.score import pred_schema
+
+N_BOOT = 200
+REQUIRED = ["n", "n_groups", "prevalence", "auc", "auc_ci", "pr_auc", "threshold", "confusion_matrix",
+            "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "ppv", "ppv_ci", "npv", "npv_ci",
+            "accuracy", "accuracy_ci", "brier", "by_subgroup", "shortcut_baseline", "warnings"]
+METADATA = [pa.field("duration_s", pa.float64()), pa.field("sample_rate", pa.int32()),
+            pa.field("channels", pa.int32()), pa.field("format", pa.string())]
+
+
+def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata=False, record_extra=None):
+    """Write ``frame`` (columns score, label, group, ...; optional run_id, status, error) as PRED."""
+    frame = frame.copy().reset_index(drop=True)
+    n = len(frame)
+    defaults = {"recording_id": [f"{i:032x}" for i in range(n)], "path": [f"/archive/raw/r{i}.mp3" for i in range(n)],
+                "status": "ok", "error": None, "n_windows": 1, "model_version": "m1", "featurizer_version": "f1",
+                "run_id": "20260101T000000Z-aaaaaa", "group": [f"g{i}" for i in range(n)], "label": None}
+    for col, value in defaults.items():
+        if col not in frame:
+            frame[col] = value
+    frame["status"] = frame["status"].fillna("ok")
+    if "predicted" not in frame:
+        frame["predicted"] = (frame["score"] >= 0.5).astype("Int8").where(frame["score"].notna())
+    frame["window_scores"] = [[s] if s == s else [] for s in frame["score"]]
+    schema = pred_schema(list(meta_columns))
+    if recording_metadata:
+        schema = pa.schema(list(schema) + METADATA)
+    pred.mkdir(parents=True, exist_ok=True)
+    (pred / "_runs").mkdir(exist_ok=True)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    for k, (run_id, rows) in enumerate(frame.groupby("run_id", sort=True)):
+        rows = rows.assign(scored_at=start + dt.timedelta(days=k))
+        table = pa.Table.from_pandas(rows[schema.names], schema=schema, preserve_index=False)
+        (pred / f"run-{run_id}").mkdir()
+        pq.write_table(table, pred / f"run-{run_id}" / "part-00000.parquet")
+        record = {"run_id": run_id, "model_version": "m1", "skipped": 0, **(record_extra or {})}
+        (pred / "_runs" / f"{run_id}.json").write_text(json.dumps(record))
+    return pred
+
+
+def report(tmp_path, frame, **kwargs):
+    write_kwargs = {k: kwargs.pop(k) for k in ("meta_columns", "recording_metadata", "record_extra") if k in kwargs}
+    pred = write_pred(tmp_path / "pred", frame, **write_kwargs)
+    out = tmp_path / "report"
+    m = write_report(str(pred), str(out), n_boot=N_BOOT, **kwargs)
+    return m, out
+
+
+def strict_json(path):
+    """metrics.json parsed so that any NaN/Infinity fails the test."""
+    def refuse(token):
+        raise AssertionError(f"{token} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def scores_for(labels, rng, separation):
+    return 1 / (1 + np.exp(-(separation * (np.asarray(labels) - 0.5) + rng.normal(size=len(labels)))))
+
+
+# ----------------------------------------------------------------------------- headline metrics
+
+def clustered(rng, n_groups, per, separation=0.0):
+    """Participants with one label each and ``per`` recordings whose scores share a
+    participant effect (recordings of one person resemble each other)."""
+    labels = rng.integers(0, 2, n_groups)
+    person = rng.normal(size=n_groups) + separation * labels
+    return pd.DataFrame({"group": np.repeat([f"p{i}" for i in range(n_groups)], per),
+                         "label": np.repeat(labels, per),
+                         "score": 1 / (1 + np.exp(-(np.repeat(person, per) + 0.3 * rng.normal(size=n_groups * per))))})
+
+
+def test_random_labels_give_an_auc_interval_covering_one_half(tmp_path):
+    frame = clustered(np.random.default_rng(0), 60, 4)
+    m, out = report(tmp_path, frame)
+    low, high = m["auc_ci"]
+    assert low < 0.5 < high
+    assert m["n"] == 240 and m["n_groups"] == 60
+    assert any("coin toss" in w for w in m["warnings"])
+    assert strict_json(out / "metrics.json")["auc_ci"] == pytest.approx([low, high])
+
+
+def test_perfectly_separated_scores_give_auc_one(tmp_path):
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1], 30)
+    frame = pd.DataFrame({"label": labels, "score": np.where(labels == 1, rng.uniform(0.6, 1, 60),
+                                                              rng.uniform(0, 0.4, 60))})
+    m, _ = report(tmp_path, frame)
+    assert m["auc"] == 1.0 and m["auc_ci"] == [1.0, 1.0]
+    assert m["pr_auc"] == 1.0
+    assert m["confusion_matrix"] == [[30, 0], [0, 30]]
+    assert m["sensitivity"] == m["specificity"] == m["accuracy"] == 1.0
+    assert not any("coin toss" in w for w in m["warnings"])
+
+
+def test_hand_made_confusion_matrix_and_rates(tmp_path):
+    # threshold 0.5: tn = 3, fp = 1, fn = 2, tp = 4
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.7, 0.4, 0.45, 0.6, 0.8, 0.9, 0.55]
+    m, out = report(tmp_path, pd.DataFrame({"label": labels, "score": scores}), threshold=0.5)
+    assert m["confusion_matrix"] == [[3, 1], [2, 4]]
+    assert m["sensitivity"] == pytest.approx(4 / 6)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["ppv"] == pytest.approx(4 / 5)
+    assert m["npv"] == pytest.approx(3 / 5)
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    assert m["prevalence"] == pytest.approx(0.6)
+    assert m["brier"] == pytest.approx(np.mean((np.array(scores) - np.array(labels)) ** 2))
+    assert m["threshold"] == 0.5 and m["threshold_source"] == "--threshold"
+    # the same numbers as scikit-learn's own functions
+    from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
+
+    predicted = (np.array(scores) >= 0.5).astype(int)
+    assert m["sensitivity"] == pytest.approx(recall_score(labels, predicted))
+    assert m["specificity"] == pytest.approx(recall_score(labels, predicted, pos_label=0))
+    assert m["ppv"] == pytest.approx(precision_score(labels, predicted))
+    assert m["npv"] == pytest.approx(precision_score(labels, predicted, pos_label=0))
+    assert m["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, scores))
+    # a different threshold moves the confusion matrix, counts still sum to n
+    m2, _ = report(tmp_path / "t", pd.DataFrame({"label": labels, "score": scores}), threshold=0.42)
+    assert m2["confusion_matrix"] == [[3, 1], [1, 5]]
+    assert sum(map(sum, m2["confusion_matrix"])) == 10
+
+
+def test_predictions_never_stand_in_for_labels(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 200
+    truth = rng.integers(0, 2, n)
+    # `predicted` agrees with the truth perfectly, the labels are random: metrics must be chance-level
+    frame = pd.DataFrame({"score": rng.random(n), "predicted": truth, "label": rng.integers(0, 2, n)})
+    m, _ = report(tmp_path / "a", frame)
+    assert m["auc_ci"][0] < 0.5 < m["auc_ci"][1]
+    assert m["accuracy_ci"][0] < 0.5 < m["accuracy_ci"][1]
+    # no labels at all: a perfect `predicted` column yields no metric
+    m, out = report(tmp_path / "b", frame.drop(columns="label"))
+    assert m["n"] == 0 and m["auc"] is None and m["confusion_matrix"] is None and m["accuracy"] is None
+    assert "no labelled recording" in m["not_computable"]["auc"]
+    assert "cannot say how accurate" in (out / "report.html").read_text()
+
+
+def test_group_bootstrap_is_wider_than_row_bootstrap_when_participants_repeat():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 60)
+    scores = scores_for(labels, rng, 1.5)
+    # every participant gives 5 identical-looking recordings: 300 rows but only 60 independent people
+    y, s, g = np.repeat(labels, 5), np.repeat(scores, 5), np.repeat(np.arange(60), 5)
+    by_group = M.evaluate(y, s, g, n_boot=N_BOOT)
+    by_row = M.evaluate(y, s, np.arange(len(y)), n_boot=N_BOOT)
+    people = M.evaluate(labels, scores, np.arange(60), n_boot=N_BOOT)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert by_group["auc"] == pytest.approx(by_row["auc"])
+    assert width(by_group["auc_ci"]) > 1.5 * width(by_row["auc_ci"])
+    # resampling participants gives about the interval of the 60 independent people
+    assert width(by_group["auc_ci"]) == pytest.approx(width(people["auc_ci"]), rel=0.35)
+    assert width(by_group["accuracy_ci"]) > 1.5 * width(by_row["accuracy_ci"])
+
+
+def test_participant_view_averages_recordings_and_leaves_out_mixed_labels(tmp_path):
+    frame = pd.DataFrame({"group": ["a", "a", "b", "b", "c", "c", "d", "e", "f"],
+                          "label": [1, 1, 0, 0, 1, 0, 1, 0, 0],
+                          "score": [0.9, 0.5, 0.2, 0.6, 0.7, 0.1, 0.8, 0.3, 0.4]})
+    m, _ = report(tmp_path, frame)
+    g = m["group_level"]
+    assert g["n"] == 5 and g["mixed_label_groups"] == 1  # c has both labels
+    assert m["n"] == 9 and m["n_groups"] == 6
+    # means: a 0.7 (pos), b 0.4, d 0.8 (pos), e 0.3, f 0.4 -> at 0.5: tp 2, tn 3
+    assert g["confusion_matrix"] == [[3, 0], [0, 2]]
+    assert any("both labels" in w for w in m["warnings"])
+
+
+# ----------------------------------------------------------------------------- labels
+
+def test_labels_csv_wins_over_pred_and_joins_by_file_name(tmp_path):
+    rng = np.random.default_rng(5)
+    n = 40
+    truth = np.repeat([0, 1], n // 2)
+    frame = pd.DataFrame({"score": np.where(truth == 1, 0.9, 0.1) + rng.normal(0, 0.01, n),
+                          "label": 1 - truth})  # PRED's labels are all wrong
+    frame["path"] = [f"/archive/raw/{'sub/' if i % 2 else ''}r{i}.mp3" for i in range(n)]
+    names = [f"raw/sub/r{i}.mp3" if i % 2 else f"r{i}.mp3" for i in range(n)]  # relative paths and basenames
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame({"filename": names, "label": np.where(truth == 1, "positive", "negative"),
+                  "site": np.where(np.arange(n) < 10, "x", "y")}).iloc[:-2].to_csv(csv, index=False)
+    m, _ = report(tmp_path, frame, labels=str(csv), by=["site"])
+    assert m["run"]["labels"].startswith(f"from {csv} (38 of 40")
+    # 38 rows take the CSV's true labels; the last two (positives absent from the CSV) keep
+    # PRED's wrong label 0, and their high scores make them the only errors
+    assert m["n"] == 40
+    assert m["confusion_matrix"] == [[20, 2], [0, 18]]
+    assert set(m["by_subgroup"]["site"]["levels"]) == {"x", "y", "(missing)"}
+    assert m["by_subgroup"]["site"]["levels"]["x"]["n"] == 10
+
+
+def test_unknown_by_column_is_a_usage_error(tmp_path, capsys):
+    pred = write_pred(tmp_path / "pred", pd.DataFrame({"score": [0.2, 0.8], "label": [0, 1]}))
+    rc = main(["report", str(pred), "--out", str(tmp_path / "r"), "--by", "nope", "--n-boot", "100"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--by nope" in err and "available" in err
+    assert not (tmp_path / "r").exists()
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 1
+
+
+# ----------------------------------------------------------------------------- shortcuts
+
+def confounded(rng, n_groups=80, per=2):
+    """Call-centre participants (8 kHz stereo) are mostly positive, bot ones (48 kHz mono) mostly not."""
+    rows = []
+    for p in range(n_groups):
+        centre = p % 2 == 0
+        label = int(rng.random() < (0.85 if centre else 0.15))
+        for k in range(per):
+            rows.append({"group": f"p{p}", "label": label, "site": "call-centre" if centre else "bot",
+                         "sample_rate": 8000 if centre else 48000, "channels": 2 if centre else 1,
+                         "format": "mp3", "duration_s": float(rng.uniform(1, 6))})
+    return pd.DataFrame(rows)
+
+
+def test_shortcut_baseline_and_subgroup_warnings(tmp_path):
+    rng = np.random.default_rng(6)
+    frame = confounded(rng)
+    # a "model" that only recognises the recording setup
+    frame["score"] = np.clip(np.where(frame["sample_rate"] == 8000, 0.7, 0.3) + rng.normal(0, 0.05, len(frame)), 0, 1)
+    m, out = report(tmp_path, frame, by=["site"], meta_columns=["site"], recording_metadata=True)
+    base = m["shortcut_baseline"]
+    assert base["features"] == ["sample_rate", "channels", "duration_s", "format"]
+    assert base["auc"] > 0.75 and base["auc_ci"][0] > 0.5
+    assert any("does not beat the metadata-only baseline" in w for w in m["warnings"])
+    assert any("Recording metadata alone" in w for w in m["warnings"])
+    assert any("'site' alone predicts the label" in w for w in m["warnings"])
+    levels = m["by_subgroup"]["site"]["levels"]
+    assert levels["call-centre"]["prevalence"] > 0.6 > 0.4 > levels["bot"]["prevalence"]
+    # within a site the shortcut "model" is at chance
+    assert all(v["auc_ci"] is None or v["auc_ci"][0] < 0.5 < v["auc_ci"][1] for v in levels.values())
+    assert "Shortcut check" in (out / "report.html").read_text()
+
+
+def test_a_model_that_hears_the_disease_beats_the_baseline(tmp_path):
+    rng = np.random.default_rng(7)
+    frame = confounded(rng)
+    frame["score"] = scores_for(frame["label"], rng, 6.0)
+    m, _ = report(tmp_path, frame, by=["site"], meta_columns=["site"], recording_metadata=True)
+    base = m["shortcut_baseline"]
+    assert base["model_minus_baseline_ci"][0] > 0
+    assert not any("does not beat" in w for w in m["warnings"])
+    assert all(v["auc"] > 0.85 for v in m["by_subgroup"]["site"]["levels"].values())
+
+
+def test_without_recording_metadata_the_baseline_says_why(tmp_path):
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame({"label": rng.integers(0, 2, 40)})
+    frame["score"] = scores_for(frame["label"], rng, 3.0)
+    m, out = report(tmp_path, frame)
+    assert m["shortcut_baseline"]["auc"] is None
+    assert "none of the recording metadata columns" in m["not_computable"]["shortcut_baseline"]
+    assert "Not computable" in (out / "report.html").read_text()
+
+
+# ----------------------------------------------------------------------------- degenerate input
+
+def _one_class(rng):
+    return pd.DataFrame({"label": [1] * 12, "score": rng.random(12)})
+
+
+def _no_labels(rng):
+    return pd.DataFrame({"score": rng.random(12)})
+
+
+def _all_errors(rng):
+    return pd.DataFrame({"score": [np.nan] * 4, "label": [0, 1, 0, 1], "status": "error",
+                         "error": ["cannot decode: not audio"] * 3 + ["file is empty"], "recording_id": None})
+
+
+def _handful(rng):
+    return pd.DataFrame({"label": [0, 1, 1], "score": [0.3, 0.6, 0.2]})
+
+
+@pytest.mark.parametrize("make", [_one_class, _no_labels, _all_errors, _handful])
+def test_degenerate_input_gives_a_report_that_says_why(tmp_path, make):
+    frame = make(np.random.default_rng(9))
+    m, out = report(tmp_path, frame, by=["group"])
+    written = strict_json(out / "metrics.json")  # no NaN or Infinity anywhere
+    for key in REQUIRED:
+        assert key in written
+    for key in ("auc", "auc_ci", *M.RATES):
+        if written[key] is None:
+            assert key in written["not_computable"] or written["n"] == 0 or f"{key}_ci" in written["not_computable"] \
+                or key.removesuffix("_ci") in written["not_computable"]
+    assert written["auc"] is None or written["auc_ci"] is None  # too little to say
+    assert (out / "report.html").stat().st_size > 1000
+    assert "What could not be computed" in (out / "report.html").read_text()
+
+
+def test_all_errors_report_counts_and_reasons(tmp_path):
+    m, _ = report(tmp_path, _all_errors(None))
+    ops = m["operations"]
+    assert (ops["scored"], ops["errored"], ops["error_rate"]) == (0, 4, 1.0)
+    assert ops["error_reasons"] == [{"reason": "cannot decode: not audio", "count": 3},
+                                    {"reason": "file is empty", "count": 1}]
+    assert m["n"] == 0
+    assert any("could not be scored" in w for w in m["warnings"])
+
+
+# ----------------------------------------------------------------------------- operations
+
+def two_runs(rng, shift):
+    old = pd.DataFrame({"score": rng.beta(2, 5, 300), "run_id": "20260101T000000Z-aaaaaa"})
+    new = pd.DataFrame({"score": np.clip(rng.beta(2, 5, 200) + shift, 0, 1), "run_id": "20260102T000000Z-bbbbbb"})
+    bad = pd.DataFrame({"score": [np.nan] * 10, "status": "error", "error": "cannot decode: truncated mp3",
+                        "run_id": "20260102T000000Z-bbbbbb"})
+    return pd.concat([old, new, bad], ignore_index=True)
+
+
+def test_unlabelled_nightly_run_reports_counts_errors_and_drift(tmp_path):
+    rng = np.random.default_rng(10)
+    m, out = report(tmp_path, two_runs(rng, 0.3), record_extra={"skipped": 300})
+    ops = m["operations"]
+    assert ops["latest_run"] == "20260102T000000Z-bbbbbb"
+    assert (ops["scored"], ops["errored"], ops["skipped"]) == (200, 10, 300)
+    assert ops["error_rate"] == pytest.approx(10 / 210)
+    assert ops["error_reasons"] == [{"reason": "cannot decode: truncated mp3", "count": 10}]
+    assert ops["drift"]["psi"] > M.PSI_WARN
+    assert any("drifted" in w for w in m["warnings"])
+    assert m["n"] == 0 and m["auc"] is None
+    assert error_rate(str(tmp_path / "pred")) == pytest.approx(10 / 210)
+    assert error_rate(str(tmp_path / "pred"), run_id="20260101T000000Z-aaaaaa") == 0.0
+    assert "score_distribution.png" in strict_json(out / "metrics.json")["plots"]
+
+
+def test_no_drift_warning_when_runs_look_alike(tmp_path):
+    rng = np.random.default_rng(11)
+    m, _ = report(tmp_path, two_runs(rng, 0.0))
+    assert m["operations"]["drift"]["psi"] < 0.1
+    assert not any("drifted" in w for w in m["warnings"])
+
+
+def test_threshold_comes_from_the_model_the_run_recorded(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"version": "m1", "threshold": 0.3}))
+    frame = pd.DataFrame({"label": [0, 0, 1, 1], "score": [0.1, 0.35, 0.4, 0.9]})
+    frame["predicted"] = (frame["score"] >= 0.3).astype(int)
+    m, _ = report(tmp_path, frame, record_extra={"model": str(model)})
+    assert m["threshold"] == 0.3 and "model.json" in m["threshold_source"]
+    assert m["confusion_matrix"] == [[1, 1], [0, 2]]
+    assert not any("disagrees" in w for w in m["warnings"])
+    m, _ = report(tmp_path / "flag", frame, record_extra={"model": str(model)}, threshold=0.5)
+    assert m["confusion_matrix"] == [[2, 0], [1, 1]]
+    assert any("disagrees" in w for w in m["warnings"])  # PRED's own calls were made at 0.3
+
+
+# ----------------------------------------------------------------------------- the files
+
+def test_report_files_are_self_contained_and_atomic(tmp_path, capsys):
+    rng = np.random.default_rng(12)
+    frame = confounded(rng, n_groups=40)
+    frame["score"] = scores_for(frame["label"], rng, 3.0)
+    pred = write_pred(tmp_path / "pred", frame, meta_columns=["site"], recording_metadata=True)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older report")
+    rc = main(["report", str(pred), "--out", str(out), "--by", "site", "--n-boot", "100", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == len(frame) and summary["report"] == str(out)
+    assert not (out / "stale.txt").exists()  # REPORT is replaced whole
+    written = strict_json(out / "metrics.json")
+    page = (out / "report.html").read_text()
+    for name in written["plots"]:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        import base64
+
+        assert base64.b64encode(data).decode()[:200] in page  # embedded, not linked
+    assert {"roc.png", "calibration.png", "confusion_matrix.png", "score_by_class.png",
+            "subgroups_site.png"} <= set(written["plots"])
+    assert "src=\"http" not in page and "<script" not in page
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no staging left
