@@ -169,12 +169,25 @@ def run_records(pred: str, version: str | None) -> list[dict]:
     return [r for r in records if version is None or r.get("model_version") == version]
 
 
-def resolve_threshold(frame: pd.DataFrame, flag: float | None, records=()) -> tuple[float, str, list]:
-    """``(threshold, where it came from, warnings)``: --threshold; else a ``threshold`` column
-    of PRED; else the threshold in the ``model.json`` of the MODEL that the latest run
-    recorded, when it is readable and of the same version; else :data:`DEFAULT_THRESHOLD`."""
+def model_meta(records) -> dict | None:
+    """The ``model.json`` of the MODEL that the latest of ``records`` names, when it is
+    readable and of the version that run used (the report never loads the model itself)."""
+    from .model import META_FILE
     from .storage import join, read_json
 
+    for record in reversed(list(records)):
+        try:
+            meta = read_json(join(record["model"], META_FILE))
+        except Exception:
+            continue
+        if str(meta.get("version")) == str(record.get("model_version")):
+            return {**meta, "_dir": record["model"]}
+    return None
+
+
+def resolve_threshold(frame: pd.DataFrame, flag: float | None, meta: dict | None = None) -> tuple[float, str, list]:
+    """``(threshold, where it came from, warnings)``: --threshold; else a ``threshold`` column
+    of PRED; else the model's (``meta``, its model.json); else :data:`DEFAULT_THRESHOLD`."""
     if flag is not None:
         if not 0.0 <= flag <= 1.0:
             raise UsageError(f"--threshold {flag} is not between 0 and 1")
@@ -186,18 +199,19 @@ def resolve_threshold(frame: pd.DataFrame, flag: float | None, records=()) -> tu
                              "choose one with --threshold")
         if len(values) == 1:
             return float(values[0]), "PRED's threshold column", []
-    for record in reversed(list(records)):
-        if "threshold" in record:
-            return float(record["threshold"]), f"the run record of {record['run_id']}", []
-        try:
-            meta = read_json(join(record["model"], "model.json"))
-        except Exception:
-            continue
-        if str(meta.get("version")) == str(record.get("model_version")) and "threshold" in meta:
-            return float(meta["threshold"]), f"the model ({record['model']}/model.json)", []
+    if meta is not None and meta.get("threshold") is not None:
+        return float(meta["threshold"]), f"the model ({meta['_dir']}/model.json)", []
     return DEFAULT_THRESHOLD, "default", [
         f"The decision threshold is the default {DEFAULT_THRESHOLD:g}: neither PRED nor the model it names gives "
         "one. Give the model's threshold with --threshold if it differs."]
+
+
+def training_groups(meta: dict | None) -> set | None:
+    """Participants whose recordings the model was fitted on or tuned on (its ``train`` and
+    ``val`` splits), from its model.json; None when unknown."""
+    if meta is None or not isinstance(meta.get("splits"), dict):
+        return None
+    return {str(g) for name in ("train", "val") for g in meta["splits"].get(name, {}).get("groups", [])}
 
 
 # ---------------------------------------------------------------------------- operations
@@ -336,11 +350,16 @@ def variable_alone(features: pd.DataFrame, rows: pd.DataFrame, *, n_boot: int, s
             "_scores": scores}
 
 
-def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict]:
+def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: set | None = None,
+                  n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict]:
     """``(metrics, arrays)``: the metrics.json content (without run details) and the arrays
-    the plots need. ``frame`` holds one model version's rows, every run."""
+    the plots need. ``frame`` holds one model version's rows, every run; recordings of
+    ``seen_groups`` (participants the model was trained or tuned on) are left out."""
     current = current_rows(frame)
     rows = labelled_rows(current)
+    n_labelled = len(rows)
+    if seen_groups:
+        rows = rows[~rows["group"].isin(seen_groups)]
     warnings: list[str] = []
     not_computable: dict[str, str] = {}
     y, score, groups = rows["label"].to_numpy(int), rows["score"].to_numpy(float), rows["group"].to_numpy(object)
@@ -373,7 +392,8 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, n_boot: int =
                         model_minus_baseline_ci=m.pop("auc_difference_ci"))
     if "reason" in baseline:
         not_computable["shortcut_baseline"] = baseline["reason"]
-    metrics = {**m, "shortcut_baseline": baseline}
+    metrics = {**m, "n_labelled_scored": n_labelled, "excluded_training": n_labelled - len(rows),
+               "shortcut_baseline": baseline}
 
     # Participant-level view.
     people, mixed = participant_rows(rows)
@@ -591,6 +611,10 @@ def render_html(metrics: dict, plots: dict) -> str:
              f"<p class='note'>Predictions: {html.escape(str(meta['pred']))} · model version "
              f"{html.escape(str(meta['model_version']))} · written {html.escape(meta['generated_at'])}</p>"]
     parts.append("<h2>In short</h2>")
+    if m["excluded_training"]:
+        parts.append(f"<p>{m['excluded_training']} of the {m['n_labelled_scored']} labelled recordings come from "
+                     "participants the model was trained or tuned on; they are left out, because a model is always "
+                     "better on data it has seen.</p>")
     if m["n"]:
         parts.append(f"<p class='big'>{m['n']} recordings from {m['n_groups']} participants have a true label and "
                      f"were scored; {_pct(m['prevalence'])} of them are positive. The model's AUC is "
@@ -713,9 +737,13 @@ channels, duration, file format). If it does about as well, the main model may b
 # ---------------------------------------------------------------------------- driver
 
 def write_report(pred: str, out: str, *, labels: str | None = None, by=(), threshold: float | None = None,
-                 model_version: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+                 model_version: str | None = None, include_training: bool = False, n_boot: int = 1000,
+                 seed: int = 0) -> dict:
     """Read PRED, compute every metric, and write REPORT (report.html, metrics.json, PNGs)
     atomically. Returns the metrics.
+
+    Recordings of participants in the model's ``train`` and ``val`` splits (its model.json,
+    found through PRED's run records) are left out unless ``include_training``.
 
     >>> m = write_report("out/demo/pred", "out/demo/report", by=["site"])   # doctest: +SKIP
     >>> m["auc"], m["auc_ci"], m["warnings"]                                # doctest: +SKIP
@@ -740,13 +768,26 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                          f"available: {', '.join(available)}")
     frame, version, notes = select_model_version(frame, model_version)
     records = run_records(pred, version)
-    t, t_source, t_notes = resolve_threshold(frame, threshold, records)
+    meta = model_meta(records)
+    t, t_source, t_notes = resolve_threshold(frame, threshold, meta)
     warnings = notes + t_notes
+    seen = training_groups(meta)
     if label_info is not None and label_info["rows_matched"] == 0 and len(frame):
         warnings.append(f"No PRED row matched a filename in {labels}: check that its filename column holds the "
                         "recordings' file names.")
     ops = operations(frame, records)
-    metrics, arrays = build_metrics(frame, by=by, threshold=t, n_boot=n_boot, seed=seed)
+    metrics, arrays = build_metrics(frame, by=by, threshold=t, seen_groups=None if include_training else seen,
+                                    n_boot=n_boot, seed=seed)
+    if metrics["n_labelled_scored"]:
+        if seen is None:
+            warnings.append("Which participants the model was trained on is unknown (PRED's run records name no "
+                            "readable MODEL of this version with its splits), so their recordings cannot be left out: "
+                            "if PRED includes them, these metrics are optimistic.")
+        elif include_training:
+            n_seen = int(arrays["rows"]["group"].isin(seen).sum())
+            if n_seen:
+                warnings.append(f"{n_seen} of the evaluated recordings come from participants the model was trained "
+                                "or tuned on (--include-training): the metrics are optimistic.")
     rows, current = arrays["rows"], arrays["current"]
     if "predicted" in rows and len(rows):
         differ = int((rows["predicted"].astype(int) != (rows["score"] >= t).astype(int)).sum())
@@ -764,7 +805,8 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     metrics["warnings"] = warnings + metrics["warnings"]
     metrics["threshold_source"] = t_source
     metrics["operations"] = ops
-    metrics["run"] = {"pred": pred, "model_version": version, "labels": labels_text, "by": by, "n_boot": n_boot,
+    metrics["run"] = {"pred": pred, "model_version": version, "model": meta["_dir"] if meta else None,
+                      "include_training": include_training, "labels": labels_text, "by": by, "n_boot": n_boot,
                       "seed": seed, "threshold_source": t_source, "cough_version": __version__,
                       "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     metrics = clean(metrics)

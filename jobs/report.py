@@ -22,6 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threshold", type=float,
                    help="decision threshold (default: PRED's threshold column, else 0.5)")
     p.add_argument("--model-version", help="which model's predictions (default: the latest)")
+    p.add_argument("--include-training", action="store_true",
+                   help="also evaluate recordings of participants the model was trained or tuned on (optimistic)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and cross-validation (default 0)")
 
@@ -30,9 +32,11 @@ def run(args) -> dict:
     from cough.report import write_report
 
     m = write_report(args.pred, args.out, labels=args.labels, by=args.by, threshold=args.threshold,
-                     model_version=args.model_version, n_boot=args.n_boot, seed=args.seed)
+                     model_version=args.model_version, include_training=args.include_training,
+                     n_boot=args.n_boot, seed=args.seed)
     ops = m["operations"]
-    return {"report": args.out, "n": m["n"], "n_groups": m["n_groups"], "auc": m["auc"], "auc_ci": m["auc_ci"],
+    return {"report": args.out, "n": m["n"], "n_groups": m["n_groups"], "excluded_training": m["excluded_training"],
+            "auc": m["auc"], "auc_ci": m["auc_ci"],
             "baseline_auc": m["shortcut_baseline"]["auc"], "threshold": m["threshold"],
             "scored": ops["scored"], "errored": ops["errored"], "skipped": ops["skipped"],
             "error_rate": ops["error_rate"], "psi": ops["drift"]["psi"], "warnings": len(m["warnings"])}

@@ -371,6 +371,26 @@ def test_threshold_comes_from_the_model_the_run_recorded(tmp_path):
     assert any("disagrees" in w for w in m["warnings"])  # PRED's own calls were made at 0.3
 
 
+def test_recordings_the_model_trained_on_are_left_out(tmp_path):
+    rng = np.random.default_rng(13)
+    n_people = 80
+    frame = clustered(rng, n_people, 2)
+    seen = [f"p{i}" for i in range(50)]  # train and val participants: the model memorised them
+    memorised = frame["group"].isin(seen)
+    frame.loc[memorised, "score"] = np.where(frame.loc[memorised, "label"] == 1, 0.95, 0.05)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"version": "m1", "threshold": 0.5, "splits": {
+        "train": {"groups": seen[:40]}, "val": {"groups": seen[40:]}, "test": {"groups": [f"p{i}" for i in range(50, 60)]}}}))
+    m, out = report(tmp_path, frame, record_extra={"model": str(model)})
+    assert m["excluded_training"] == 100 and m["n"] == 60 and m["n_labelled_scored"] == 160
+    assert m["auc_ci"][0] < 0.5 < m["auc_ci"][1]  # the unseen participants' scores are noise
+    assert "left out" in (out / "report.html").read_text()
+    m, _ = report(tmp_path / "all", frame, record_extra={"model": str(model)}, include_training=True)
+    assert m["n"] == 160 and m["auc"] > 0.8
+    assert any("optimistic" in w for w in m["warnings"])
+
+
 # ----------------------------------------------------------------------------- the files
 
 def test_report_files_are_self_contained_and_atomic(tmp_path, capsys):
