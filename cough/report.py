@@ -97,8 +97,6 @@ def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
         values = pd.Series(found[c], index=frame.index, dtype=object)
         if c == "label":
             values = values.astype("Int8")
-        elif c in frame:
-            values = values.astype(frame[c].dtype) if c == "group" else values
         if c in frame:
             frame[c] = values.where(values.notna(), frame[c])
         else:

@@ -313,6 +313,13 @@ def test_degenerate_input_gives_a_report_that_says_why(tmp_path, make):
     assert "What could not be computed" in (out / "report.html").read_text()
 
 
+def test_empty_pred_is_a_report_not_a_crash(tmp_path):
+    (tmp_path / "pred" / "_runs").mkdir(parents=True)
+    m = write_report(str(tmp_path / "pred"), str(tmp_path / "report"), n_boot=100)
+    assert m["n"] == 0 and m["operations"]["recordings"] == 0 and m["operations"]["error_rate"] is None
+    strict_json(tmp_path / "report" / "metrics.json")
+
+
 def test_all_errors_report_counts_and_reasons(tmp_path):
     m, _ = report(tmp_path, _all_errors(None))
     ops = m["operations"]
