@@ -339,7 +339,8 @@ def variable_alone(features: pd.DataFrame, rows: pd.DataFrame, *, n_boot: int, s
     """Out-of-fold AUC (with CI) of a classifier that sees only ``features``."""
     y, groups = rows["label"].to_numpy(int), rows["group"].to_numpy(object)
     if len(np.unique(y)) < 2:
-        return {"auc": None, "auc_ci": None, "reason": "the labelled recordings hold one class only"}
+        return {"auc": None, "auc_ci": None,
+                "reason": "the labelled recordings hold one class only" if len(y) else "no labelled recording"}
     scores, reason = M.grouped_out_of_fold(features, y, groups, seed=seed)
     if scores is None:
         return {"auc": None, "auc_ci": None, "reason": reason}
@@ -378,6 +379,10 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
             baseline["reason"] = reason
     else:
         baseline["reason"] = "it needs scored recordings of both classes"
+    if not present and len(rows):
+        warnings.append("The shortcut check could not run: PRED has no recording metadata "
+                        f"({', '.join(METADATA_FEATURES)}), so nothing here shows whether the model hears the disease "
+                        "or just recognises how recordings were made.")
     if present and len(present) < len(METADATA_FEATURES):
         warnings.append(f"PRED lacks {', '.join(c for c in METADATA_FEATURES if c not in present)}: the shortcut "
                         f"baseline sees only {', '.join(present)}.")
@@ -403,8 +408,8 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
     g["mixed_label_groups"] = mixed
     metrics["group_level"] = g
     if mixed:
-        warnings.append(f"{mixed} participant(s) have recordings with both labels; they are left out of the "
-                        "participant-level view (the recording-level view keeps them).")
+        warnings.append(f"{_count(mixed, 'participant')} {'has' if mixed == 1 else 'have'} recordings with both "
+                        "labels; left out of the participant-level view (the recording-level view keeps them).")
 
     # Subgroups.
     metrics["by_subgroup"] = {}
@@ -563,6 +568,10 @@ def _safe(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- html
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
 
 def _num(x, digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
@@ -795,8 +804,9 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     if len(current) and "label" in current:
         lost = int(((current["status"] != "ok") & current["label"].notna()).sum())
         if lost:
-            warnings.append(f"{lost} labelled recordings could not be scored and are not in the metrics; if failures "
-                            "are more common in one class, the metrics are biased.")
+            warnings.append(f"{_count(lost, 'labelled recording')} could not be scored and "
+                            f"{'is' if lost == 1 else 'are'} not in the metrics; if failures are more common in one "
+                            "class, the metrics are biased.")
     if ops["drift"]["psi"] is not None and ops["drift"]["psi"] > M.PSI_WARN:
         warnings.append(f"The scores of the latest run drifted from the previous run's (PSI {ops['drift']['psi']:.2f} "
                         f"> {M.PSI_WARN:g}): the incoming recordings, or how they are processed, have changed.")
