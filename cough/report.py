@@ -268,14 +268,22 @@ def operations(frame: pd.DataFrame, records=()) -> dict:
     else:  # recordings of this model version that the latest run left as they were
         out["skipped"] = int(len(current) - current.index.isin(last.index).sum()) if latest is not None else 0
     out["error_rate"] = error_rate(frame, run_id=latest) if len(frame) else None
-    errors = frame.loc[frame["status"] != "ok", "error"] if "error" in frame else pd.Series(dtype=object)
-    reasons = errors.fillna("(no reason given)").astype(str).value_counts().head(TOP_ERRORS)
-    out["error_reasons"] = [{"reason": k, "count": int(v)} for k, v in reasons.items()]
+    out["error_reasons"] = error_reasons(last)
+    out["error_reasons_all_runs"] = error_reasons(frame)
     scores = current.loc[current["status"] == "ok", "score"].dropna().astype(float) if len(current) else pd.Series()
     out["score_quantiles"] = ({f"q{int(q * 100):02d}": float(scores.quantile(q)) for q in (0, .05, .25, .5, .75, .95, 1)}
                               if len(scores) else None)
     out["drift"] = drift(frame, runs)
     return out
+
+
+def error_reasons(frame: pd.DataFrame, *, top: int = TOP_ERRORS) -> list[dict]:
+    """The ``top`` commonest error reasons of ``frame``'s error rows, with counts."""
+    if frame.empty or "error" not in frame:
+        return []
+    errors = frame.loc[frame["status"] != "ok", "error"]
+    reasons = errors.fillna("(no reason given)").astype(str).value_counts().head(top)
+    return [{"reason": k, "count": int(v)} for k, v in reasons.items()]
 
 
 def drift(frame: pd.DataFrame, runs: pd.DataFrame) -> dict:
@@ -720,9 +728,10 @@ channels, duration, file format). If it does about as well, the main model may b
     if ops["runs"]:
         parts.append(_table(["run", "started", "scored", "errors"],
                             [[r["run_id"], r["started"], r["scored"], r["errored"]] for r in ops["runs"]]))
-    if ops["error_reasons"]:
-        parts.append("<h3>Why recordings failed</h3>" + _table(
-            ["reason", "recordings"], [[e["reason"], e["count"]] for e in ops["error_reasons"]]))
+    for key, title in (("error_reasons", "in the latest run"), ("error_reasons_all_runs", "in every run")):
+        if ops[key] and (key == "error_reasons" or len(ops["runs"]) > 1):
+            parts.append(f"<h3>Why recordings failed {title}</h3>" + _table(
+                ["reason", "recordings"], [[e["reason"], e["count"]] for e in ops[key]]))
     d = ops["drift"]
     parts.append("<h3>Score drift</h3>")
     if d["psi"] is not None:

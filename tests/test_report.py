@@ -342,17 +342,22 @@ def two_runs(rng, shift):
 
 def test_unlabelled_nightly_run_reports_counts_errors_and_drift(tmp_path):
     rng = np.random.default_rng(10)
-    m, out = report(tmp_path, two_runs(rng, 0.3), record_extra={"skipped": 300})
+    old_error = pd.DataFrame({"score": [np.nan], "status": "error", "error": "file is empty",
+                              "run_id": "20260101T000000Z-aaaaaa"})
+    frame = pd.concat([two_runs(rng, 0.3), old_error], ignore_index=True)
+    m, out = report(tmp_path, frame, record_extra={"skipped": 300})
     ops = m["operations"]
     assert ops["latest_run"] == "20260102T000000Z-bbbbbb"
     assert (ops["scored"], ops["errored"], ops["skipped"]) == (200, 10, 300)
     assert ops["error_rate"] == pytest.approx(10 / 210)
     assert ops["error_reasons"] == [{"reason": "cannot decode: truncated mp3", "count": 10}]
+    assert ops["error_reasons_all_runs"] == [{"reason": "cannot decode: truncated mp3", "count": 10},
+                                             {"reason": "file is empty", "count": 1}]
     assert ops["drift"]["psi"] > M.PSI_WARN
     assert any("drifted" in w for w in m["warnings"])
     assert m["n"] == 0 and m["auc"] is None
     assert error_rate(str(tmp_path / "pred")) == pytest.approx(10 / 210)
-    assert error_rate(str(tmp_path / "pred"), run_id="20260101T000000Z-aaaaaa") == 0.0
+    assert error_rate(str(tmp_path / "pred"), run_id="20260101T000000Z-aaaaaa") == pytest.approx(1 / 301)
     assert "score_distribution.png" in strict_json(out / "metrics.json")["plots"]
 
 
