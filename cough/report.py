@@ -33,6 +33,9 @@ PRED_COLUMNS = ("recording_id", "path", "status", "error", "score", "predicted",
 DEFAULT_THRESHOLD = 0.5
 #: Error reasons listed in the operational section.
 TOP_ERRORS = 10
+#: Most levels shown per --by column; smaller levels are pooled as OTHER_LEVELS.
+MAX_SUBGROUPS = 20
+OTHER_LEVELS = "(other levels)"
 #: Fewer participants than this: the report says its intervals are rough.
 FEW_GROUPS = 30
 
@@ -333,6 +336,9 @@ def by_subgroup(rows: pd.DataFrame, column: str, *, n_boot: int, seed: int) -> d
     """Per level of ``column``: n, participants, prevalence and AUC with CI (or why not);
     and how well the variable ALONE predicts the label (out-of-fold AUC with CI)."""
     levels = M.as_levels(rows[column]) if len(rows) else pd.Series(dtype=object)
+    counts = levels.value_counts()
+    if len(counts) > MAX_SUBGROUPS:  # the largest levels, the rest together
+        levels = levels.where(levels.isin(counts.index[:MAX_SUBGROUPS - 1]), OTHER_LEVELS)
     y = rows["label"].to_numpy(int)
     out = {"levels": {}}
     for level in sorted(levels.unique(), key=str):

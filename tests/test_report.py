@@ -93,10 +93,12 @@ def clustered(rng, n_groups, per, separation=0.0):
 
 def test_random_labels_give_an_auc_interval_covering_one_half(tmp_path):
     frame = clustered(np.random.default_rng(0), 60, 4)
-    m, out = report(tmp_path, frame)
+    m, out = report(tmp_path, frame, by=["group"])
     low, high = m["auc_ci"]
     assert low < 0.5 < high
     assert m["n"] == 240 and m["n_groups"] == 60
+    levels = m["by_subgroup"]["group"]["levels"]  # 60 participants: the 19 largest and the rest pooled
+    assert len(levels) == 20 and levels["(other levels)"]["n_groups"] == 41
     assert any("coin toss" in w for w in m["warnings"])
     assert strict_json(out / "metrics.json")["auc_ci"] == pytest.approx([low, high])
 
