@@ -315,7 +315,9 @@ def labelled_rows(current: pd.DataFrame) -> pd.DataFrame:
     if current.empty or "label" not in current:
         return current.iloc[0:0].assign(label=pd.Series(dtype="Int8"), group=pd.Series(dtype="string"))
     rows = current[(current["status"] == "ok") & current["score"].notna() & current["label"].notna()].copy()
-    fallback = rows["recording_id"] if "recording_id" in rows else rows.get("path", pd.Series(rows.index.astype(str)))
+    # no participant known: the recording is its own participant
+    key = next((c for c in ("recording_id", "path") if c in rows), None)
+    fallback = rows[key] if key else pd.Series(rows.index.astype(str), index=rows.index)
     group = rows["group"] if "group" in rows else pd.Series(pd.NA, index=rows.index, dtype="string")
     rows["group"] = group.astype(object).where(group.notna(), fallback.astype(object)).astype(str)
     return rows
