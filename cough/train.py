@@ -69,8 +69,8 @@ def read_manifest(shards: str) -> dict:
 def read_index(shards: str, manifest: dict) -> pd.DataFrame:
     """One row per image (no tensors): recording_id, path, window, label, group.
 
-    Refuses shards that disagree with their manifest (image count, image shape, or the
-    featurizer version some shards carry in their schema metadata): those are mixed runs.
+    Refuses shards that disagree with their manifest (image count or image shape): those
+    hold shards of several featurize runs, possibly with other featurizer versions.
     """
     import pyarrow.dataset as pads
 
@@ -84,17 +84,14 @@ def read_index(shards: str, manifest: dict) -> pd.DataFrame:
         raise CoughError(f"SHARDS {shards}: cannot read images/ ({exc})") from None
     if not fragments:
         raise CoughError(f"SHARDS {shards} holds no images: nothing to train on")
-    expected = manifest["featurizer_version"]
     size = int(manifest["featurizer"]["image_size"])
     for fragment in fragments:
         schema = fragment.physical_schema
-        meta = schema.metadata or {}
-        version = meta.get(b"cough.featurizer_version")
-        shape = list(getattr(schema.field("image").type, "shape", []) or []) if "image" in schema.names else []
-        if (version is not None and version.decode() != expected) or shape != [size, size, 3]:
-            raise CoughError(f"SHARDS {shards}: {os.path.basename(fragment.path)} was made by another "
-                             f"featurizer (version {version.decode() if version else '?'}, image {shape}) "
-                             f"than manifest.json says ({expected}, {size}x{size}x3); featurize again")
+        shape = list(schema.field("image").type.shape) if "image" in schema.names else None
+        if shape != [size, size, 3]:
+            raise CoughError(f"SHARDS {shards}: {os.path.basename(fragment.path)} holds images of shape "
+                             f"{shape}, but manifest.json says {size}x{size}x3: shards of another "
+                             "featurizer were mixed in; featurize again")
     table = dataset.to_table(columns=INDEX_COLUMNS)
     if table.num_rows != int(manifest["images"]):
         raise CoughError(f"SHARDS {shards}: images/ holds {table.num_rows} images but manifest.json says "
@@ -216,6 +213,22 @@ def split_datasets(images_uri: str, groups: dict[str, list[str]], exclude_paths:
     return out
 
 
+def cache_small(datasets: dict, n_images: int, image_size: int, *, fraction: float = 0.2) -> dict:
+    """Materialize the splits in Ray's object store when their images take less than
+    ``fraction`` of it, so that each epoch iterates memory instead of re-reading Parquet
+    (a Ray Data read costs seconds of scheduling per pass, which dominates small epochs).
+    Larger datasets keep streaming from storage every epoch."""
+    import ray
+
+    need = n_images * image_size * image_size * 3
+    have = ray.cluster_resources().get("object_store_memory", 0)
+    if need > fraction * have:
+        log.info("streaming %d images (%.0f MB) from storage every epoch", n_images, need / 1e6)
+        return datasets
+    log.info("caching %d images (%.0f MB) in the object store", n_images, need / 1e6)
+    return {name: ds.materialize() for name, ds in datasets.items()}
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -243,7 +256,8 @@ def choose_threshold(labels, scores) -> float:
     fpr, tpr, thresholds = roc_curve(labels, np.asarray(scores, dtype=float))
     finite = np.isfinite(thresholds)
     j = np.where(finite, tpr - fpr, -np.inf)
-    return float(thresholds[int(np.argmax(j))])
+    best = np.flatnonzero(j >= j.max() - 1e-9)[0]  # thresholds decrease: the first tie is the highest
+    return float(thresholds[best])
 
 
 def binary_metrics(labels, scores, threshold: float) -> dict:
@@ -387,14 +401,14 @@ def train_loop(config: dict) -> None:
     """The per-worker training function that Ray Train's TensorflowTrainer runs.
 
     Every worker builds the model under MultiWorkerMirroredStrategy (TF_CONFIG comes from
-    Ray Train), resumes from ``ray.train.get_checkpoint()`` when there is one, and per epoch:
-    fits on its own Ray Data shard, predicts the (unsplit) validation shard, and reports
-    metrics to Ray Train; rank 0 attaches a checkpoint (weights, best weights, optimizer
-    state, history). A last report carries the chosen weights and their validation and test
-    window predictions. All workers see identical weights, so their early-stopping
-    decisions agree without communication.
+    Ray Train), resumes from ``ray.train.get_checkpoint()`` when there is one, and per epoch
+    fits on its own Ray Data shard and reports to Ray Train; rank 0 attaches a checkpoint
+    (weights, best weights, optimizer state, history). Rank 0 alone predicts the validation shard and broadcasts its verdict
+    (history row, early stopping), so every worker takes the same decision. A last report
+    carries the chosen weights and their validation and test window predictions.
     """
     import ray.train
+    from ray.train.collective import broadcast_from_rank_zero
 
     from .model import tensorflow
 
@@ -409,8 +423,8 @@ def train_loop(config: dict) -> None:
         model = build_model(cfg.arch, image_size=cfg.image_size, learning_rate=cfg.learning_rate,
                             dropout=cfg.dropout)
         model.optimizer.build(model.trainable_variables)
-    state = {"epoch": -1, "parameters": int(model.count_params()), "history": [], "best_epoch": None, "best_val_loss": None, "wait": 0,
-             "resumed_from_epochs": [], "final": False}
+    state = {"epoch": -1, "parameters": int(model.count_params()), "history": [], "best_epoch": None,
+             "best_val_loss": None, "wait": 0, "resumed_from_epochs": [], "final": False}
     best_weights = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -425,15 +439,13 @@ def train_loop(config: dict) -> None:
                 model.load_weights(os.path.join(d, BEST_FILE))
                 best_weights = model.get_weights()
                 model.set_weights(current)
-        if state["final"]:
-            return
-        state["resumed_from_epochs"].append(state["epoch"])
+        if not state["final"]:
+            state["resumed_from_epochs"].append(state["epoch"])
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     epoch_ref = [0]
     callbacks = [_StepTrace.make(tf, cfg.trace_dir, rank, epoch_ref)] if cfg.trace_dir else []
-    stop = False
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
+    for epoch in range(cfg.epochs if state["final"] else state["epoch"] + 1, cfg.epochs):
         epoch_ref[0] = epoch
         data = strategy.distribute_datasets_from_function(
             lambda _ctx, epoch=epoch: _tf_dataset(tf, train_shard, cfg, world, epoch, rank))
@@ -441,22 +453,17 @@ def train_loop(config: dict) -> None:
         fitted = model.fit(data, epochs=1, steps_per_epoch=cfg.steps_per_epoch(world), verbose=0,
                            callbacks=callbacks)
         fit_s = time.perf_counter() - start
-        val = evaluate_shard(model, val_shard, cfg.class_weight)
-        val_loss = float(val["loss"].mean())
-        row = {"epoch": epoch, "loss": float(fitted.history["loss"][-1]),
-               "accuracy": float(fitted.history["accuracy"][-1]), "val_loss": val_loss,
-               "val_auc": _auc(val), "fit_s": fit_s, "val_s": time.perf_counter() - start - fit_s,
-               "images": cfg.steps_per_epoch(world) * cfg.worker_batch(world) * world}
-        state["history"].append(row)
-        state["epoch"] = epoch
-        if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
-            best_weights = model.get_weights() if cfg.early_stopping else None
-        else:
-            state["wait"] += 1
-        stop = cfg.early_stopping and state["wait"] >= cfg.patience
-        _report(model, state, row, rank, best_weights=best_weights)
-        if stop:
+        update = None
+        if rank == 0:  # one worker judges the epoch; all workers get its verdict
+            update = _judge_epoch(model, val_shard, cfg, state, epoch, fitted.history, world)
+            update["row"].update(fit_s=fit_s, val_s=time.perf_counter() - start - fit_s)
+        update = broadcast_from_rank_zero(update)
+        state = update["state"]
+        state["history"].append(update["row"])
+        if update["improved"] and cfg.early_stopping:
+            best_weights = model.get_weights()
+        _report(model, state, update["row"], rank, best_weights=best_weights)
+        if update["stop"]:
             break
     if cfg.early_stopping and best_weights is not None:
         model.set_weights(best_weights)
@@ -469,6 +476,25 @@ def train_loop(config: dict) -> None:
             parts.append(evaluate_shard(model, shard, cfg.class_weight).assign(split=name))
         predictions = pd.concat(parts, ignore_index=True)
     _report(model, state, {"epoch": state["epoch"], "final": True}, rank, predictions=predictions)
+
+
+def _judge_epoch(model, val_shard, cfg: TrainConfig, state: dict, epoch: int, fit_history: dict,
+                 world: int) -> dict:
+    """Validation after one epoch: the history row, the new early-stopping state, and
+    whether the weights improved (lower class-weighted validation loss) or training stops."""
+    val = evaluate_shard(model, val_shard, cfg.class_weight)
+    val_loss = float(val["loss"].mean())
+    row = {"epoch": epoch, "loss": float(fit_history["loss"][-1]),
+           "accuracy": float(fit_history["accuracy"][-1]), "val_loss": val_loss, "val_auc": _auc(val),
+           "images": cfg.train_images // world * world}
+    state = {**state, "epoch": epoch}
+    improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+    if improved:
+        state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
+    else:
+        state["wait"] += 1
+    stop = cfg.early_stopping and state["wait"] >= cfg.patience
+    return {"row": row, "state": state, "improved": improved, "stop": stop}
 
 
 def _report(model, state: dict, metrics: dict, rank: int, *, best_weights=None, predictions=None):

@@ -140,7 +140,7 @@ def train(shards: str, out: str, args) -> dict:
 
     from cough.runtime import init_ray
     from cough.storage import atomic_dir, join, resolve, write_json
-    from cough.train import (TrainConfig, class_weights, fit, read_index, read_manifest, recordings,
+    from cough.train import (TrainConfig, cache_small, class_weights, fit, read_index, read_manifest, recordings,
                              split_datasets, split_groups)
 
     started = time.perf_counter()
@@ -170,7 +170,8 @@ def train(shards: str, out: str, args) -> dict:
                 "test_fraction": args.test_fraction, "learning_rate": args.learning_rate,
                 "dropout": config.dropout, "early_stopping": args.early_stopping, "patience": args.patience}
     _prepare_run(run_dir, settings, args.resume)
-    datasets = split_datasets(join(shards, "images"), groups, dropped_paths)
+    datasets = cache_small(split_datasets(join(shards, "images"), groups, dropped_paths),
+                           len(used), config.image_size)
     result = fit(datasets, config, workers=args.workers, storage=storage, name=name,
                  max_failures=args.max_failures)
     weights_h5, state, predictions = _read_checkpoint(result.checkpoint)

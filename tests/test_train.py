@@ -1,0 +1,343 @@
+"""cough train: splits, metrics, the Ray Train loop (synchronization, faults, resume), MODEL.
+
+Real parts throughout: a 2-CPU local Ray, Ray Train's TensorflowTrainer with
+MultiWorkerMirroredStrategy, the sample archive's real featurize shards, real files.
+Training tests use the small ``pooled`` network on the 60-recording sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cough.cli import build_parser, main
+from cough.errors import CoughError
+from cough.model import aggregate_windows, build_model, load_model, predict_windows
+from cough.schema import to_numpy
+from cough.train import (TrainConfig, binary_metrics, choose_threshold, class_weights, fit, recordings,
+                         split_groups)
+
+
+def _recs(n_groups=30, per_group=2, pos_every=3, seed=0):
+    rng = np.random.RandomState(seed)
+    rows = []
+    for g in range(n_groups):
+        label = int(g % pos_every == 0)
+        for r in range(rng.randint(1, per_group + 1)):
+            rows.append({"recording_id": f"r{g}-{r}", "path": f"/a/g{g}-{r}.mp3", "label": label,
+                         "group": f"g{g}", "windows": 1})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def test_split_groups_are_disjoint_stratified_and_deterministic():
+    recs = _recs(n_groups=40)
+    splits = split_groups(recs, val_fraction=0.2, test_fraction=0.2, seed=3)
+    sets = {k: set(v) for k, v in splits.items()}
+    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+    assert set.union(*sets.values()) == set(recs["group"])
+    label_of = recs.groupby("group")["label"].first()
+    for name, groups in sets.items():
+        assert set(label_of[list(groups)]) == {0, 1}, f"{name} lacks a class"
+    assert 5 <= len(sets["test"]) <= 11 and 5 <= len(sets["val"]) <= 11
+    assert split_groups(recs, val_fraction=0.2, test_fraction=0.2, seed=3) == splits
+    assert split_groups(recs, val_fraction=0.2, test_fraction=0.2, seed=4) != splits
+    no_test = split_groups(recs, val_fraction=0.2, test_fraction=0.0, seed=3)
+    assert set(no_test) == {"train", "val"}
+
+
+def test_split_groups_refuses_what_cannot_be_split():
+    with pytest.raises(CoughError, match="too few groups"):
+        split_groups(_recs(n_groups=4, pos_every=2), val_fraction=0.2, test_fraction=0.2)
+    with pytest.raises(CoughError, match="both classes"):
+        split_groups(_recs(n_groups=10).assign(label=0))
+    with pytest.raises(CoughError, match="val-fraction"):
+        split_groups(_recs(), val_fraction=0.5, test_fraction=0.5)
+
+
+def test_same_bytes_under_two_names_is_one_recording_in_one_split():
+    index = pd.DataFrame({
+        "recording_id": ["a", "a", "b", "b", "c", "d", "e", "e"],
+        "path": ["/x/a1.mp3", "/x/a1.mp3", "/x/b.mp3", "/x/b-copy.mp3", "/x/c.mp3", "/x/d.mp3",
+                 "/x/e.mp3", "/x/e-copy.mp3"],
+        "window": [0, 1, 0, 0, 0, 0, 0, 0],
+        "label": pd.array([1, 1, 0, 0, None, 0, 1, 0], dtype="Int8"),
+        "group": ["ga", "ga", "gb", "gb2", "gc", "gd", "ge", "ge"],
+    })
+    recs, dropped = recordings(index)
+    assert sorted(recs["recording_id"]) == ["a", "b", "d"]  # c unlabelled, e labelled both ways
+    assert recs.set_index("recording_id").loc["a", "windows"] == 2
+    assert dropped == ["/x/b.mp3", "/x/c.mp3", "/x/e-copy.mp3", "/x/e.mp3"]  # b-copy sorts first: kept
+    with pytest.raises(CoughError, match="no labelled images"):
+        recordings(index.assign(label=pd.array([None] * 8, dtype="Int8")))
+
+
+def test_class_weights_give_each_class_the_same_total_weight():
+    labels = np.array([0] * 30 + [1] * 10)
+    w = class_weights(labels)
+    assert w[1] > w[0]
+    assert np.isclose((labels == 0).sum() * w[0], (labels == 1).sum() * w[1])
+
+
+def test_threshold_and_metrics_come_from_true_labels():
+    labels = [0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.3, 0.6, 0.4, 0.7, 0.9]
+    t = choose_threshold(labels, scores)
+    assert t == 0.7  # J = 2/3 at 0.7 (tpr 2/3, fpr 0) and at 0.4 (tpr 1, fpr 1/3): ties go up
+    m = binary_metrics(labels, scores, t)
+    assert m["confusion_matrix"] == [[3, 0], [1, 2]]
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == 1.0
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["auc"] == pytest.approx(8 / 9)
+    flipped = binary_metrics([1 - y for y in labels], scores, t)  # predictions never stand in for labels
+    assert flipped["auc"] == pytest.approx(1 / 9)
+    assert binary_metrics([0, 0], [0.2, 0.9], 0.5)["auc"] is None
+    assert aggregate_windows([0.2, 0.4, 0.9]) == pytest.approx(0.5)
+
+
+def test_seed_architecture_is_the_seed_model():
+    seed = build_model("seed")
+    assert seed.count_params() == 75_820_898
+    assert [type(layer).__name__ for layer in seed.layers] == [
+        "Conv2D", "MaxPooling2D", "Conv2D", "Conv2D", "Conv2D", "Flatten", "Dropout", "Dense", "Dense"]
+    assert build_model("pooled").count_params() * 100 < seed.count_params()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _cli(capsys, *argv):
+    code = main(["train", *map(str, argv)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def _copy_features(src: Path, dst: Path, *, transform=None) -> Path:
+    shutil.copytree(src, dst)
+    if transform:
+        for part in (dst / "images").glob("*.parquet"):
+            pq.write_table(transform(pq.read_table(part)), part)
+    return dst
+
+
+def _set(table: pa.Table, column: str, values) -> pa.Table:
+    i = table.schema.get_field_index(column)
+    return table.set_column(i, table.schema.field(i), pa.array(values, type=table.schema.field(i).type))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "does not exist"),
+    ("no_manifest", "no manifest.json"),
+    ("empty", "no images"),
+    ("one_class", "both classes"),
+    ("no_labels", "no labelled images"),
+    ("few_groups", "too few groups"),
+    ("mixed_versions", "featurize again"),
+])
+def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, sample_features, case, message):
+    src = tmp_path / "shards"
+    if case == "no_manifest":
+        _copy_features(sample_features, src)
+        (src / "manifest.json").unlink()
+    elif case == "empty":
+        _copy_features(sample_features, src, transform=lambda t: t.slice(0, 0))
+        manifest = json.loads((src / "manifest.json").read_text())
+        (src / "manifest.json").write_text(json.dumps({**manifest, "images": 0}))
+    elif case == "one_class":
+        _copy_features(sample_features, src, transform=lambda t: _set(t, "label", [0] * t.num_rows))
+    elif case == "no_labels":
+        _copy_features(sample_features, src, transform=lambda t: _set(t, "label", [None] * t.num_rows))
+    elif case == "few_groups":
+        _copy_features(sample_features, src, transform=lambda t: _set(
+            t, "group", [f"g{lab}" for lab in t["label"].to_pylist()]))
+    elif case == "mixed_versions":  # a shard of another featurize run (other window) copied in
+        from cough.features import FeaturizerParams
+        from cough.shards import featurize_batch
+
+        _copy_features(sample_features, src)
+        other = tmp_path / "other"
+        raw = sorted((Path(__file__).parents[1] / "data" / "sample" / "raw").iterdir())[:2]
+        featurize_batch(pd.DataFrame({"path": [str(p) for p in raw], "label": [1, 0], "group": ["x", "y"],
+                                      "site": ["a", "a"]}),
+                        out=str(other), params=FeaturizerParams(window_s=1.0, hop_s=1.0), metadata_columns=["site"])
+        for part in (other / "images").iterdir():
+            shutil.copy(part, src / "images" / ("other-" + part.name))
+    out = tmp_path / "model"
+    code, err = _cli(capsys, src, "--out", out, "--epochs", 1)
+    assert code == 1
+    assert len(err) == 1 and message in err[0] and err[0].startswith("cough train: error:"), err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_flags_are_usage_errors(tmp_path, capsys, sample_features):
+    code, err = _cli(capsys, sample_features, "--out", tmp_path / "m", "--workers", 0)
+    assert code == 2 and len(err) == 1
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["train", "--help"])
+    assert done.value.code == 0
+
+
+# ----------------------------------------------------------------------------- training
+
+
+TRAIN_FLAGS = ("--epochs", 4, "--workers", 2, "--val-fraction", 0.2, "--test-fraction", 0.2)
+
+
+def _args(*argv):
+    return build_parser().parse_args(["train", *map(str, argv)])
+
+
+def test_train_two_workers_writes_a_model_that_scores_like_its_metrics(tmp_path, ray_local, sample_features):
+    from jobs.train import run
+
+    out = tmp_path / "model"
+    summary = run(_args(sample_features, "--out", out, "--epochs", 2, "--workers", 2,
+                        "--val-fraction", 0.2, "--test-fraction", 0.2, "--num-cpus", 2))
+    model, meta = load_model(str(out))
+    manifest = json.loads((sample_features / "manifest.json").read_text())
+    assert summary["version"] == meta["version"] and len(meta["version"]) == 16
+    assert meta["arch"] == "pooled" and meta["parameters"] == model.count_params()
+    assert meta["featurizer"] == manifest["featurizer"]
+    assert meta["featurizer_version"] == manifest["featurizer_version"]
+    assert meta["class_names"] == ["negative", "positive"]
+    assert [h["epoch"] for h in meta["history"]] == [0, 1] and meta["training"]["workers"] == 2
+    groups = {k: set(v["groups"]) for k, v in meta["splits"].items()}
+    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
+    assert not (groups["val"] & groups["test"])
+    assert 0 <= meta["threshold"] <= 1 and meta["metrics"]["val"]["threshold"] == meta["threshold"]
+
+    # The validation metrics are what the written model gives on the validation recordings'
+    # true labels: rescore them here from the shards.
+    table = pq.read_table(sample_features / "images", columns=["recording_id", "label", "group", "image"])
+    frame = table.drop(["image"]).to_pandas()
+    val = frame["group"].isin(groups["val"]).to_numpy()
+    prob = predict_windows(model, to_numpy(table["image"])[val])
+    scored = frame[val].assign(prob=prob).groupby("recording_id").agg(
+        label=("label", "first"), score=("prob", aggregate_windows))
+    again = binary_metrics(scored["label"], scored["score"], meta["threshold"])
+    for key in ("n", "positives", "auc", "accuracy", "sensitivity", "specificity"):
+        assert again[key] == pytest.approx(meta["metrics"]["val"][key], abs=1e-4), key
+    assert meta["metrics"]["test"]["n"] == meta["splits"]["test"]["recordings"]
+    assert not (tmp_path / ".cough-train").exists() or not any((tmp_path / ".cough-train").iterdir())
+
+
+def _sync_datasets(sample_features, n_train=8):
+    import ray
+
+    table = pq.read_table(sample_features / "images", columns=["recording_id", "window", "label", "image"])
+    table = table.sort_by("recording_id")
+    labels = np.array(table["label"].to_pylist())
+    pick_train = np.concatenate([np.where(labels == 0)[0][:n_train // 2], np.where(labels == 1)[0][:n_train // 2]])
+    pick_val = np.concatenate([np.where(labels == 0)[0][-2:], np.where(labels == 1)[0][-2:]])
+    return {"train": ray.data.from_arrow(table.take(pick_train)), "val": ray.data.from_arrow(table.take(pick_val))}
+
+
+def _weights(result):
+    from cough.model import WEIGHTS_FILE
+
+    model = build_model("pooled")
+    with result.checkpoint.as_directory() as d:
+        model.load_weights(os.path.join(d, WEIGHTS_FILE))
+    return model.get_weights()
+
+
+def test_two_workers_stay_in_sync_and_match_one_worker(tmp_path, ray_local, sample_features):
+    """Every step all-reduces gradients: after each step both workers hold the same weights,
+    and 2 workers × 4 images reach the weights that 1 worker reaches with the same 8 images."""
+    datasets = _sync_datasets(sample_features)
+    results = {}
+    for workers in (1, 2):
+        config = TrainConfig(arch="pooled", epochs=3, batch_size=8, dropout=0.0, seed=1, train_images=8,
+                             shuffle_buffer=0, eval_splits=["val"], trace_dir=str(tmp_path / f"trace{workers}"))
+        results[workers] = fit(datasets, config, workers=workers, storage=str(tmp_path / "storage"),
+                               name=f"sync{workers}", max_failures=0)
+    lines = [json.loads(x) for p in sorted((tmp_path / "trace2").glob("rank-*.jsonl")) for x in p.read_text().splitlines()]
+    by_step = {}
+    for line in lines:
+        by_step.setdefault((line["epoch"], line["step"]), {})[line["rank"]] = line["digest"]
+    assert sorted(by_step) == [(0, 0), (1, 0), (2, 0)]  # one global step per epoch
+    for step, digests in by_step.items():
+        assert set(digests) == {0, 1} and digests[0] == digests[1], f"workers differ after step {step}"
+    assert len({d[0] for d in by_step.values()}) == 3  # and the weights did change every step
+    one, two = _weights(results[1]), _weights(results[2])
+    assert len(one) == len(two) > 0
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _kill_rank_when(trace: Path, run_dir: Path, rank: int, killed: list):
+    """SIGKILL worker ``rank`` (a real process death) once it is training past epoch 0 and Ray
+    Train has registered a checkpoint (Ray Train collects a report at its next worker poll,
+    every 2 s: a worker that dies sooner takes its last report with it)."""
+    deadline = time.time() + 300
+    target = trace / f"rank-{rank}.jsonl"
+    while time.time() < deadline and not killed:
+        if target.exists() and (run_dir / "checkpoint_manager_snapshot.json").exists():
+            for line in target.read_text().splitlines():
+                step = json.loads(line)
+                if step["epoch"] >= 1:
+                    os.kill(step["pid"], signal.SIGKILL)
+                    killed.append(step)
+                    return
+        time.sleep(0.1)
+
+
+def _train_with_kill(tmp_path, sample_features, *extra):
+    from jobs.train import run
+
+    trace, killed = tmp_path / "trace", []
+    watcher = threading.Thread(target=_kill_rank_when, args=(trace, tmp_path / ".cough-train" / "model", 1, killed),
+                               daemon=True)
+    watcher.start()
+    try:
+        return run(_args(sample_features, "--out", tmp_path / "model", *TRAIN_FLAGS, "--trace-dir", trace,
+                         *extra)), killed, trace
+    finally:
+        watcher.join(timeout=1)
+
+
+def _steps(trace: Path):
+    return [json.loads(x) for p in sorted(trace.glob("rank-*.jsonl")) for x in p.read_text().splitlines()]
+
+
+def _check_resumed(meta, killed, trace):
+    """Every epoch once in the history; the replacement workers began right after the last
+    checkpoint, not at epoch 0."""
+    assert [h["epoch"] for h in meta["history"]] == [0, 1, 2, 3]
+    resumed = meta["training"]["resumed_from_epochs"]
+    assert len(resumed) == 1 and 0 <= resumed[0] < killed[0]["epoch"]
+    after = [s for s in _steps(trace) if s["pid"] != killed[0]["pid"] and s["time"] > killed[0]["time"]]
+    assert after and min(s["epoch"] for s in after) == resumed[0] + 1
+
+
+def test_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tmp_path, ray_local, sample_features):
+    summary, killed, trace = _train_with_kill(tmp_path, sample_features, "--max-failures", 2)
+    assert killed, "the worker was never killed"
+    _, meta = load_model(str(tmp_path / "model"))
+    _check_resumed(meta, killed, trace)
+    assert summary["epochs_run"] == 4
+
+
+def test_interrupted_run_continues_with_resume(tmp_path, ray_local, sample_features):
+    from jobs.train import run
+
+    with pytest.raises(CoughError, match="--resume"):
+        _train_with_kill(tmp_path, sample_features, "--max-failures", 0)
+    assert not (tmp_path / "model").exists()  # nothing that looks finished
+    killed = [s for s in _steps(tmp_path / "trace") if s["rank"] == 1][-1:]
+    run(_args(sample_features, "--out", tmp_path / "model", *TRAIN_FLAGS, "--resume", "--trace-dir", tmp_path / "trace"))
+    _, meta = load_model(str(tmp_path / "model"))
+    _check_resumed(meta, killed, tmp_path / "trace")
