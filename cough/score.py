@@ -281,6 +281,10 @@ class Predictor:
     def __init__(self, model_dir: str, *, run_id: str, metadata_columns: list[str], threads: int = 1):
         from .model import load_model, tensorflow
 
+        # oneDNN kernels double TensorFlow's CPU inference speed; the workers' default turns
+        # them off (bit-reproducible training). Takes effect when TF is not loaded yet in this
+        # process, as in a fresh actor.
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
         tensorflow(threads)
         self.info = read_model_info(model_dir)
         self.model, _ = load_model(model_dir)

@@ -36,8 +36,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="recordings per featurizing task (default 32)")
     p.add_argument("--actors", type=int,
                    help="most inference actors (default: one per 4 CPUs of the cluster, at least 1)")
-    p.add_argument("--actor-cpus", type=float, default=1.0,
-                   help="CPUs reserved per inference actor, also its TensorFlow thread count (default 1)")
+    p.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs reserved per inference actor (default 1)")
+    p.add_argument("--actor-threads", type=int,
+                   help="TensorFlow threads per inference actor (default: its reserved CPUs, at least 1)")
     add_ray_arguments(p)
 
 
@@ -81,7 +82,7 @@ def _inputs(source: str, labels, group_pattern, model_info):
 
 
 def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
-          batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0,
+          batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0, actor_threads: int | None = None,
           rows_per_file: int = 50_000, address: str | None = None, num_cpus: int | None = None) -> dict:
     """Score SOURCE with MODEL into PRED; returns the run's counts.
 
@@ -126,7 +127,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         predictions = stage1.map_batches(
             Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-            fn_constructor_kwargs={"model_dir": model, "run_id": run_id, "threads": max(1, int(actor_cpus)),
+            fn_constructor_kwargs={"model_dir": model, "run_id": run_id, "threads": actor_threads or max(1, int(actor_cpus)),
                                    "metadata_columns": metadata_columns})
         writer = RunWriter(pred, run_id, pred_schema(metadata_columns), rows_per_file=rows_per_file)
         counts = {"inputs": 0, "scored": 0, "ok": 0, "errors": 0, "skipped": 0}
@@ -183,7 +184,8 @@ def _job_error(exc: BaseException) -> BaseException:
 def run(args) -> dict:
     return score(args.source, args.model, args.out, labels=args.labels, group_pattern=args.group_pattern,
                  rescore=args.rescore, batch_size=args.batch_size, actors=args.actors,
-                 actor_cpus=args.actor_cpus, address=args.address, num_cpus=args.num_cpus)
+                 actor_cpus=args.actor_cpus, actor_threads=args.actor_threads, address=args.address,
+                 num_cpus=args.num_cpus)
 
 
 if __name__ == "__main__":
