@@ -167,7 +167,12 @@ def memory(files: list[str], tmp: Path, num_cpus: int) -> None:
 
     from cough.runtime import init_ray
 
-    model_dir = make_model(tmp / "model")
+    import multiprocessing
+
+    model_dir = tmp / "model"  # made in a child process: this driver never loads TensorFlow
+    maker = multiprocessing.get_context("spawn").Process(target=make_model, args=(model_dir,))
+    maker.start()
+    maker.join()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"seed architecture; peak RSS sampled every 0.2 s")
     for copies in (1, 10):
