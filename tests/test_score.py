@@ -299,3 +299,24 @@ def test_a_featurize_out_made_with_other_parameters_is_refused(sample_features, 
     code = cli(["score", str(sample_features), "--model", str(other), "--out", str(pred)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "was featurized with featurizer version" in err[-1] and not pred.exists()
+
+
+@pytest.mark.shared
+def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, tmp_path, ray_local):
+    src = tmp_path / "archive"
+    src.mkdir()
+    for f in (shared_archive / "raw").iterdir():
+        os.symlink(f, src / f.name)
+    model, pred = write_model(tmp_path / "model"), tmp_path / "pred"
+    labels = str(shared_archive / "labels.csv")
+    first = score(str(src), str(model), str(pred), labels=labels)
+    rows = _rows(pred)
+    assert (first["inputs"], first["ok"], first["errors"]) == (1324, 1322, 2) and len(rows) == 1324
+    assert rows.error[rows.status == "error"].str.len().gt(10).all() and rows.path.is_unique
+    before = _snapshot(pred)
+    assert score(str(src), str(model), str(pred), labels=labels)["scored"] == 0 and _snapshot(pred) == before
+    synth_archive(tmp_path / "new", n=5, seed=5, max_duration_s=2)
+    for f in (tmp_path / "new" / "raw").iterdir():
+        shutil.copy(f, src / f.name)
+    third = score(str(src), str(model), str(pred), labels=labels)
+    assert (third["scored"], third["skipped"]) == (5, 1324) and len(_rows(pred)) == 1329
