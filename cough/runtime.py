@@ -25,7 +25,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         return
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
-    runtime_env = {"env_vars": dict(WORKER_ENV)}
+    runtime_env = {"env_vars": _env_vars_not_set_by_job()}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
@@ -34,6 +34,18 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
                  include_dashboard=False, dashboard_host="127.0.0.1")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
+
+
+def _env_vars_not_set_by_job() -> dict:
+    """WORKER_ENV minus keys that a submitted job's runtime_env already sets: Ray refuses to
+    merge a driver's env var with the same key from ``ray job submit --runtime-env``."""
+    import json
+
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR, "{}"))
+    taken = (job.get("runtime_env") or {}).get("env_vars") or {}
+    return {k: v for k, v in WORKER_ENV.items() if k not in taken}
 
 
 def cpus() -> int:
