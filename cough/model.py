@@ -126,6 +126,25 @@ def aggregate_windows(scores) -> float:
     return float(scores.mean())
 
 
+def write_model(model_dir: str, weights_h5: bytes, meta: dict) -> str:
+    """Write MODEL atomically (``weights.h5`` + ``model.json``); returns its version: a content
+    hash of the weights and the metadata, recorded in model.json as ``version``."""
+    import hashlib
+    import json
+
+    from .storage import atomic_dir, join, resolve, write_json
+
+    meta = {**meta, "format": "tf_keras HDF5 weights only; the architecture is rebuilt from code by its name"}
+    blob = json.dumps(meta, sort_keys=True, default=str).encode()
+    meta["version"] = hashlib.sha256(weights_h5 + blob).hexdigest()[:16]
+    with atomic_dir(model_dir) as staging:
+        fs, path = resolve(join(staging, WEIGHTS_FILE))
+        with fs.open_output_stream(path) as f:
+            f.write(weights_h5)
+        write_json(join(staging, META_FILE), meta)
+    return meta["version"]
+
+
 def load_model(model_dir: str):
     """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
     from .storage import exists, join, read_json, resolve

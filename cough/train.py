@@ -229,6 +229,14 @@ def cache_small(datasets: dict, n_images: int, image_size: int, *, fraction: flo
     return {name: ds.materialize() for name, ds in datasets.items()}
 
 
+def split_windows(index: pd.DataFrame, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
+    """The index rows (one per image) each split trains or evaluates on."""
+    used = index[~index["path"].isin(exclude_paths) & index["label"].notna()]
+    split_of = {g: name for name, members in groups.items() for g in members}
+    split = used["group"].fillna(used["recording_id"]).map(split_of)
+    return {name: used[split == name].assign(label=lambda f: f["label"].astype(int)) for name in groups}
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -283,6 +291,14 @@ def binary_metrics(labels, scores, threshold: float) -> dict:
         "confusion_matrix": [[tn, fp], [fn, tp]],
         "threshold": float(threshold),
     }
+
+
+def evaluate(predictions: pd.DataFrame) -> tuple[float, dict]:
+    """Window predictions of the final model (split, recording_id, label, prob) → the
+    threshold chosen on the validation recordings, and metrics per split at that threshold."""
+    scores = {name: recording_scores(part) for name, part in predictions.groupby("split")}
+    threshold = choose_threshold(scores["val"]["label"], scores["val"]["score"])
+    return threshold, {name: binary_metrics(s["label"], s["score"], threshold) for name, s in scores.items()}
 
 
 # --------------------------------------------------------------------------- Ray Train
@@ -547,6 +563,21 @@ def worker_resources(workers: int) -> tuple[dict, int, bool]:
                          "quarter CPU and Ray Data one CPU; use fewer workers or more CPUs")
     threads = max(1, int(min(cpus / workers, per_node)))
     return {"CPU": reserve}, threads, False
+
+
+def final_checkpoint(checkpoint) -> tuple[bytes, dict, pd.DataFrame]:
+    """(weights.h5 bytes, training state, window predictions) of the run's last checkpoint."""
+    if checkpoint is None:
+        raise CoughError("training ended without a checkpoint; rerun with --resume")
+    with checkpoint.as_directory() as d:
+        with open(os.path.join(d, STATE_FILE)) as f:
+            state = json.load(f)
+        if not state.get("final"):
+            raise CoughError("training ended without its final checkpoint; rerun with --resume")
+        with open(os.path.join(d, WEIGHTS_FILE), "rb") as f:
+            weights = f.read()
+        predictions = pd.read_parquet(os.path.join(d, PREDICTIONS_FILE))
+    return weights, state, predictions
 
 
 def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, name: str = "run",

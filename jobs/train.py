@@ -10,8 +10,6 @@ validation, and swap MODEL/ in atomically.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import time
@@ -19,7 +17,7 @@ import time
 from cough import __version__
 from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
-from cough.model import ARCHITECTURES, CLASS_NAMES, META_FILE, WEIGHTS_FILE
+from cough.model import ARCHITECTURES, CLASS_NAMES
 
 HELP = "train the CNN on featurize shards with Ray Train (group-wise splits, checkpoints)"
 EXAMPLE = "cough train out/features --out out/model --epochs 20 --workers 2"
@@ -86,6 +84,19 @@ def _storage(args) -> tuple[str, str, bool]:
     return f"{parent}/.cough-train", name, True
 
 
+def _remove_run(run_dir: str) -> None:
+    """Delete a finished run's checkpoints, and the hidden storage folder once it is empty."""
+    import pyarrow.fs as pafs
+
+    from cough.storage import resolve
+
+    fs, path = resolve(run_dir)
+    fs.delete_dir(path)
+    parent = path.rsplit("/", 1)[0]
+    if not fs.get_file_info(pafs.FileSelector(parent)):
+        fs.delete_dir(parent)
+
+
 def _prepare_run(run_dir: str, settings: dict, resume: bool) -> None:
     """Start fresh, or check that the interrupted run in ``run_dir`` had the same settings."""
     from cough.storage import exists, join, read_json, resolve, write_json
@@ -109,86 +120,51 @@ def _prepare_run(run_dir: str, settings: dict, resume: bool) -> None:
     write_json(join(run_dir, RUN_FILE), settings)
 
 
-def _read_checkpoint(checkpoint) -> tuple[bytes, dict, "object"]:
-    import pandas as pd
-
-    from cough.train import PREDICTIONS_FILE, STATE_FILE
-
-    with checkpoint.as_directory() as d:
-        with open(os.path.join(d, WEIGHTS_FILE), "rb") as f:
-            weights = f.read()
-        with open(os.path.join(d, STATE_FILE)) as f:
-            state = json.load(f)
-        predictions = pd.read_parquet(os.path.join(d, PREDICTIONS_FILE))
-    if not state.get("final"):
-        raise CoughError("training ended without its final checkpoint; rerun with --resume")
-    return weights, state, predictions
-
-
-def evaluate(predictions) -> tuple[float, dict]:
-    """Recording-level scores per split → (threshold chosen on val, metrics per split)."""
-    from cough.train import binary_metrics, choose_threshold, recording_scores
-
-    scores = {name: recording_scores(part) for name, part in predictions.groupby("split")}
-    threshold = choose_threshold(scores["val"]["label"], scores["val"]["score"])
-    metrics = {name: binary_metrics(s["label"], s["score"], threshold) for name, s in scores.items()}
-    return threshold, metrics
-
-
 def train(shards: str, out: str, args) -> dict:
     import ray
 
+    from cough.model import write_model
     from cough.runtime import init_ray
-    from cough.storage import atomic_dir, join, resolve, write_json
-    from cough.train import (TrainConfig, cache_small, class_weights, fit, read_index, read_manifest, recordings,
-                             split_datasets, split_groups)
+    from cough.storage import join
+    from cough.train import (TrainConfig, cache_small, class_weights, evaluate, fit, final_checkpoint,
+                             read_index, read_manifest, recordings, split_datasets, split_groups, split_windows)
 
     started = time.perf_counter()
     manifest = read_manifest(shards)
     index = read_index(shards, manifest)
     recs, dropped_paths = recordings(index)
-    groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                          seed=args.seed)
-    used = index[~index["path"].isin(dropped_paths) & index["label"].notna()]
-    split_of = {g: name for name, members in groups.items() for g in members}
-    used = used.assign(split=used["group"].fillna(used["recording_id"]).map(split_of))
-    windows = {name: used[used["split"] == name] for name in groups}
-    weights = class_weights(windows["train"]["label"].astype(int))
+    groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+    windows = split_windows(index, groups, dropped_paths)
+    weights = class_weights(windows["train"]["label"])
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, seed=args.seed,
+                         learning_rate=args.learning_rate, dropout=args.dropout, seed=args.seed,
                          early_stopping=args.early_stopping, patience=args.patience,
                          image_size=int(manifest["featurizer"]["image_size"]), class_weight=weights,
                          train_images=len(windows["train"]), eval_splits=[s for s in groups if s != "train"],
-                         trace_dir=args.trace_dir, dropout=args.dropout)
+                         trace_dir=args.trace_dir)
     log.info("splits: %s; class weights %s", {k: f"{len(v)} groups" for k, v in groups.items()}, weights)
 
     init_ray(args.address, num_cpus=args.num_cpus)
     storage, name, ours = _storage(args)
     run_dir = join(storage, name)
-    settings = {"shards": shards, "featurizer_version": manifest["featurizer_version"], "arch": args.arch,
-                "batch_size": args.batch_size, "seed": args.seed, "val_fraction": args.val_fraction,
-                "test_fraction": args.test_fraction, "learning_rate": args.learning_rate,
-                "dropout": config.dropout, "early_stopping": args.early_stopping, "patience": args.patience}
-    _prepare_run(run_dir, settings, args.resume)
+    _prepare_run(run_dir, {"shards": shards, "featurizer_version": manifest["featurizer_version"],
+                           **{k: getattr(args, k) for k in RESUME_KEYS[2:]}}, args.resume)
     datasets = cache_small(split_datasets(join(shards, "images"), groups, dropped_paths),
-                           len(used), config.image_size)
+                           sum(map(len, windows.values())), config.image_size)
     result = fit(datasets, config, workers=args.workers, storage=storage, name=name,
                  max_failures=args.max_failures)
-    weights_h5, state, predictions = _read_checkpoint(result.checkpoint)
+    weights_h5, state, predictions = final_checkpoint(result.checkpoint)
     threshold, metrics = evaluate(predictions)
 
     meta = {
-        "arch": args.arch,
-        "parameters": state["parameters"],
-        "class_names": CLASS_NAMES,
+        "arch": args.arch, "parameters": state["parameters"], "class_names": CLASS_NAMES,
         "threshold": threshold,
-        "threshold_rule": "Youden's J (sensitivity + specificity - 1) maximised on validation recordings",
-        "aggregation": "mean of window P(positive) per recording (cough.model.aggregate_windows)",
-        "featurizer": manifest["featurizer"],
-        "featurizer_version": manifest["featurizer_version"],
+        "threshold_rule": "Youden's J (sensitivity + specificity - 1) maximised on the validation recordings",
+        "aggregation": "mean of the windows' P(positive) per recording (cough.model.aggregate_windows)",
+        "featurizer": manifest["featurizer"], "featurizer_version": manifest["featurizer_version"],
         "shards": shards,
         "splits": {s: {"groups": members, "recordings": int(windows[s]["recording_id"].nunique()),
-                       "images": int(len(windows[s])), "positive_images": int(windows[s]["label"].sum())}
+                       "images": len(windows[s]), "positive_images": int(windows[s]["label"].sum())}
                    for s, members in groups.items()},
         "excluded_paths": dropped_paths,
         "class_weight": {CLASS_NAMES[k]: v for k, v in weights.items()},
@@ -199,24 +175,15 @@ def train(shards: str, out: str, args) -> dict:
                      "best_epoch": state["best_epoch"], "restored_best": args.early_stopping,
                      "resumed_from_epochs": state["resumed_from_epochs"],
                      "wall_s": round(time.perf_counter() - started, 1)},
-        "format": "tf_keras HDF5 weights only; the architecture is rebuilt from code by name",
         "cough_version": __version__, "ray_version": ray.__version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
-    blob = json.dumps(meta, sort_keys=True, default=str).encode()
-    meta["version"] = hashlib.sha256(weights_h5 + blob).hexdigest()[:16]
-    with atomic_dir(out) as staging:
-        fs, path = resolve(join(staging, WEIGHTS_FILE))
-        with fs.open_output_stream(path) as f:
-            f.write(weights_h5)
-        write_json(join(staging, META_FILE), meta)
-    if ours:
-        fs, path = resolve(run_dir)
-        fs.delete_dir(path)
-    test = metrics.get("test", metrics["val"])
-    return {"out": out, "version": meta["version"], "arch": args.arch, "epochs_run": len(state["history"]),
-            "threshold": round(threshold, 4),
-            "val_auc": metrics["val"]["auc"], "test_auc": test["auc"] if "test" in metrics else None,
+    version = write_model(out, weights_h5, meta)
+    if ours:  # the checkpoints served their purpose once MODEL is complete
+        _remove_run(run_dir)
+    return {"out": out, "version": version, "arch": args.arch, "epochs_run": len(state["history"]),
+            "threshold": round(threshold, 4), "val_auc": metrics["val"]["auc"],
+            "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
             "wall_s": meta["training"]["wall_s"]}
 
 
