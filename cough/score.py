@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from .errors import CoughError
 from .features import FeaturizerParams
+from .schema import RECORDING_FIELDS, recordings_schema
 from .storage import join, read_json, resolve, write_json
 
 log = logging.getLogger("cough.score")
@@ -112,37 +113,26 @@ def read_model_info(model_dir: str) -> ModelInfo:
 # ------------------------------------------------------------------------- the tables
 
 def prepared_schema(metadata_columns: list[str]) -> pa.Schema:
-    """Stage 1's rows: a recording and its window images (``n_windows`` × S×S×3 uint8 bytes)."""
-    return pa.schema([
-        pa.field("recording_id", pa.string()),
-        pa.field("path", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("n_windows", pa.int32()),
-        pa.field("label", pa.int8()),
-        pa.field("group", pa.string()),
-        *[pa.field(c, pa.string()) for c in metadata_columns],
-        pa.field("images", pa.large_binary()),
-    ])
+    """Stage 1's rows: a ``recordings`` row and its window images (``n_windows`` × S×S×3 uint8 bytes)."""
+    return recordings_schema(metadata_columns).append(pa.field("images", pa.large_binary()))
 
 
 def pred_schema(metadata_columns: list[str]) -> pa.Schema:
-    """PRED's rows, one per input file. ``predicted`` and ``label``: 1 positive, 0 negative."""
+    """PRED's rows, one per input file: the ``recordings`` columns (so reports can check
+    sample rate, channels, duration and format for shortcuts) plus the scores.
+    ``predicted`` and ``label``: 1 positive, 0 negative."""
+    recording = {f.name: f for f in RECORDING_FIELDS}
     return pa.schema([
-        pa.field("recording_id", pa.string()),
-        pa.field("path", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
+        *(recording[c] for c in ("recording_id", "path", "status", "error")),
         pa.field("score", pa.float64()),
         pa.field("predicted", pa.int8()),
-        pa.field("n_windows", pa.int32()),
+        recording["n_windows"],
         pa.field("window_scores", pa.list_(pa.float32())),
         pa.field("model_version", pa.string()),
         pa.field("featurizer_version", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-        pa.field("label", pa.int8()),
-        pa.field("group", pa.string()),
+        *(recording[c] for c in ("label", "group", "duration_s", "sample_rate", "channels", "format")),
         *[pa.field(c, pa.string()) for c in metadata_columns],
     ])
 

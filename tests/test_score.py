@@ -109,6 +109,9 @@ def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, 
     assert list(rows.label) == list(truth.label.map({"positive": 1, "negative": 0}))
     assert list(rows.group) == list(truth.group) and list(rows.site) == list(truth.site)
     assert rows.score.std() > 0  # a trained model tells recordings apart
+    # the recording's own properties travel with its score, for the report's shortcut check
+    assert rows.sample_rate.notna().all() and rows.channels.isin([1, 2]).all()
+    assert (rows.duration_s > 0).all() and rows.format.notna().all()
 
 
 def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_features, sample_pred, model_dir,
