@@ -62,12 +62,15 @@ def _plan(n: int, seed: int, max_duration_s: float, positive_rate: float,
     while len(plan) < n:
         positive = bool(rng.random() < positive_rate)
         site = str(rng.choice(["app", "clinic", "call-centre"]))
+        # The seed is part of the participant id, so archives made with different seeds
+        # never share a participant (a report would take them for training participants).
+        group = f"s{seed}p{participant:05d}"
         for k in range(int(rng.integers(1, 5))):
             if len(plan) == n:
                 break
             fmt = str(rng.choice(list(formats)))
-            plan.append({"filename": f"p{participant:06d}-{k}.{fmt}", "label": int(positive),
-                         "group": f"p{participant:06d}", "site": site,
+            plan.append({"filename": f"{group}-{k}.{fmt}", "label": int(positive),
+                         "group": group, "site": site,
                          "sample_rate": int(rng.choice(RATES)), "channels": int(rng.integers(1, 3)),
                          "duration_s": float(rng.uniform(0.3, max_duration_s)), "format": fmt,
                          "seed": int(rng.integers(2**31))})
