@@ -1,0 +1,73 @@
+"""nightly: the incremental scoring run a scheduler starts every night.
+
+Scores what arrived in SOURCE since the last run (``cough score``), writes that night's
+operational report next to the predictions (``PRED/_reports/<run_id>/``, ignored by
+Parquet readers), and exits 1 when the night's error rate passes ``--max-error-rate``,
+so the scheduler raises the alarm. Recipe (cron, on a machine that can reach the head):
+
+    0 2 * * *  cd /opt/cough && RAY_AUTH_MODE=token .venv/bin/ray job submit \\
+        --address http://127.0.0.1:8265 --working-dir . -- \\
+        python -m jobs.nightly s3://bucket/incoming --model s3://bucket/models/current \\
+        --pred s3://bucket/pred --json >> /var/log/cough-nightly.log 2>&1
+
+``ray job submit`` waits for the job and exits non-zero when it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cough.cli import add_ray_arguments, run_module
+from cough.errors import CoughError, UsageError
+
+HELP = "score tonight's new recordings, write the operational report next to PRED, fail on many errors"
+EXAMPLE = ("cough nightly data/sample/raw --model out/demo/model --pred out/nightly/pred "
+           "--max-error-rate 0.05")
+REPORTS_DIR = "_reports"
+log = logging.getLogger("cough.nightly")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("source", metavar="SOURCE", help="the archive new recordings arrive in")
+    p.add_argument("--model", required=True, help="MODEL directory written by `cough train`")
+    p.add_argument("--pred", required=True, help="PRED directory, extended run after run")
+    p.add_argument("--labels", help="CSV with filename,label[,group,...] when labels are known")
+    p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
+    p.add_argument("--max-error-rate", type=float, default=0.05,
+                   help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")
+    add_ray_arguments(p)
+
+
+def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=None,
+            max_error_rate: float = 0.05, address=None, num_cpus=None) -> dict:
+    """Score, report, and judge one night. Raises CoughError when the error rate is too high
+    (after the report is written, so the reason is there to read)."""
+    from cough.report import error_rate, write_report
+    from cough.storage import join
+    from jobs.score import score
+
+    if not 0 <= max_error_rate <= 1:
+        raise UsageError("--max-error-rate must lie between 0 and 1")
+    scored = score(source, model, pred, labels=labels, group_pattern=group_pattern, address=address,
+                   num_cpus=num_cpus)
+    summary = {**scored, "report": None, "error_rate": None}
+    if scored["run_id"] is None:
+        log.info("nothing new in %s since the last run: no report tonight", source)
+        return summary
+    report = join(pred, REPORTS_DIR, scored["run_id"])
+    write_report(pred, report)
+    rate = error_rate(pred, run_id=scored["run_id"])
+    summary.update(report=report, error_rate=rate)
+    if rate is not None and rate > max_error_rate:
+        raise CoughError(f"{rate:.1%} of tonight's {scored['scored']} recordings failed, over the "
+                         f"{max_error_rate:.1%} limit; reasons in {join(report, 'report.html')}")
+    return summary
+
+
+def run(args) -> dict:
+    return nightly(args.source, args.model, args.pred, labels=args.labels, group_pattern=args.group_pattern,
+                   max_error_rate=args.max_error_rate, address=args.address, num_cpus=args.num_cpus)
+
+
+if __name__ == "__main__":
+    run_module("nightly")
