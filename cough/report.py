@@ -323,6 +323,23 @@ def labelled_rows(current: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def duplicate_copies(frame: pd.DataFrame, seen_groups: set | None) -> tuple[set, set]:
+    """``(seen, conflicting)`` recording ids among files that share their bytes.
+
+    ``seen``: a copy of the recording sits in a participant the model trained or tuned on
+    (a copy under another name has another default group, so the group alone misses it).
+    ``conflicting``: the copies carry contradicting labels.
+    """
+    if "recording_id" not in frame or frame.empty:
+        return set(), set()
+    ids = frame[frame["recording_id"].notna()]
+    seen = set(ids.loc[ids["group"].isin(seen_groups), "recording_id"]) if seen_groups and "group" in ids else set()
+    if "label" not in ids:
+        return seen, set()
+    labels = ids[ids["label"].notna()].groupby("recording_id")["label"].nunique()
+    return seen, set(labels.index[labels > 1])
+
+
 def participant_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """One row per participant: the mean of its recordings' scores and its label.
     Participants whose recordings carry both labels are left out; their number is returned."""
@@ -372,10 +389,19 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
     ``seen_groups`` (participants the model was trained or tuned on) are left out."""
     current = current_rows(frame)
     rows = labelled_rows(current)
+    seen, conflicting = duplicate_copies(frame, seen_groups)
     n_labelled = len(rows)
-    if seen_groups:
-        rows = rows[~rows["group"].isin(seen_groups)]
     warnings: list[str] = []
+    if conflicting:
+        rows = rows[~rows["recording_id"].isin(conflicting)]
+    n_conflicting = n_labelled - len(rows)
+    if n_conflicting:
+        warnings.append(f"{_count(n_conflicting, 'recording')} {'appears' if n_conflicting == 1 else 'appear'} "
+                        "under several file names with contradicting labels (the same bytes, labelled positive "
+                        "once and negative once); left out, since neither label can be trusted.")
+    n_trusted = len(rows)
+    if seen_groups and len(rows):
+        rows = rows[~rows["group"].isin(seen_groups) & ~rows["recording_id"].isin(seen)]
     not_computable: dict[str, str] = {}
     y, score, groups = rows["label"].to_numpy(int), rows["score"].to_numpy(float), rows["group"].to_numpy(object)
 
@@ -411,7 +437,8 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
                         model_minus_baseline_ci=m.pop("auc_difference_ci"))
     if "reason" in baseline:
         not_computable["shortcut_baseline"] = baseline["reason"]
-    metrics = {**m, "n_labelled_scored": n_labelled, "excluded_training": n_labelled - len(rows),
+    metrics = {**m, "n_labelled_scored": n_labelled, "excluded_conflicting_labels": n_conflicting,
+               "excluded_training": n_trusted - len(rows),
                "shortcut_baseline": baseline}
 
     # Participant-level view.

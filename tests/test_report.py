@@ -25,8 +25,7 @@ N_BOOT = 200
 REQUIRED = ["n", "n_groups", "prevalence", "auc", "auc_ci", "pr_auc", "threshold", "confusion_matrix",
             "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "ppv", "ppv_ci", "npv", "npv_ci",
             "accuracy", "accuracy_ci", "brier", "by_subgroup", "shortcut_baseline", "warnings"]
-METADATA = [pa.field("duration_s", pa.float64()), pa.field("sample_rate", pa.int32()),
-            pa.field("channels", pa.int32()), pa.field("format", pa.string())]
+METADATA = ["duration_s", "sample_rate", "channels", "format"]
 
 
 def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata=False, record_extra=None):
@@ -44,8 +43,8 @@ def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata
         frame["predicted"] = (frame["score"] >= 0.5).astype("Int8").where(frame["score"].notna())
     frame["window_scores"] = [[s] if s == s else [] for s in frame["score"]]
     schema = pred_schema(list(meta_columns))
-    if recording_metadata:
-        schema = pa.schema(list(schema) + METADATA)
+    if not recording_metadata:  # as a PRED written without the recordings' own columns
+        schema = pa.schema([f for f in schema if f.name not in METADATA])
     pred.mkdir(parents=True, exist_ok=True)
     (pred / "_runs").mkdir(exist_ok=True)
     start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -403,6 +402,28 @@ def test_recordings_the_model_trained_on_are_left_out(tmp_path):
     m, _ = report(tmp_path / "all", frame, record_extra={"model": str(model)}, include_training=True)
     assert m["n"] == 160 and m["auc"] > 0.8
     assert any("optimistic" in w for w in m["warnings"])
+
+
+def test_copies_of_training_recordings_and_contradicting_labels_are_left_out(tmp_path):
+    """The same bytes under two names: one copy in a training participant, the other under its own
+    default group (one group per file), must not be evaluated; copies labelled both ways neither."""
+    rng = np.random.default_rng(21)
+    n = 80
+    frame = pd.DataFrame({"label": rng.integers(0, 2, n), "group": [f"g{i}" for i in range(n)],
+                          "recording_id": [f"{i:032x}" for i in range(n)]})
+    frame["score"] = scores_for(frame["label"], rng, 0.0)
+    seen = [f"g{i}" for i in range(20)]
+    copies = frame.iloc[:10].assign(group=[f"copy{i}" for i in range(10)])  # copies of training recordings
+    clash = frame.iloc[40:45].assign(group=[f"clash{i}" for i in range(5)], label=1 - frame.label.iloc[40:45])
+    frame = pd.concat([frame, copies, clash], ignore_index=True)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"version": "m1", "threshold": 0.5,
+                                                  "splits": {"train": {"groups": seen}, "val": {"groups": []}}}))
+    m, _ = report(tmp_path, frame, record_extra={"model": str(model)})
+    assert m["excluded_conflicting_labels"] == 5
+    assert m["n"] == n - 20 - 5  # neither the training recordings nor their copies, nor the clashes
+    assert any("contradicting labels" in w for w in m["warnings"])
 
 
 # ----------------------------------------------------------------------------- the files
