@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CoughError
+from .runtime import WORKER_ENV
 from .model import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows, preprocess
 
 log = logging.getLogger("cough.train")
@@ -433,9 +434,6 @@ def train_loop(config: dict) -> None:
 
     cfg = TrainConfig(**config)
     cfg.class_weight = {int(k): float(v) for k, v in cfg.class_weight.items()}
-    # oneDNN kernels train the CNNs 3-6x faster on CPU (docs/train.md); the Ray workers'
-    # default turns them off, and TensorFlow is not loaded yet in a fresh Train worker.
-    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     tf = tensorflow(threads=cfg.threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -542,6 +540,13 @@ def _report(model, state: dict, metrics: dict, rank: int, *, best_weights=None, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
+#: The Train workers' environment: oneDNN kernels train the CNNs 3-6x faster on CPU
+#: (docs/train.md), while the Ray workers' default turns them off. It must be set before
+#: the worker process imports TensorFlow, which Ray's TensorFlow backend does before
+#: :func:`train_loop` runs.
+TRAIN_WORKER_ENV = {**WORKER_ENV, "TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
 def worker_resources(workers: int) -> tuple[dict, int, bool]:
     """Resources per Ray Train worker, TensorFlow threads per worker, and whether to use GPUs.
 
@@ -602,7 +607,8 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": TRAIN_WORKER_ENV}),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
