@@ -540,7 +540,7 @@ def _report(model, state: dict, metrics: dict, rank: int, *, best_weights=None, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-#: The Train workers' environment: oneDNN kernels train the CNNs 3-6x faster on CPU
+#: The Train workers' environment: oneDNN kernels train the CNNs 3.5-8x faster on CPU
 #: (docs/train.md), while the Ray workers' default turns them off. It must be set before
 #: the worker process imports TensorFlow, which Ray's TensorFlow backend does before
 #: :func:`train_loop` runs.
