@@ -254,19 +254,25 @@ def choose_threshold(labels, scores) -> float:
     the validation recordings (scikit-learn's ROC curve; ties go to the higher threshold).
     A recording is called positive when its score is ≥ the threshold.
 
-    >>> choose_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.8
+    Every threshold between the best ROC point's score and the next lower validation score
+    gives the same J; we take the midpoint, so that no validation recording sits on the
+    threshold, where a rounding difference (another TensorFlow kernel, another machine)
+    would flip its call.
+
+    >>> round(choose_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 6)
+    0.6
     """
     from sklearn.metrics import roc_curve
 
     labels = np.asarray(labels, dtype=int)
     if len(np.unique(labels)) < 2:
         raise CoughError("the validation split needs both classes to choose a threshold")
-    fpr, tpr, thresholds = roc_curve(labels, np.asarray(scores, dtype=float))
+    fpr, tpr, thresholds = roc_curve(labels, np.asarray(scores, dtype=float), drop_intermediate=False)
     finite = np.isfinite(thresholds)
     j = np.where(finite, tpr - fpr, -np.inf)
     best = np.flatnonzero(j >= j.max() - 1e-9)[0]  # thresholds decrease: the first tie is the highest
-    return float(thresholds[best])
+    below = thresholds[best + 1] if best + 1 < len(thresholds) else 0.0  # the next lower score
+    return float((thresholds[best] + below) / 2)
 
 
 def binary_metrics(labels, scores, threshold: float) -> dict:

@@ -159,7 +159,8 @@ def train(shards: str, out: str, args) -> dict:
     meta = {
         "arch": args.arch, "parameters": state["parameters"], "class_names": CLASS_NAMES,
         "threshold": threshold,
-        "threshold_rule": "Youden's J (sensitivity + specificity - 1) maximised on the validation recordings",
+        "threshold_rule": ("Youden's J (sensitivity + specificity - 1) maximised on the validation recordings; "
+                           "midway between the best point's score and the next lower validation score"),
         "aggregation": "mean of the windows' P(positive) per recording (cough.model.aggregate_windows)",
         "featurizer": manifest["featurizer"], "featurizer_version": manifest["featurizer_version"],
         "shards": shards,

@@ -96,7 +96,9 @@ def test_threshold_and_metrics_come_from_true_labels():
     labels = [0, 0, 0, 1, 1, 1]
     scores = [0.1, 0.3, 0.6, 0.4, 0.7, 0.9]
     t = choose_threshold(labels, scores)
-    assert t == 0.7  # J = 2/3 at 0.7 (tpr 2/3, fpr 0) and at 0.4 (tpr 1, fpr 1/3): ties go up
+    # J = 2/3 at 0.7 (tpr 2/3, fpr 0) and at 0.4 (tpr 1, fpr 1/3): ties go up, and the
+    # threshold sits midway to the next lower score (0.6), on no recording's score
+    assert t == pytest.approx(0.65) and t not in scores
     m = binary_metrics(labels, scores, t)
     assert m["confusion_matrix"] == [[3, 0], [1, 2]]
     assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == 1.0
