@@ -53,3 +53,14 @@ def cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def archive_dataset(frame, batch_size: int):
+    """``(dataset, batch_size)``: an archive's rows (a DataFrame, one row per recording) as a
+    Ray Dataset of batches of at most ``batch_size`` rows, smaller for small archives so
+    that every CPU still gets about 4 batches. Call after :func:`init_ray`."""
+    import ray
+
+    batch_size = max(1, min(batch_size, -(-len(frame) // (4 * cpus()))))
+    parts = [frame.iloc[i:i + batch_size] for i in range(0, len(frame), batch_size)]
+    return ray.data.from_pandas(parts), batch_size

@@ -52,9 +52,7 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
 
     Joins Ray at ``address`` or starts a local instance, unless Ray is already up.
     """
-    import ray
-
-    from cough.runtime import cpus, init_ray
+    from cough.runtime import archive_dataset, init_ray
     from cough.shards import featurize_batch
     from cough.storage import atomic_dir, join, write_json
 
@@ -66,13 +64,9 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     init_ray(address, num_cpus=num_cpus)
     log.info("featurizing %d recordings from %s", len(frame), source)
     with atomic_dir(out) as staging:
-        # Small archives still spread over every CPU: at least ~4 batches per CPU.
-        batch_size = max(1, min(batch_size, -(-len(frame) // (4 * cpus()))))
-        parts = [frame.iloc[i:i + batch_size] for i in range(0, len(frame), batch_size)]
-        counts = (ray.data.from_pandas(parts)
-                  .map_batches(featurize_batch, batch_size=batch_size, batch_format="pandas",
-                               fn_kwargs={"out": staging, "params": params,
-                                          "metadata_columns": metadata_columns}))
+        ds, batch_size = archive_dataset(frame, batch_size)
+        counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pandas",
+                                fn_kwargs={"out": staging, "params": params, "metadata_columns": metadata_columns})
         totals = {"inputs": 0, "ok": 0, "errors": 0, "images": 0}
         for batch in counts.iter_batches(batch_format="pandas"):
             for key in totals:

@@ -92,7 +92,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     import pyarrow as pa
     import ray
 
-    from cough.runtime import cpus, init_ray
+    from cough.runtime import archive_dataset, cpus, init_ray
     from cough.score import (NOTHING_SCORED, Predictor, RunWriter, committed_runs, new_run_id,
                              pred_lock, pred_schema, read_model_info, recover, scored_keys)
     from cough.storage import exists
@@ -106,8 +106,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         source, labels, group_pattern, info)
     init_ray(address, num_cpus=num_cpus)
     if stage1_batch is None:  # a raw archive: spread small ones over every CPU too
-        stage1_batch = max(1, min(batch_size, -(-n_inputs // (4 * cpus()))))
-        ds = ray.data.from_pandas([ds.iloc[i:i + stage1_batch] for i in range(0, n_inputs, stage1_batch)])
+        ds, stage1_batch = archive_dataset(ds, batch_size)
     if cpus() < actor_cpus + 1:
         raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and an inference "
                          f"actor of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
