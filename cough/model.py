@@ -145,22 +145,35 @@ def write_model(model_dir: str, weights_h5: bytes, meta: dict) -> str:
     return meta["version"]
 
 
-def load_model(model_dir: str):
-    """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
-    from .storage import exists, join, read_json, resolve
+def read_meta(model_dir: str) -> dict:
+    """MODEL's ``model.json``; a clear CoughError when it is missing or not JSON."""
+    from .storage import exists, join, read_json
 
     meta_uri = join(model_dir, META_FILE)
     if not exists(meta_uri):
         raise CoughError(f"MODEL {model_dir} has no {META_FILE}: is it a finished `cough train` output?")
     try:
-        meta = read_json(meta_uri)
+        return read_json(meta_uri)
+    except Exception as exc:
+        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def load_model(model_dir: str):
+    """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
+    import pyarrow.fs as pafs
+
+    from .storage import join, resolve
+
+    meta = read_meta(model_dir)
+    try:
         arch, size = meta["arch"], int(meta["featurizer"]["image_size"])
     except Exception as exc:
         raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete ({exc})") from None
     model = build_model(arch, image_size=size)
     fs, path = resolve(join(model_dir, WEIGHTS_FILE))
     local = path
-    if not isinstance(fs, type(resolve(".")[0])):  # h5py needs a local file
+    if not isinstance(fs, pafs.LocalFileSystem):  # h5py needs a local file
         import tempfile
 
         local = os.path.join(tempfile.mkdtemp(prefix="cough-model-"), WEIGHTS_FILE)

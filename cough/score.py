@@ -79,14 +79,11 @@ def read_model_info(model_dir: str) -> ModelInfo:
     >>> info.threshold, info.featurizer_version
     (0.5, '3f1c...')
     """
-    from .model import CLASS_NAMES, META_FILE, WEIGHTS_FILE
-    from .storage import exists, open_input
+    from .model import CLASS_NAMES, META_FILE, WEIGHTS_FILE, read_meta
+    from .storage import open_input
 
-    meta_uri = join(model_dir, META_FILE)
-    if not exists(meta_uri):
-        raise CoughError(f"MODEL {model_dir} has no {META_FILE}: is it a finished `cough train` output?")
+    meta = read_meta(model_dir)
     try:
-        meta = read_json(meta_uri)
         params = FeaturizerParams.from_dict(meta["featurizer"])
         info = ModelInfo(model_dir=model_dir, version=str(meta["version"]), params=params,
                          threshold=float(meta["threshold"]))
