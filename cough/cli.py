@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every Ray job takes, spelled the same everywhere."""
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else the instance `ray start` runs on this machine, else a new local one); 'local': always a new local one")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance cough starts (default: all); not with --address")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        if hasattr(args, "num_cpus"):
+            from .runtime import check_ray_args
+
+            check_ray_args(args.address, args.num_cpus)
         summary = args._module.run(args)
     except CoughError as exc:
         print(f"cough {args.job}: error: {exc}", file=sys.stderr)

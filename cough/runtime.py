@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+
+from .errors import UsageError
 
 log = logging.getLogger("cough")
+#: The address that always means a new, private local instance (Ray's own convention).
+LOCAL = "local"
 
 #: Environment every Ray worker gets. TF_USE_LEGACY_KERAS must be set before TensorFlow
 #: is imported: Keras 3 cannot run MultiWorkerMirroredStrategy (keras-team/keras#20585).
@@ -16,24 +21,71 @@ WORKER_ENV = {
 }
 
 
+def check_ray_args(address: str | None, num_cpus: int | None) -> None:
+    """Usage errors in the Ray flags, found before anything starts."""
+    if num_cpus is not None and _given_address(address) not in (None, LOCAL):
+        raise UsageError(f"--num-cpus sizes a local instance that cough starts, but the job joins the Ray "
+                         f"cluster at {_given_address(address)} (--address or RAY_ADDRESS), whose size is set "
+                         f"by whoever started it: drop --num-cpus, or give --address {LOCAL} for a private instance")
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
-    """Start or join Ray. No address and no RAY_ADDRESS: a local instance sized to the machine
-    (or ``num_cpus``), with the dashboard bound to localhost."""
+    """Start or join Ray, unless this process is connected already.
+
+    - ``address`` (or RAY_ADDRESS): join that cluster; ``num_cpus`` is then a usage error.
+    - ``"local"``: start a private local instance of ``num_cpus`` CPUs (default: all).
+    - neither: join the local instance that a ``ray start`` on this machine recorded in its
+      address file (said on stderr); start a private one when there is none, or when the
+      file is stale (a head stopped by a signal leaves it behind; the reason is logged).
+    A local instance's dashboard is off and would bind only localhost.
+    """
     import ray
 
     if ray.is_initialized():
         return
+    check_ray_args(address, num_cpus)
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
     runtime_env = {"env_vars": _env_vars_not_set_by_job()}
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    address = _given_address(address)
+    if address is None:
+        address = _running_local_instance()
+        if address and num_cpus is not None:
+            log.warning("--num-cpus %d is ignored: joining the Ray instance already running on this machine "
+                        "(give --address %s for a private instance of that size)", num_cpus, LOCAL)
+    if address and address != LOCAL:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env,
+        ray.init(address=LOCAL, num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env,
                  include_dashboard=False, dashboard_host="127.0.0.1")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
+
+
+def _given_address(address: str | None) -> str | None:
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _running_local_instance() -> str | None:
+    """The GCS address in Ray's address file (``/tmp/ray/ray_current_cluster``, written by
+    ``ray start``) when something answers there; None (and the reason logged) otherwise."""
+    from ray._common.utils import get_ray_address_file
+    from ray._private.utils import read_ray_address
+
+    address = read_ray_address()
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        log.warning("%s names a Ray instance at %s, but nothing answers there (a head stopped by a signal "
+                    "leaves this file behind): starting a fresh local instance", get_ray_address_file(None),
+                    address)
+        return None
+    log.info("joining the Ray instance running on this machine at %s (recorded in %s by `ray start`); "
+             "give --address %s for a private one", address, get_ray_address_file(None), LOCAL)
+    return address
 
 
 def _env_vars_not_set_by_job() -> dict:

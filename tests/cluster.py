@@ -35,9 +35,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 2):
-    """Yields ``(gcs_address, dashboard_url)`` of a running head node on 127.0.0.1."""
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+def ray_head(num_cpus: int = 2, temp_dir: str | None = None):
+    """Yields ``(gcs_address, dashboard_url)`` of a running head node on 127.0.0.1 whose
+    files (and address file) live in ``temp_dir`` (default: a new one)."""
+    temp_dir = temp_dir or tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    os.makedirs(temp_dir, exist_ok=True)
     port, dash = free_port(), free_port()
     env = _env()
     log = open(os.path.join(temp_dir, "head.log"), "wb")
