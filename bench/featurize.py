@@ -62,6 +62,22 @@ def decode_only(files: list[str]) -> int:
     return done
 
 
+def link_copies(files: list[str], dst: Path, copies: int) -> Path:
+    """``copies`` of ``files`` under ``dst`` with new names: hard links, or copies across
+    filesystems (not symlinks: the listing does not follow links out of SOURCE)."""
+    import shutil
+
+    dst.mkdir()
+    for k in range(copies):
+        for f in files:
+            name = dst / (f"{k}-{Path(f).name}" if copies > 1 else Path(f).name)
+            try:
+                os.link(f, name)
+            except OSError:
+                shutil.copyfile(f, name)
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source")
@@ -69,14 +85,11 @@ def main() -> None:
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
     args = ap.parse_args()
 
-    from cough.storage import list_recordings
+    from cough.listing import recording_paths
 
-    files = list_recordings(args.source)[: args.limit]
+    files = recording_paths(args.source)[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        subset = Path(tmp) / "subset"
-        subset.mkdir()
-        for f in files:
-            os.symlink(f, subset / Path(f).name)
+        subset = link_copies(files, Path(tmp) / "subset", 1)
         t = time.perf_counter()
         ok_a = seed_way(files, tmp)
         a = time.perf_counter() - t

@@ -11,7 +11,7 @@
 All three use the seed architecture (75.8M parameters) with the same untrained weights:
 the timing does not depend on what the weights learnt.
 
-``--memory`` instead runs (b) on the files and on 10 copies of them (10×, symlinks under
+``--memory`` instead runs (b) on the files and on 10 copies of them (10×, hard links under
 other names, so every copy is decoded) and reports the peak RSS of the driver and of the
 Ray worker processes, sampled every 0.2 s.
 
@@ -120,17 +120,10 @@ def run_score(source: str, model: Path, pred: Path) -> tuple[dict, float]:
     return summary, time.perf_counter() - t
 
 
-def link_copies(files: list[str], dst: Path, copies: int) -> Path:
-    dst.mkdir()
-    for k in range(copies):
-        for f in files:
-            os.symlink(f, dst / f"{k}-{Path(f).name}")
-    return dst
-
-
 def compare(files: list[str], tmp: Path, num_cpus: int) -> None:
     import pyarrow.parquet as pq
     import ray
+    from featurize import link_copies
 
     from cough.model import load_model, tensorflow
     from cough.runtime import init_ray
@@ -164,6 +157,7 @@ def compare(files: list[str], tmp: Path, num_cpus: int) -> None:
 
 def memory(files: list[str], tmp: Path, num_cpus: int) -> None:
     import ray
+    from featurize import link_copies
 
     from cough.runtime import init_ray
 
@@ -198,9 +192,9 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="peak RSS of `cough score` on 1x and 10x the files")
     args = ap.parse_args()
 
-    from cough.storage import list_recordings
+    from cough.listing import recording_paths
 
-    files = list_recordings(args.source)[: args.limit]
+    files = recording_paths(args.source)[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
         (memory if args.memory else compare)(files, Path(tmp), args.num_cpus)
 

@@ -118,11 +118,3 @@ def _check(audio: Audio, max_duration_s: float) -> Audio:
     if not np.all(np.isfinite(audio.samples)):
         raise RecordingError("samples contain NaN or infinity")
     return audio
-
-
-def read_bytes(path: str | Path) -> bytes:
-    """Read a local file or a pyarrow-filesystem URI (``file://``, ``s3://``, ``gs://``)."""
-    from .storage import open_input
-
-    with open_input(str(path)) as f:
-        return f.read()

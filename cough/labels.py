@@ -20,7 +20,7 @@ NEGATIVE = {"negative", "neg", "0", "false", "no", "healthy"}
 #: Parent-folder names that give the label when there is no CSV (Keras flow_from_directory).
 FOLDER_LABELS = {"pos": 1, "positive": 1, "neg": 0, "negative": 0}
 RESERVED = {"recording_id", "path", "window", "label", "group", "image", "log_mel", "status",
-            "error", "duration_s", "sample_rate", "channels", "n_windows", "format"}
+            "error", "duration_s", "sample_rate", "channels", "n_windows", "format", "problem", "open_as"}
 
 
 def parse_label(value) -> int | None:

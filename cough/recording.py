@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .audio import decode, read_bytes
+from .audio import decode
 from .errors import RecordingError
 from .features import DEFAULT_PARAMS, FeaturizerParams, featurize
+from .listing import Entry
+
+#: Heap Ray reserves for each featurizing task (featurize, and score's stage 1).
+TASK_MEMORY = 1 << 30
+#: What one recording may cost: a task holds one at a time, beside its batch's images.
+RECORDING_BUDGET = TASK_MEMORY // 2
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,19 +44,22 @@ class Processed:
     log_mel: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float16))
 
 
-def process(path: str, info: dict | None = None, *, params: FeaturizerParams = DEFAULT_PARAMS,
+def process(entry: Entry | str, info: dict | None = None, *, params: FeaturizerParams = DEFAULT_PARAMS,
             data: bytes | None = None) -> Processed:
-    """Read, decode and featurize one recording; a bad one gives an ``error`` row, never raises.
+    """Read, decode and featurize one recording (an :class:`~cough.listing.Entry` of SOURCE,
+    or a path); a bad one gives an ``error`` row, never raises.
 
-    ``info`` carries ``label``, ``group`` and metadata into the row.
+    ``info`` carries ``label``, ``group`` and metadata into the row; ``data``, the file's
+    bytes when the caller has read them already.
     """
-    row = {"recording_id": None, "path": path, "status": "error", "error": None, "duration_s": None,
+    entry = entry if isinstance(entry, Entry) else Entry(entry)
+    row = {"recording_id": None, "path": entry.path, "status": "error", "error": None, "duration_s": None,
            "sample_rate": None, "channels": None, "format": None, "n_windows": 0, **(info or {})}
     try:
         if data is None:
-            data = read_bytes(path)
-    except OSError as exc:
-        row["error"] = f"cannot read file: {exc.strerror or exc}"
+            data = entry.read(max_bytes=RECORDING_BUDGET)
+    except RecordingError as exc:
+        row["error"] = str(exc)
         return Processed(row)
     row["recording_id"] = recording_id(data)
     try:

@@ -194,11 +194,12 @@ def _skipped(path: str, rid: str | None) -> dict:
 
 def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
                        metadata_columns: list[str]) -> pa.Table:
-    """Ray Data ``map_batches`` function over a raw archive (columns path, label, group,
-    metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
+    """Ray Data ``map_batches`` function over a raw archive (columns path, problem, open_as,
+    label, group, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
     it, featurize the rest exactly as ``cough featurize`` does."""
-    from .audio import read_bytes
-    from .recording import process, recording_id
+    from .errors import RecordingError
+    from .listing import Entry
+    from .recording import RECORDING_BUDGET, process, recording_id
 
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     scored = _scored(scored)
@@ -206,8 +207,8 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
     datas, ids = [], []
     for rec in records:
         try:
-            data = read_bytes(rec["path"])
-        except (OSError, CoughError):
+            data = Entry.from_dict(rec).read(max_bytes=RECORDING_BUDGET)
+        except RecordingError:
             data = None
         datas.append(data)
         ids.append(recording_id(data) if data is not None else None)
@@ -217,7 +218,7 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
         if (rid is not None and seen) or (rid is None and rec["path"] in scored.unreadable):
             rows.append(_skipped(rec["path"], rid))
             continue
-        done = process(rec["path"], {c: rec.get(c) for c in info_cols}, params=params, data=data)
+        done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params, data=data)
         rows.append({**done.row, "images": done.images.tobytes() if done.row["status"] == "ok" else None})
     return pa.Table.from_pylist(rows, schema=prepared_schema(metadata_columns))
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .features import FeaturizerParams
+from .listing import Entry
 from .recording import process
 from .schema import image_type, images_schema, log_mel_type, recordings_schema, tensor_column
 from .storage import join, resolve
@@ -33,13 +34,13 @@ def _write(table: pa.Table, uri: str) -> None:
 
 def featurize_batch(batch: pd.DataFrame, *, out: str, params: FeaturizerParams,
                     metadata_columns: list[str]) -> pd.DataFrame:
-    """Ray Data ``map_batches`` function: featurize ``batch`` (columns path, label, group,
-    metadata) and write its shards under ``out``; returns one summary row."""
+    """Ray Data ``map_batches`` function: featurize ``batch`` (columns path, problem, open_as,
+    label, group, metadata) and write its shards under ``out``; returns one summary row."""
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     rows, image_rows, images, mels = [], [], [], []
     for rec in batch.to_dict("records"):
         info = {c: (None if pd.isna(rec.get(c)) else rec.get(c)) for c in info_cols}
-        done = process(rec["path"], info, params=params)
+        done = process(Entry.from_dict(rec), info, params=params)
         rows.append(done.row)
         for w in range(len(done.images)):
             image_rows.append({"recording_id": done.row["recording_id"], "path": rec["path"],

@@ -1,4 +1,4 @@
-"""Local paths and pyarrow-filesystem URIs, listing, and atomic outputs.
+"""Local paths and pyarrow-filesystem URIs, and atomic outputs (listing: cough.listing).
 
 Every job reads and writes through these few functions so that ``/data/x``,
 ``file:///data/x``, ``s3://bucket/x`` and ``gs://bucket/x`` all work the same.
@@ -10,15 +10,11 @@ import contextlib
 import json
 import os
 import uuid
-from pathlib import PurePosixPath
 from typing import Iterator
 
 import pyarrow.fs as pafs
 
 from .errors import CoughError
-
-#: Sidecar files that live beside recordings and are not recordings themselves.
-SIDECAR_SUFFIXES = (".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".parquet")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -48,31 +44,6 @@ def open_input(uri: str):
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
-
-
-def list_recordings(source: str) -> list[str]:
-    """Every recording under ``source``, recursively, sorted: absolute paths (or URIs of
-    ``source``'s scheme), so that workers with another working directory find them.
-
-    Hidden files and sidecars (csv, json, txt, ...) are not recordings. Everything
-    else is, whatever its extension: a file that is not audio becomes an error row.
-    """
-    fs, root = resolve(source)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise CoughError(f"SOURCE {source} does not exist")
-    if info.type == pafs.FileType.File:
-        return [_like(source, root)]
-    selector = pafs.FileSelector(root, recursive=True)
-    found = []
-    for entry in fs.get_file_info(selector):
-        rel = PurePosixPath(entry.path).relative_to(PurePosixPath(root))
-        if entry.type != pafs.FileType.File or any(p.startswith((".", "_")) for p in rel.parts):
-            continue
-        if entry.path.lower().endswith(SIDECAR_SUFFIXES):
-            continue
-        found.append(_like(source, entry.path))
-    return sorted(found)
 
 
 def write_json(uri: str, obj) -> None:

@@ -31,16 +31,16 @@ def add_arguments(p) -> None:
 
 
 def recordings_frame(source: str, labels: str | None, group_pattern: str | None):
-    """The archive as a DataFrame: path, label, group and metadata columns."""
+    """The archive as a DataFrame, one row per entry the listing saw: path, problem, open_as
+    (:class:`cough.listing.Entry`), label, group and metadata columns."""
     import pandas as pd
 
     from cough.labels import load_labels
-    from cough.storage import list_recordings
+    from cough.listing import ENTRY_COLUMNS, list_recordings
 
     index = load_labels(labels, source, group_pattern=group_pattern)
-    paths = list_recordings(source)
-    rows = [{"path": p, **index.lookup(p)} for p in paths]
-    frame = pd.DataFrame(rows, columns=["path", "label", "group", *index.metadata_columns])
+    rows = [{**e.to_dict(), **index.lookup(e.path)} for e in list_recordings(source)]
+    frame = pd.DataFrame(rows, columns=["path", *ENTRY_COLUMNS, "label", "group", *index.metadata_columns])
     frame["label"] = frame["label"].astype("Int8")
     return frame, index.metadata_columns
 

@@ -134,6 +134,69 @@ def test_labels_csv_paths_must_stay_inside_source(tmp_path):
         load_labels(str(bad), str(tmp_path / "raw"))
 
 
+def _hostile_entries(src: Path, outside: Path) -> None:
+    """What a hostile or careless archive holds besides recordings: a name that is not UTF-8,
+    folder links that loop, links out of SOURCE, a dangling link, a link chain that loops, a FIFO."""
+    (src / "sub").mkdir(exist_ok=True)
+    shutil.copy(_cough(outside / "secret.wav"), os.fsencode(src) + b"/caf\xe9 latin-1.wav")
+    os.symlink("..", src / "sub" / "up")  # one of these made one file count 41 times ...
+    os.symlink("../..", src / "sub" / "up2")  # ... two made the listing never end
+    os.symlink(outside / "secret.wav", src / "outside.wav")
+    os.symlink("/etc/passwd", src / "passwd.wav")
+    os.symlink("nowhere.wav", src / "dangling.wav")
+    os.symlink("loop_b", src / "loop_a")
+    os.symlink("loop_a", src / "loop_b")
+    os.mkfifo(src / "pipe.wav")
+
+
+HOSTILE_PROBLEMS = {
+    "up": "symlink loop", "up2": "outside SOURCE", "outside.wav": "outside SOURCE", "passwd.wav": "outside SOURCE",
+    "dangling.wav": "dangling symlink", "loop_a": "symlink loop", "loop_b": "symlink loop",
+    "pipe.wav": "not a regular file (a FIFO)",
+}
+
+
+def test_listing_follows_no_link_out_of_source_and_sees_every_entry(tmp_path):
+    from cough.listing import list_recordings
+
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "sub").mkdir(parents=True)
+    outside.mkdir()
+    _cough(src / "sub" / "real.wav")
+    _hostile_entries(src, outside)
+    os.symlink("sub/real.wav", src / "alias.wav")  # a link to a file inside SOURCE is a recording
+    os.symlink("sub", src / "sub_link")  # a folder link would list sub/ twice
+    (src / "notes.txt").write_text("sidecar")
+    entries = {Path(e.path).name: e for e in list_recordings(str(src))}
+    problems = {name: e.problem for name, e in entries.items() if e.problem}
+    assert set(problems) == {*HOSTILE_PROBLEMS, "sub_link"}
+    assert all(HOSTILE_PROBLEMS[n] in problems[n] for n in HOSTILE_PROBLEMS)
+    assert "folder" in problems["sub_link"]
+    assert {n for n, e in entries.items() if not e.problem} == {"real.wav", "alias.wav", "caf\\xe9 latin-1.wav"}
+    # every entry is shown as valid UTF-8 and names the file; the odd name is still read by its bytes
+    assert entries["caf\\xe9 latin-1.wav"].path == f"{src}/caf\\xe9 latin-1.wav"
+    assert entries["caf\\xe9 latin-1.wav"].read(max_bytes=1 << 20) == (outside / "secret.wav").read_bytes()
+    assert entries["alias.wav"].read(max_bytes=1 << 20) == (src / "sub" / "real.wav").read_bytes()
+    with pytest.raises(RecordingError, match="outside SOURCE"):
+        entries["passwd.wav"].read(max_bytes=1 << 20)
+
+
+def test_reading_refuses_a_fifo_swapped_in_after_listing_and_files_over_the_budget(tmp_path):
+    from cough.listing import Entry
+
+    os.mkfifo(tmp_path / "pipe.wav")  # a regular file when listed, a FIFO by the time it is read
+    started = time.monotonic()
+    with pytest.raises(RecordingError, match="FIFO"):
+        Entry(str(tmp_path / "pipe.wav")).read(max_bytes=1 << 20)
+    assert time.monotonic() - started < 5  # refused, not blocked on a pipe nobody writes
+    (tmp_path / "big.wav").write_bytes(b"\0" * 4096)
+    with pytest.raises(RecordingError, match="over the"):
+        Entry(str(tmp_path / "big.wav")).read(max_bytes=1024)
+    os.symlink(tmp_path / "big.wav", tmp_path / "swapped.wav")  # a link swapped in after listing
+    with pytest.raises(RecordingError, match="symlink"):
+        Entry(str(tmp_path / "swapped.wav")).read(max_bytes=1 << 20)
+
+
 def test_group_pattern_and_folder_labels(tmp_path):
     index = load_labels(None, str(tmp_path), group_pattern=r"^(.+)-\d+$")
     assert index.lookup(str(tmp_path / "pos" / "X-0.mp3")) == {"label": 1, "group": "X"}
@@ -180,16 +243,19 @@ def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ra
     _ffmpeg_convert(good, src / "voice_note.webm", "-c:a", "libopus")
     _ffmpeg_convert(good, src / "call.m4a", "-c:a", "aac")
     (src / "notes.txt").write_text("sidecar, not a recording")
+    (tmp_path / "outside").mkdir()
+    _hostile_entries(src, tmp_path / "outside")
 
     out = tmp_path / "out"
     summary = featurize(str(src), str(out))
     rec = _read(out, "recordings")
     rec.index = rec.path.map(lambda p: Path(p).name)
-    assert summary["inputs"] == 14 == len(rec) == summary["ok"] + summary["errors"]
+    assert summary["inputs"] == 23 == len(rec) == summary["ok"] + summary["errors"]
     ok = {"good.wav", "real.mp3", "wav_named.mp3", "hifi.wav", "same bytes, other name.wav",
-          "tos de ñandú.ogg", "voice_note.webm", "call.m4a", "one_sample.wav"}
+          "tos de ñandú.ogg", "voice_note.webm", "call.m4a", "one_sample.wav", "caf\\xe9 latin-1.wav"}
     assert set(rec.index[rec.status == "ok"]) == ok
     reasons = rec.error.dropna().to_dict()
+    assert all(HOSTILE_PROBLEMS[name] in reasons[name] for name in HOSTILE_PROBLEMS)
     assert "empty" in reasons["zero.wav"]
     assert "not a recognised audio file" in reasons["random.mp3"]
     assert reasons["truncated.mp3"]

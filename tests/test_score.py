@@ -29,6 +29,7 @@ from jobs.featurize import recordings_frame
 from jobs.score import score
 
 from .conftest import ROOT, SAMPLE
+from .test_featurize import HOSTILE_PROBLEMS, _hostile_entries
 
 KEY = ["path", "recording_id", "status", "score", "n_windows", "label"]
 
@@ -240,17 +241,21 @@ def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, r
     (src / "zero.mp3").write_bytes(b"")
     (src / "random.mp3").write_bytes(np.random.default_rng(0).bytes(4000))
     sf.write(src / "silent.wav", np.zeros(8000, np.float32), 8000)
+    (tmp_path / "outside").mkdir()
+    _hostile_entries(src, tmp_path / "outside")  # a name that is not UTF-8 used to fail the whole run
     pred = tmp_path / "pred"
     args = ["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json"]
     assert cli(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (summary["inputs"], summary["ok"], summary["errors"]) == (4, 1, 3)
+    assert (summary["inputs"], summary["ok"], summary["errors"]) == (13, 2, 11)
     rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
     assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
     assert "silent" in rows.error["silent.wav"] and pd.isna(rows.error["good.wav"])
+    assert all(HOSTILE_PROBLEMS[name] in rows.error[name] for name in HOSTILE_PROBLEMS)
+    assert rows.status["caf\\xe9 latin-1.wav"] == "ok"
     assert rows.score[rows.status == "error"].isna().all() and (rows.n_windows[rows.status == "error"] == 0).all()
     assert cli(args) == 0  # broken files are not retried under the same model
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped"] == 4
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped"] == 13
 
 
 def _break_featurizer(m: Path):
