@@ -1,7 +1,8 @@
 """From decoded audio to the seed CNN's input: log-mel windows rendered as 150×150 RGB.
 
 The seed loaded audio with librosa at 22050 Hz, computed a mel spectrogram and saved
-it as a picture. We keep that signal path but render each fixed-span window straight
+it as a picture. We keep that signal path (the same numbers as librosa's, computed by
+:mod:`cough.melspec` without importing librosa) but render each fixed-span window straight
 to a uint8 array (no matplotlib figure), so every image covers the same time span:
 long recordings yield several images, short ones are padded, none is stretched.
 """
@@ -9,16 +10,16 @@ long recordings yield several images, short ones are padded, none is stretched.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 from PIL import Image
 
+from . import melspec
 from .audio import Audio
+from .colormap import lookup_table
 from .errors import RecordingError, UsageError
 
 #: Bump when the meaning of the same parameters changes (code, not settings).
@@ -77,16 +78,12 @@ DEFAULT_PARAMS = FeaturizerParams()
 
 
 def to_mono(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Average the channels and resample to ``params.sample_rate`` (librosa/soxr)."""
-    y = librosa.to_mono(audio.samples) if audio.channels > 1 else audio.samples[0]
+    """Average the channels and resample to ``params.sample_rate`` (soxr, as librosa does)."""
+    y = audio.samples.mean(axis=0) if audio.channels > 1 else audio.samples[0]
+    y = np.ascontiguousarray(y, dtype=np.float32)
     if audio.sample_rate != params.sample_rate:
-        y = librosa.resample(y, orig_sr=audio.sample_rate, target_sr=params.sample_rate)
-    return np.ascontiguousarray(y, dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+        y = melspec.resample(y, orig_sr=audio.sample_rate, target_sr=params.sample_rate)
+    return y
 
 
 def log_mel(y: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -100,11 +97,9 @@ def log_mel(y: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.n
         raise RecordingError("recording is silent (peak amplitude below -80 dBFS)")
     if len(y) < params.n_fft:  # a few samples: pad to one FFT frame rather than warn
         y = np.pad(y, (0, params.n_fft - len(y)))
-    # librosa.feature.melspectrogram, with the filter bank built once per process and applied
-    # by a BLAS matmul instead of einsum: the same numbers at half the cost (bench/featurize.py).
-    power = np.abs(librosa.stft(y, n_fft=params.n_fft, hop_length=params.hop_length)) ** 2
-    mel = _mel_basis(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax) @ power
-    return librosa.power_to_db(mel, ref=np.max, top_db=params.top_db).astype(np.float32)
+    mel = melspec.mel_power(y, sample_rate=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop_length,
+                            n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax)
+    return melspec.power_to_db(mel, top_db=params.top_db).astype(np.float32, copy=False)
 
 
 def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
@@ -129,24 +124,13 @@ def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> lis
     return out
 
 
-def _colormap_lut(name: str) -> np.ndarray:
-    from matplotlib import colormaps
-
-    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
-
-
-_LUTS: dict[str, np.ndarray] = {}
-
-
 def to_image(window: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
     """Render one log-mel window as ``(size, size, 3)`` uint8, low frequencies at the bottom."""
-    lut = _LUTS.get(params.colormap)
-    if lut is None:
-        lut = _LUTS[params.colormap] = _colormap_lut(params.colormap)
+    lut = lookup_table(params.colormap)
     level = np.clip((window + params.top_db) / params.top_db, 0.0, 1.0)[::-1]
     gray = Image.fromarray((level * 255).round().astype(np.uint8))
     gray = gray.resize((params.image_size, params.image_size), Image.Resampling.BILINEAR)
-    return lut[np.asarray(gray)]
+    return np.take(lut, np.asarray(gray), axis=0)  # 4x faster than fancy indexing
 
 
 def featurize(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS) -> tuple[np.ndarray, np.ndarray]:

@@ -324,6 +324,64 @@ def test_cli_summary_and_json(tmp_path, sample_archive):
     assert result.returncode == 1 and "cannot write" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("sample_rate,channels", [(8000, 2), (48000, 1), (16000, 1), (22050, 1)])
+def test_featurizing_gives_librosas_numbers_and_the_same_images(sample_rate, channels):
+    """cough.melspec stands in for librosa (whose import costs seconds per worker): the
+    resampled signal, the dB mel matrix and so the images are those of the librosa path."""
+    import librosa
+
+    from cough.features import log_mel, to_image, to_mono
+
+    p = DEFAULT_PARAMS
+    y = cough_signal(np.random.default_rng(sample_rate), positive=True, sample_rate=sample_rate,
+                     duration_s=2.7, channels=channels)
+    audio = decode(_bytes_of(y, sample_rate))
+    ref_y = librosa.to_mono(audio.samples) if channels > 1 else audio.samples[0]
+    if sample_rate != p.sample_rate:
+        ref_y = librosa.resample(ref_y, orig_sr=sample_rate, target_sr=p.sample_rate)
+    np.testing.assert_array_equal(to_mono(audio), ref_y)
+    power = np.abs(librosa.stft(ref_y, n_fft=p.n_fft, hop_length=p.hop_length)) ** 2
+    mel = librosa.filters.mel(sr=p.sample_rate, n_fft=p.n_fft, n_mels=p.n_mels) @ power
+    ref_db = librosa.power_to_db(mel, ref=np.max, top_db=p.top_db)
+    db = log_mel(to_mono(audio))
+    np.testing.assert_allclose(db, ref_db, rtol=0, atol=1e-4)
+    for ours, theirs in zip(windows(db), windows(ref_db)):
+        np.testing.assert_array_equal(to_image(ours), to_image(theirs))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"fmin": 50.0, "fmax": 8000.0}, {"n_mels": 64, "n_fft": 1024},
+                                    {"sample_rate": 16000, "fmax": 7000.0}])
+def test_mel_filter_bank_is_librosas(kwargs):
+    import librosa
+
+    from cough.melspec import mel_filters
+
+    args = {"sample_rate": 22050, "n_fft": 2048, "n_mels": 128, "fmin": 0.0, "fmax": None, **kwargs}
+    ref = librosa.filters.mel(sr=args["sample_rate"], n_fft=args["n_fft"], n_mels=args["n_mels"],
+                              fmin=args["fmin"], fmax=args["fmax"])
+    np.testing.assert_allclose(mel_filters(**args), ref, rtol=1e-6, atol=1e-9)
+
+
+def test_shipped_colormap_is_matplotlibs():
+    from cough.colormap import lookup_table, matplotlib_table
+
+    np.testing.assert_array_equal(lookup_table("magma"), matplotlib_table("magma"))
+    np.testing.assert_array_equal(lookup_table("viridis"), matplotlib_table("viridis"))
+
+
+def test_featurizing_a_recording_imports_no_librosa_matplotlib_pandas_or_tensorflow(tmp_path):
+    """Each fresh Ray worker pays for what featurizing imports (librosa + scipy.signal + numba,
+    matplotlib, TensorFlow cost seconds each); a recording needs none of them."""
+    wav = _cough(tmp_path / "a.wav", sr=48000, channels=2)
+    code = ("import sys; from cough.recording import process; "
+            f"assert process({str(wav)!r}).row['status'] == 'ok'; "
+            "print(sorted(m for m in ('librosa', 'matplotlib', 'pandas', 'tensorflow', 'scipy.signal', 'numba') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_log_mel_is_librosas_melspectrogram_in_db():
     import librosa
 
