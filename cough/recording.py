@@ -13,15 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .audio import decode
+from .audio import RECORDING_BUDGET, Budget, decode
 from .errors import RecordingError
 from .features import DEFAULT_PARAMS, FeaturizerParams, featurize
 from .listing import Entry
-
-#: Heap Ray reserves for each featurizing task (featurize, and score's stage 1).
-TASK_MEMORY = 1 << 30
-#: What one recording may cost: a task holds one at a time, beside its batch's images.
-RECORDING_BUDGET = TASK_MEMORY // 2
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,7 +58,7 @@ def process(entry: Entry | str, info: dict | None = None, *, params: FeaturizerP
         return Processed(row)
     row["recording_id"] = recording_id(data)
     try:
-        audio = decode(data)
+        audio = decode(data, budget=Budget(RECORDING_BUDGET - len(data), target_rate=params.sample_rate))
         row.update(duration_s=audio.duration_s, sample_rate=audio.sample_rate,
                    channels=audio.channels, format=audio.format)
         # One recording is small work: BLAS threads only fight the other Ray workers for cores

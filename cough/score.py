@@ -197,9 +197,10 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
     """Ray Data ``map_batches`` function over a raw archive (columns path, problem, open_as,
     label, group, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
     it, featurize the rest exactly as ``cough featurize`` does."""
+    from .audio import RECORDING_BUDGET
     from .errors import RecordingError
     from .listing import Entry
-    from .recording import RECORDING_BUDGET, process, recording_id
+    from .recording import process, recording_id
 
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     scored = _scored(scored)

@@ -52,6 +52,7 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
 
     Joins Ray at ``address`` or starts a local instance, unless Ray is already up.
     """
+    from cough.audio import TASK_MEMORY
     from cough.runtime import archive_dataset, init_ray
     from cough.shards import featurize_batch
     from cough.storage import atomic_dir, join, write_json
@@ -65,7 +66,7 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     log.info("featurizing %d recordings from %s", len(frame), source)
     with atomic_dir(out) as staging:
         ds, batch_size = archive_dataset(frame, batch_size)
-        counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pandas",
+        counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pandas", memory=TASK_MEMORY,
                                 fn_kwargs={"out": staging, "params": params, "metadata_columns": metadata_columns})
         totals = {"inputs": 0, "ok": 0, "errors": 0, "images": 0}
         for batch in counts.iter_batches(batch_format="pandas"):

@@ -19,9 +19,6 @@ HELP = "score recordings with a MODEL into PRED (Parquet), incrementally and cra
 EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
            "--labels data/sample/labels.csv")
 log = logging.getLogger("cough.score")
-#: Heap reserved per featurizing task: a 10-minute 48 kHz stereo file decodes to ~230 MB of
-#: float32 samples, and resampling and the mel transform need as much again.
-TASK_MEMORY = 1 << 30
 
 
 def add_arguments(p) -> None:
@@ -92,6 +89,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     import pyarrow as pa
     import ray
 
+    from cough.audio import TASK_MEMORY
     from cough.runtime import archive_dataset, cpus, init_ray
     from cough.score import (NOTHING_SCORED, Predictor, RunWriter, committed_runs, new_run_id,
                              pred_lock, pred_schema, read_model_info, recover, scored_keys)

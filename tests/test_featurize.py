@@ -35,10 +35,11 @@ def _cough(path: Path, *, sr=16000, seconds=1.5, channels=1, fmt=None, subtype=N
     return path
 
 
-def _ffmpeg_convert(src: Path, dst: Path, *args: str) -> Path:
+def _ffmpeg_convert(src: Path, dst: Path, *args: str, lavfi: bool = False, loop: int = 0) -> Path:
     import imageio_ffmpeg
 
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(src), *args, str(dst)],
+    inputs = [*(["-f", "lavfi"] if lavfi else []), *(["-stream_loop", str(loop)] if loop else []), "-i", str(src)]
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", *inputs, *args, str(dst)],
                    check=True)
     return dst
 
@@ -109,9 +110,96 @@ def test_decode_explains_what_is_wrong(data, reason):
         decode(data)
 
 
-def test_decode_refuses_recordings_over_the_length_limit():
-    with pytest.raises(RecordingError, match="over the"):
-        decode(_bytes_of(np.zeros(22050 * 3, np.float32)), max_duration_s=2.0)
+def _one_hz_wav(path: Path) -> Path:
+    """4 KB of samples declared at 1 Hz: 4000 s of audio, ~1000 images and 1.5 GB before the fix."""
+    sf.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, 4000).astype(np.float32), 1, subtype="PCM_U8")
+    return path
+
+
+def _long_webm(path: Path, minutes: int = 60) -> Path:
+    """A one-hour opus voice note in ~3.5 MB: one minute encoded, then repeated without re-encoding."""
+    minute = _ffmpeg_convert(Path("sine=f=300:r=48000"), path.with_suffix(".minute.webm"), "-t", "60",
+                             "-c:a", "libopus", "-b:a", "6k", lavfi=True)
+    _ffmpeg_convert(minute, path, "-c", "copy", loop=minutes - 1)
+    minute.unlink()
+    return path
+
+
+def _moov_at_end_m4a(src: Path, dst: Path) -> Path:
+    """An m4a as ffmpeg (and many phones) write it: the index (moov) after the audio (mdat)."""
+    _ffmpeg_convert(src, dst, "-c:a", "aac", "-f", "mp4")
+    data = dst.read_bytes()
+    assert data.find(b"moov") > data.find(b"mdat") > 0
+    return dst
+
+
+@pytest.mark.parametrize("rate", [1, 999, 800_000])
+def test_decode_refuses_implausible_sample_rates(tmp_path, rate):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros(4000, np.float32), rate, subtype="PCM_16")
+    with pytest.raises(RecordingError, match=f"sample rate {rate} Hz is outside 1000-768000 Hz"):
+        decode(path.read_bytes())
+
+
+@pytest.mark.parametrize("rate, channels, fmt", [
+    (48000, 2, "wav"), (1000, 1, "wav"), (8000, 1, "flac"), (48000, 2, "webm"), (44100, 1, "m4a")])
+def test_decoding_and_featurizing_stay_within_the_budget_and_longer_recordings_are_refused(
+        tmp_path, rate, channels, fmt):
+    """The tested bound (docs/security.md): the largest recording a budget admits peaks below
+    the budget (numpy buffers, tracemalloc), and one second more is refused, in either decoder."""
+    import tracemalloc
+
+    from cough.audio import Budget
+
+    budget = Budget(12 << 20)
+    featurize_audio(decode(_bytes_of(np.full(22050, 0.1, np.float32))))  # imports and caches, not per recording
+    frames = budget.max_frames(rate, channels)
+
+    def recording(n: int) -> bytes:
+        wav = tmp_path / f"{n}.wav"
+        y = np.random.default_rng(0).uniform(-0.5, 0.5, (n, channels)).astype(np.float32)
+        sf.write(wav, y, rate, subtype="PCM_16", format="FLAC" if fmt == "flac" else "WAV")
+        if fmt in ("webm", "m4a"):
+            wav = _ffmpeg_convert(wav, tmp_path / f"{n}.{fmt}", "-c:a", "libopus" if fmt == "webm" else "aac")
+        return wav.read_bytes()
+
+    data = recording(frames - rate // 2)  # codecs pad a little
+    tracemalloc.start()
+    try:
+        audio = decode(data, budget=budget)
+        featurize_audio(audio)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert audio.channels == channels and audio.sample_rate == rate
+    assert audio.samples.shape[1] >= frames - rate // 2
+    assert peak <= budget.max_bytes
+    with pytest.raises(RecordingError, match="longer than the .* that fit in the 12 MiB"):
+        decode(recording(frames + rate), budget=budget)
+
+
+def test_a_one_hour_webm_of_3_mb_is_refused_after_bounded_work(tmp_path):
+    import tracemalloc
+
+    data = _long_webm(tmp_path / "hour.webm").read_bytes()
+    assert len(data) < 4 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordingError, match="longer than the 342 s of 48000 Hz x 1 channel"):
+            decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20  # the whole hour decoded was 1.7 GB
+
+
+def test_m4a_with_the_index_at_the_end_decodes_whole(tmp_path):
+    wav = _cough(tmp_path / "long.wav", sr=44100, seconds=32.0)
+    moov_end = _moov_at_end_m4a(wav, tmp_path / "phone.m4a")
+    faststart = _ffmpeg_convert(wav, tmp_path / "faststart.m4a", "-c:a", "aac", "-movflags", "+faststart")
+    audio = decode(moov_end.read_bytes())
+    assert audio.duration_s == pytest.approx(32.0, abs=0.1) and audio.format == "aac"
+    np.testing.assert_array_equal(audio.samples, decode(faststart.read_bytes()).samples)
 
 
 def test_labels_accept_the_usual_spellings_and_reject_others():
@@ -245,17 +333,23 @@ def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ra
     (src / "notes.txt").write_text("sidecar, not a recording")
     (tmp_path / "outside").mkdir()
     _hostile_entries(src, tmp_path / "outside")
+    _one_hz_wav(src / "one_hz.wav")
+    _moov_at_end_m4a(_cough(tmp_path / "long.wav", sr=44100, seconds=31.0), src / "phone.m4a")
+    _long_webm(src / "hour.webm")
 
     out = tmp_path / "out"
     summary = featurize(str(src), str(out))
     rec = _read(out, "recordings")
     rec.index = rec.path.map(lambda p: Path(p).name)
-    assert summary["inputs"] == 23 == len(rec) == summary["ok"] + summary["errors"]
-    ok = {"good.wav", "real.mp3", "wav_named.mp3", "hifi.wav", "same bytes, other name.wav",
-          "tos de ñandú.ogg", "voice_note.webm", "call.m4a", "one_sample.wav", "caf\\xe9 latin-1.wav"}
+    assert summary["inputs"] == 26 == len(rec) == summary["ok"] + summary["errors"]
+    ok = {"good.wav", "real.mp3", "wav_named.mp3", "hifi.wav", "same bytes, other name.wav", "tos de ñandú.ogg",
+          "voice_note.webm", "call.m4a", "one_sample.wav", "caf\\xe9 latin-1.wav", "phone.m4a"}
     assert set(rec.index[rec.status == "ok"]) == ok
     reasons = rec.error.dropna().to_dict()
     assert all(HOSTILE_PROBLEMS[name] in reasons[name] for name in HOSTILE_PROBLEMS)
+    assert "sample rate 1 Hz is outside" in reasons["one_hz.wav"]
+    assert "longer than the 340 s of 48000 Hz" in reasons["hour.webm"]  # the budget less the file
+    assert rec.loc["phone.m4a", "duration_s"] == pytest.approx(31.0, abs=0.1) and rec.loc["phone.m4a", "n_windows"] == 16
     assert "empty" in reasons["zero.wav"]
     assert "not a recognised audio file" in reasons["random.mp3"]
     assert reasons["truncated.mp3"]
