@@ -42,27 +42,30 @@ class Budget:
     """Memory one recording may use from decoding to its images, in bytes.
 
     Peak memory was measured with tracemalloc (decode + :func:`cough.features.featurize`,
-    numpy buffers): at most 18 bytes per decoded sample (samples, their float32 copy, the
-    mono mix) plus 32 per sample at the featurizer's rate ``target_rate`` (resampling, the
-    STFT and the mel projection). Low rates are costly: 1 kHz audio grows 22-fold when
-    resampled to 22050 Hz.
+    numpy buffers) and is bounded by 18 bytes per decoded sample (samples, their float32
+    copy, the mono mix), 16 per sample at the featurizer's rate ``target_rate``
+    (resampled signal, mel power, images), and a fixed workspace: the STFT's chunks of
+    :data:`cough.melspec.FRAMES_PER_CHUNK` frames (two of them alive at once, ~50 MiB measured). Low rates are costly:
+    1 kHz audio grows 22-fold when resampled to 22050 Hz.
 
     >>> round(Budget(512 << 20).max_frames(48000, 2) / 48000)   # seconds of 48 kHz stereo
-    221
+    230
     """
 
     max_bytes: int
     target_rate: int = 22050
 
     DECODED_BYTES_PER_SAMPLE = 18
-    FEATURIZER_BYTES_PER_SAMPLE = 32
+    FEATURIZER_BYTES_PER_SAMPLE = 16
+    WORKSPACE_BYTES = 56 << 20
 
     def bytes_per_frame(self, sample_rate: int, channels: int) -> float:
         return (self.DECODED_BYTES_PER_SAMPLE * channels
                 + self.FEATURIZER_BYTES_PER_SAMPLE * self.target_rate / sample_rate)
 
     def max_frames(self, sample_rate: int, channels: int) -> int:
-        return max(0, int(self.max_bytes // self.bytes_per_frame(sample_rate, channels)))
+        room = self.max_bytes - self.WORKSPACE_BYTES
+        return max(0, int(room // self.bytes_per_frame(sample_rate, channels)))
 
     def too_long(self, sample_rate: int, channels: int) -> RecordingError:
         seconds = self.max_frames(sample_rate, channels) / sample_rate
