@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every Ray job takes, spelled the same everywhere."""
+    from .flags import integer
+
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else the instance `ray start` runs on this machine, else a new local one); 'local': always a new local one")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance cough starts (default: all); not with --address")
+    parser.add_argument("--num-cpus", type=integer(at_least=1), help="CPUs of the local Ray instance cough starts (default: all); not with --address")
 
 
 def main(argv: list[str] | None = None) -> int:

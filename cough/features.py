@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image
 
 from . import melspec
-from .audio import Audio
+from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Audio
 from .colormap import lookup_table
 from .errors import RecordingError, UsageError
 
 #: Bump when the meaning of the same parameters changes (code, not settings).
 FEATURIZER_CODE_VERSION = 1
+#: Longest window: one image's log-mel (128 × 2585 frames at 60 s) stays small.
+MAX_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,24 @@ class FeaturizerParams:
     silence_peak: float = 1e-4
 
     def __post_init__(self):
-        if self.window_s <= 0 or self.hop_s <= 0:
-            raise UsageError("window_s and hop_s must be positive seconds")
-        if not 0 <= self.min_tail_s <= self.window_s:
-            raise UsageError("min_tail_s must lie between 0 and window_s")
-        if self.sample_rate < 1000:
-            raise UsageError("sample_rate must be at least 1000 Hz")
+        for name, ok, rule in (
+            ("sample_rate", MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE,
+             f"between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz"),
+            ("n_fft", 16 <= self.n_fft <= 1 << 16, "between 16 and 65536"),
+            ("hop_length", 1 <= self.hop_length <= self.n_fft, "between 1 and n_fft"),
+            ("n_mels", 1 <= self.n_mels <= self.n_fft // 2 + 1, "between 1 and n_fft / 2 + 1"),
+            ("fmin", 0 <= self.fmin < self.sample_rate / 2, "at least 0 and below sample_rate / 2"),
+            ("fmax", self.fmax is None or self.fmin < self.fmax <= self.sample_rate / 2,
+             "above fmin and at most sample_rate / 2"),
+            ("window_s", 0 < self.window_s <= MAX_WINDOW_S, f"above 0 and at most {MAX_WINDOW_S:g} seconds"),
+            ("hop_s", 0 < self.hop_s <= MAX_WINDOW_S, f"above 0 and at most {MAX_WINDOW_S:g} seconds"),
+            ("min_tail_s", 0 <= self.min_tail_s <= self.window_s, "between 0 and window_s"),
+            ("top_db", 0 < self.top_db <= 200, "above 0 and at most 200 dB"),
+            ("image_size", 8 <= self.image_size <= 1024, "between 8 and 1024 pixels"),
+            ("silence_peak", 0 <= self.silence_peak < 1, "at least 0 and below 1"),
+        ):
+            if not ok:  # NaN fails every comparison, so it lands here too
+                raise UsageError(f"featurizer parameter {name} must be {rule}, not {getattr(self, name)!r}")
 
     @property
     def frames_per_window(self) -> int:

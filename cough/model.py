@@ -146,17 +146,42 @@ def write_model(model_dir: str, weights_h5: bytes, meta: dict) -> str:
 
 
 def read_meta(model_dir: str) -> dict:
-    """MODEL's ``model.json``; a clear CoughError when it is missing or not JSON."""
+    """MODEL's ``model.json``, checked without TensorFlow: the architecture it names is one
+    this cough builds, its threshold a number in [0, 1], its featurizer parameters valid
+    (each when present: which fields a job needs is the job's check). A clear CoughError
+    says what is wrong, so jobs refuse a bad model before Ray starts."""
     from .storage import exists, join, read_json
 
     meta_uri = join(model_dir, META_FILE)
     if not exists(meta_uri):
         raise CoughError(f"MODEL {model_dir} has no {META_FILE}: is it a finished `cough train` output?")
     try:
-        return read_json(meta_uri)
+        meta = read_json(meta_uri)
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
     except Exception as exc:
         raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete "
                          f"({type(exc).__name__}: {exc})") from None
+    _check_meta(meta, f"MODEL {model_dir}: {META_FILE}")
+    return meta
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    from .colormap import lookup_table
+    from .features import FeaturizerParams
+
+    if "arch" in meta and meta["arch"] not in ARCHITECTURES:
+        raise CoughError(f"{where} names the architecture {meta['arch']!r}, which this cough does not build "
+                         f"(it knows {', '.join(sorted(ARCHITECTURES))}): retrain the model with this cough")
+    threshold = meta.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise CoughError(f"{where} has the decision threshold {threshold!r}; it must be a number between 0 and 1 "
+                         "(retrain, or score and report with a model whose threshold is sound)")
+    try:
+        if "featurizer" in meta:
+            lookup_table(FeaturizerParams.from_dict(meta["featurizer"]).colormap)
+    except Exception as exc:  # UsageError from the parameters' own checks, TypeError for unknown keys, ...
+        raise CoughError(f"{where} has invalid featurizer parameters: {exc}") from None
 
 
 def load_model(model_dir: str):

@@ -173,13 +173,13 @@ def run_records(pred: str, version: str | None) -> list[dict]:
 def model_meta(records) -> dict | None:
     """The ``model.json`` of the MODEL that the latest of ``records`` names, when it is
     readable and of the version that run used (the report never loads the model itself)."""
-    from .model import META_FILE
-    from .storage import join, read_json
+    from .model import read_meta
 
     for record in reversed(list(records)):
         try:
-            meta = read_json(join(record["model"], META_FILE))
-        except Exception:
+            meta = read_meta(record["model"])
+        except CoughError as exc:  # moved, or not a model this cough can trust: its threshold is not used
+            log.warning("%s", exc)
             continue
         if str(meta.get("version")) == str(record.get("model_version")):
             return {**meta, "_dir": record["model"]}

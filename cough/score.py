@@ -87,6 +87,8 @@ def read_model_info(model_dir: str) -> ModelInfo:
         params = FeaturizerParams.from_dict(meta["featurizer"])
         info = ModelInfo(model_dir=model_dir, version=str(meta["version"]), params=params,
                          threshold=float(meta["threshold"]))
+        if "arch" not in meta:  # read_meta checked it when present; the actors rebuild the network by it
+            raise KeyError("arch")
         recorded = meta["featurizer_version"]
         if list(meta["class_names"]) != CLASS_NAMES:
             raise ValueError(f"class_names {meta['class_names']} are not {CLASS_NAMES}")

@@ -13,7 +13,8 @@ import logging
 from cough import __version__
 from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
-from cough.features import DEFAULT_PARAMS, FeaturizerParams
+from cough.features import DEFAULT_PARAMS, MAX_WINDOW_S, FeaturizerParams
+from cough.flags import integer, number
 
 HELP = "decode recordings and write mel-spectrogram image shards (Parquet)"
 EXAMPLE = "cough featurize data/sample/raw --labels data/sample/labels.csv --out out/features"
@@ -25,8 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output directory: images/, recordings/, manifest.json")
     p.add_argument("--labels", help="CSV with filename,label[,group,...]")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
-    p.add_argument("--window-s", type=float, default=DEFAULT_PARAMS.window_s, help="seconds per image (default 2.0)")
-    p.add_argument("--batch-size", type=int, default=64, help="recordings per shard (default 64)")
+    p.add_argument("--window-s", type=number(at_least=DEFAULT_PARAMS.min_tail_s, at_most=MAX_WINDOW_S, unit="seconds"),
+                   default=DEFAULT_PARAMS.window_s, help="seconds per image (default 2.0)")
+    p.add_argument("--batch-size", type=integer(at_least=1), default=64, help="recordings per shard (default 64)")
     add_ray_arguments(p)
 
 

@@ -19,6 +19,7 @@ import logging
 
 from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
+from cough.flags import number
 
 HELP = "score tonight's new recordings, write the operational report next to PRED, fail on many errors"
 EXAMPLE = ("cough nightly data/sample/raw --model out/demo/model --pred out/nightly/pred "
@@ -33,7 +34,7 @@ def add_arguments(p) -> None:
     p.add_argument("--pred", required=True, help="PRED directory, extended run after run")
     p.add_argument("--labels", help="CSV with filename,label[,group,...] when labels are known")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
-    p.add_argument("--max-error-rate", type=float, default=0.05,
+    p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
                    help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")
     add_ray_arguments(p)
 

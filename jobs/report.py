@@ -8,6 +8,7 @@ the report is a pandas/scikit-learn job on the columns it needs (see docs/report
 from __future__ import annotations
 
 from cough.cli import run_module
+from cough.flags import integer, number
 
 HELP = "evaluate predictions against true labels and write an HTML report, metrics.json and plots"
 EXAMPLE = "cough report out/demo/pred --out out/demo/report --by site"
@@ -19,13 +20,13 @@ def add_arguments(p) -> None:
     p.add_argument("--labels", help="CSV with filename,label[,group,...]; wins over PRED's labels")
     p.add_argument("--by", nargs="+", default=[], metavar="COLUMN",
                    help="columns to break the metrics down by (e.g. source sample_rate)")
-    p.add_argument("--threshold", type=float,
+    p.add_argument("--threshold", type=number(at_least=0, at_most=1),
                    help="decision threshold (default: PRED's threshold column, else 0.5)")
     p.add_argument("--model-version", help="which model's predictions (default: the latest)")
     p.add_argument("--include-training", action="store_true",
                    help="also evaluate recordings of participants the model was trained or tuned on (optimistic)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and cross-validation (default 0)")
+    p.add_argument("--n-boot", type=integer(at_least=1), default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
+    p.add_argument("--seed", type=integer(at_least=0), default=0, help="seed of the bootstrap and cross-validation (default 0)")
 
 
 def run(args) -> dict:

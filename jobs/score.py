@@ -14,6 +14,7 @@ import logging
 from cough import __version__
 from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
+from cough.flags import integer, number
 
 HELP = "score recordings with a MODEL into PRED (Parquet), incrementally and crash-safe"
 EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
@@ -30,11 +31,11 @@ def add_arguments(p) -> None:
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--rescore", action="store_true",
                    help="score everything again and replace this model version's earlier predictions")
-    p.add_argument("--batch-size", type=int, default=32, help="recordings per featurizing task (default 32)")
-    p.add_argument("--actors", type=int,
+    p.add_argument("--batch-size", type=integer(at_least=1), default=32, help="recordings per featurizing task (default 32)")
+    p.add_argument("--actors", type=integer(at_least=1),
                    help="most inference actors (default: one per 4 CPUs of the cluster, at least 1)")
-    p.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs reserved per inference actor (default 1)")
-    p.add_argument("--actor-threads", type=int,
+    p.add_argument("--actor-cpus", type=number(above=0), default=1.0, help="CPUs reserved per inference actor (default 1)")
+    p.add_argument("--actor-threads", type=integer(at_least=1, at_most=1024),
                    help="TensorFlow threads per inference actor (default: its reserved CPUs, at least 1)")
     add_ray_arguments(p)
 

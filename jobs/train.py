@@ -17,6 +17,7 @@ import time
 from cough import __version__
 from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
+from cough.flags import integer, number
 from cough.model import ARCHITECTURES, CLASS_NAMES
 
 HELP = "train the CNN on featurize shards with Ray Train (group-wise splits, checkpoints)"
@@ -35,23 +36,23 @@ def add_arguments(p) -> None:
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCH,
                    help=f"network: 'seed' is the seed article's CNN (75.8M parameters); 'pooled' pools "
                         f"before its head (65k parameters); default {DEFAULT_ARCH} (see docs/train.md)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs to train (default 30; the seed used 100)")
-    p.add_argument("--batch-size", type=int, default=32, help="global batch size, split across workers (default 32)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout before the head while training (default 0.5, the seed's)")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel replicas, default 1)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="share of groups for validation (default 0.15)")
-    p.add_argument("--test-fraction", type=float, default=0.15,
+    p.add_argument("--epochs", type=integer(at_least=1), default=30, help="epochs to train (default 30; the seed used 100)")
+    p.add_argument("--batch-size", type=integer(at_least=1), default=32, help="global batch size, split across workers (default 32)")
+    p.add_argument("--learning-rate", type=number(above=0, at_most=1), default=1e-3, help="Adam learning rate (default 0.001)")
+    p.add_argument("--dropout", type=number(at_least=0, below=1), default=0.5, help="dropout before the head while training (default 0.5, the seed's)")
+    p.add_argument("--workers", type=integer(at_least=1), default=1, help="Ray Train workers (data-parallel replicas, default 1)")
+    p.add_argument("--val-fraction", type=number(above=0, below=1), default=0.15, help="share of groups for validation (default 0.15)")
+    p.add_argument("--test-fraction", type=number(at_least=0, below=1), default=0.15,
                    help="share of groups held out for the test metrics (default 0.15; 0: no test split)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights and shuffling (default 0)")
+    p.add_argument("--seed", type=integer(at_least=0), default=0, help="seed of the split, initial weights and shuffling (default 0)")
     p.add_argument("--early-stopping", action="store_true",
                    help="stop when validation loss has not improved for --patience epochs, keep the best epoch's weights")
-    p.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping (default 5)")
+    p.add_argument("--patience", type=integer(at_least=1), default=5, help="epochs without improvement before stopping (default 5)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run of this MODEL from its last checkpoint")
     p.add_argument("--storage", help="where Ray Train keeps checkpoints (default: MODEL's folder/.cough-train, "
                                      "removed after success); use shared storage on a multi-node cluster")
-    p.add_argument("--max-failures", type=int, default=3,
+    p.add_argument("--max-failures", type=integer(at_least=0), default=3,
                    help="worker failures to recover from, each from the last checkpoint (default 3)")
     p.add_argument("--trace-dir", help="diagnostic: each worker appends one JSON line per step "
                                        "(pid, epoch, weights digest) to DIR/rank-N.jsonl")
@@ -59,18 +60,11 @@ def add_arguments(p) -> None:
 
 
 def _check_args(args) -> None:
-    if args.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
+    """What the parser's types cannot see: flags that bound each other."""
     if args.batch_size < args.workers:
         raise UsageError("--batch-size is the global batch: it must be at least --workers")
-    if args.patience < 1 or args.max_failures < 0:
-        raise UsageError("--patience must be at least 1 and --max-failures at least 0")
-    if not 0 <= args.dropout < 1:
-        raise UsageError("--dropout must lie in [0, 1)")
-    if not args.learning_rate > 0:
-        raise UsageError("--learning-rate must be positive")
+    if args.val_fraction + args.test_fraction >= 1:
+        raise UsageError("--val-fraction and --test-fraction must leave groups to train on (their sum below 1)")
 
 
 def _storage(args) -> tuple[str, str, bool]:

@@ -384,6 +384,18 @@ def test_threshold_comes_from_the_model_the_run_recorded(tmp_path):
     assert any("disagrees" in w for w in m["warnings"])  # PRED's own calls were made at 0.3
 
 
+@pytest.mark.parametrize("threshold", [float("nan"), 5])
+def test_a_model_threshold_outside_0_1_is_not_used(tmp_path, threshold, caplog):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"version": "m1", "threshold": threshold}))
+    frame = pd.DataFrame({"label": [0, 0, 1, 1], "score": [0.1, 0.35, 0.4, 0.9]})
+    m, _ = report(tmp_path, frame, record_extra={"model": str(model)})  # NaN used to crash it, 5 was used
+    assert m["threshold"] == 0.5 and m["threshold_source"] == "default"
+    assert any("decision threshold" in r.getMessage() and "between 0 and 1" in r.getMessage() for r in caplog.records)
+    assert any("cannot be left out" in w for w in m["warnings"])
+
+
 def test_recordings_the_model_trained_on_are_left_out(tmp_path):
     rng = np.random.default_rng(13)
     n_people = 80

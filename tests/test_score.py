@@ -264,7 +264,26 @@ def _break_featurizer(m: Path):
     (m / "model.json").write_text(json.dumps(meta))
 
 
+def _meta_with(**changes):
+    def damage(m: Path):
+        meta = json.loads((m / "model.json").read_text())
+        for key, value in changes.items():
+            if key.startswith("featurizer."):
+                meta["featurizer"][key.split(".", 1)[1]] = value
+            else:
+                meta[key] = value
+        (m / "model.json").write_text(json.dumps(meta))  # NaN is written as JSON's NaN, as json.dump does
+    return damage
+
+
 @pytest.mark.parametrize("damage, message", [
+    # these used to score every recording negative (NaN), accept 5, or fail after Ray started
+    (_meta_with(threshold=float("nan")), "model.json has the decision threshold nan; it must be a number between 0 and 1"),
+    (_meta_with(threshold=5), "model.json has the decision threshold 5; it must be a number between 0 and 1"),
+    (_meta_with(threshold="0.5"), "model.json has the decision threshold '0.5'"),
+    (_meta_with(arch="resnet"), "model.json names the architecture 'resnet', which this cough does not build"),
+    (_meta_with(**{"featurizer.n_mels": -4}), "invalid featurizer parameters: featurizer parameter n_mels must be"),
+    (_meta_with(**{"featurizer.colour": "red"}), "invalid featurizer parameters"),
     (lambda m: shutil.rmtree(m), "has no model.json"),
     (lambda m: (m / "model.json").write_text("{not json"), "model.json is unreadable"),
     (lambda m: (m / "model.json").write_text('{"arch": "pooled"}'), "model.json is unreadable or incomplete"),
@@ -276,7 +295,8 @@ def test_a_bad_model_is_one_line_exit_1_and_pred_untouched(model_dir, tmp_path, 
     shutil.copytree(model_dir, bad)
     damage(bad)
     pred = tmp_path / "pred"
-    code = cli(["score", str(SAMPLE / "raw"), "--model", str(bad), "--out", str(pred)])
+    # an address nothing listens on: a check that waited for Ray would fail differently
+    code = cli(["score", str(SAMPLE / "raw"), "--model", str(bad), "--out", str(pred), "--address", "127.0.0.1:9"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and message in err[0]
     assert not pred.exists()
