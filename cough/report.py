@@ -176,6 +176,8 @@ def model_meta(records) -> dict | None:
     from .model import read_meta
 
     for record in reversed(list(records)):
+        if not record.get("model"):
+            continue
         try:
             meta = read_meta(record["model"])
         except CoughError as exc:  # moved, or not a model this cough can trust: its threshold is not used
@@ -524,6 +526,7 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
     sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams["text.parse_math"] = False  # labels from metadata are text: "$5-$10" is not mathtext
     rows, people = arrays["rows"], arrays["people"]
     y, score = rows["label"].to_numpy(int), rows["score"].to_numpy(float)
     both = len(np.unique(y)) == 2

@@ -465,3 +465,15 @@ def test_report_files_are_self_contained_and_atomic(tmp_path, capsys):
             "subgroups_site.png"} <= set(written["plots"])
     assert "src=\"http" not in page and "<script" not in page
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no staging left
+
+
+def test_metadata_text_is_rendered_literally_in_plots_and_escaped_in_html(tmp_path):
+    rng = np.random.default_rng(17)
+    frame = clustered(rng, 40, 2)
+    odd = ["$5-$10$", "<script>alert(1)</script>", r"$\frac{1}{0}$", "plain"]
+    frame["$income$"] = [odd[i % len(odd)] for i in range(len(frame))]
+    m, out = report(tmp_path, frame, meta_columns=["$income$"], by=["$income$"])  # mathtext made it crash
+    assert set(m["by_subgroup"]["$income$"]["levels"]) == set(odd)
+    assert (out / "subgroups__income_.png").stat().st_size > 0
+    html = (out / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
