@@ -6,6 +6,7 @@ A labels CSV has ``filename`` (basename or path relative to SOURCE) and ``label`
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import PurePosixPath
 import pandas as pd
 
 from .errors import CoughError, UsageError
+
+log = logging.getLogger("cough.labels")
 
 POSITIVE = {"positive", "pos", "1", "true", "yes", "covid", "covid-19"}
 NEGATIVE = {"negative", "neg", "0", "false", "no", "healthy"}
@@ -104,7 +107,9 @@ def compile_group_pattern(pattern: str | None) -> re.Pattern | None:
 def load_labels(csv: str | None, source: str, *, group_pattern: str | None = None) -> LabelIndex:
     """Read a labels CSV (or none) into a :class:`LabelIndex` for ``source``.
 
-    Filenames that escape SOURCE (``..`` or absolute paths elsewhere) are refused.
+    Filenames that escape SOURCE (``..`` or absolute paths elsewhere) are refused; so are
+    (exit 2) a column name that appears twice once trimmed, and two rows for one file that
+    disagree. Identical repeated rows are used once, with one warning.
     """
     index = LabelIndex(source=source, group_pattern=compile_group_pattern(group_pattern))
     if csv is None:
@@ -112,18 +117,24 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
     from .storage import open_input
 
     try:
-        with open_input(csv) as f:
-            table = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""])
+        with open_input(csv) as f:  # no header row: pandas would rename a repeated column silently
+            raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], header=None)
     except CoughError:
         raise
     except Exception as exc:
         raise CoughError(f"cannot read labels CSV {csv}: {exc}") from None
-    table.columns = [c.strip() for c in table.columns]
+    header = [f"Unnamed: {i}" if pd.isna(c) else str(c).strip() for i, c in enumerate(raw.iloc[0])]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise UsageError(f"labels CSV {csv}: column(s) {', '.join(map(repr, repeated))} appear more than once "
+                         "(names are trimmed of spaces), so which one holds the values is ambiguous; keep one")
+    table = raw.iloc[1:].set_axis(header, axis=1)
     missing = {"filename", "label"} - set(table.columns)
     if missing:
         raise CoughError(f"labels CSV {csv} lacks column(s) {sorted(missing)}; it needs filename,label[,group,...]")
     index.metadata_columns = [c for c in table.columns if c not in {"filename", "label", "group"} | RESERVED]
     root = PurePosixPath(_strip_scheme(source))
+    first_line, repeats = {}, []
     for line, rec in enumerate(table.to_dict("records"), start=2):
         name = str(rec["filename"]).strip()
         candidate = PurePosixPath(name) if name.startswith("/") else root / name
@@ -137,6 +148,35 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
             raise CoughError(f"labels CSV {csv} line {line}: {exc}") from None
         rec["group"] = rec.get("group") if isinstance(rec.get("group"), str) else None
         rel = str(resolved.relative_to(root)) if resolved != root else name
+        if rel in index.by_relpath:
+            _same_row(csv, rel, index.by_relpath[rel], rec, first_line[rel], line)
+            repeats.append((rel, first_line[rel], line))
+            continue
+        first_line[rel] = line
         index.by_relpath[rel] = rec
-        index.by_name.setdefault(PurePosixPath(rel).name, rec)
+        base = PurePosixPath(rel).name
+        other = index.by_name.setdefault(base, rec)
+        if other is not None and _differ(other, rec):  # same name in two folders: no fallback by name
+            index.by_name[base] = None
+    if repeats:
+        rel, first, again = repeats[0]
+        log.warning("labels CSV %s: %d row(s) repeat an earlier row for the same file (first: %r on lines %d and "
+                    "%d); each file's row is used once", csv, len(repeats), rel, first, again)
     return index
+
+
+def _differ(a: dict, b: dict) -> list[str]:
+    """Columns (besides ``filename``) where two rows of a labels CSV disagree."""
+    return [c for c in a if c != "filename" and not (pd.isna(a[c]) and pd.isna(b[c])) and a[c] != b[c]]
+
+
+def _same_row(csv: str, rel: str, first: dict, again: dict, first_line: int, line: int) -> None:
+    """Two rows for one file must agree; which one would win is not for us to guess."""
+    differ = _differ(first, again)
+    if not differ:
+        return
+    shown = {1: "positive", 0: "negative", None: "no label"}
+    column = "label" if "label" in differ else differ[0]
+    say = (lambda row: shown[row["label"]]) if column == "label" else (lambda row: repr(row[column]))
+    raise UsageError(f"labels CSV {csv}: {rel!r} has {column} {say(first)} on line {first_line} and {say(again)} "
+                     f"on line {line}; keep one row per file")

@@ -286,6 +286,41 @@ def test_reading_refuses_a_fifo_swapped_in_after_listing_and_files_over_the_budg
         Entry(str(tmp_path / "swapped.wav")).read(max_bytes=1 << 20)
 
 
+def test_labels_csv_rows_that_disagree_about_a_file_are_refused(tmp_path, caplog):
+    from cough.errors import UsageError
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text("filename,label,group\na.wav,positive,p1\nb.wav,negative,p2\n./a.wav,negative,p1\n")
+    with pytest.raises(UsageError, match=r"'a.wav' has label positive on line 2 and negative on line 4"):
+        load_labels(str(csv), str(tmp_path))  # the last row used to win silently
+    csv.write_text("filename,label,group\na.wav,positive,p1\na.wav,pos,p9\n")
+    with pytest.raises(UsageError, match=r"'a.wav' has group 'p1' on line 2 and 'p9' on line 3"):
+        load_labels(str(csv), str(tmp_path))
+    csv.write_text("filename,label\na.wav,positive\na.wav,pos\nb.wav,negative\nb.wav,0\n")
+    index = load_labels(str(csv), str(tmp_path))
+    assert index.lookup(str(tmp_path / "a.wav"))["label"] == 1 and index.lookup(str(tmp_path / "b.wav"))["label"] == 0
+    warnings = [r.getMessage() for r in caplog.records if "repeat" in r.getMessage()]
+    assert len(warnings) == 1 and "2 row(s)" in warnings[0]
+
+
+@pytest.mark.parametrize("header", ["filename,label, filename", "filename,label,label", "filename,label,site,site "])
+def test_labels_csv_with_a_repeated_column_is_refused(tmp_path, header):
+    from cough.errors import UsageError
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"{header}\na.wav,positive,x" + ",y" * (header.count(",") - 2) + "\n")
+    with pytest.raises(UsageError, match="appear more than once"):  # files were left unlabelled silently
+        load_labels(str(csv), str(tmp_path))
+
+
+def test_a_file_name_in_two_folders_with_different_labels_is_not_guessed_for_a_third(tmp_path):
+    csv = tmp_path / "labels.csv"
+    csv.write_text("filename,label\na/x.wav,positive\nb/x.wav,negative\n")
+    index = load_labels(str(csv), str(tmp_path))
+    assert index.lookup(str(tmp_path / "a" / "x.wav"))["label"] == 1
+    assert index.lookup(str(tmp_path / "c" / "x.wav"))["label"] is None
+
+
 def test_group_pattern_and_folder_labels(tmp_path):
     index = load_labels(None, str(tmp_path), group_pattern=r"^(.+)-\d+$")
     assert index.lookup(str(tmp_path / "pos" / "X-0.mp3")) == {"label": 1, "group": "X"}
