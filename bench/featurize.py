@@ -1,9 +1,18 @@
-"""Benchmark: the seed's per-file featurizing versus `cough featurize`, side by side.
+"""Benchmark: featurizing the same files four ways, side by side in one run.
 
 (a) the seed's way, one file after another: ffmpeg mp3 → wav, librosa.load at 22050 Hz,
-    melspectrogram, a matplotlib figure saved as PNG;
-(b) `cough featurize` (Ray Data on a local instance already started; startup reported apart);
-(c) decode only (libsndfile, sequential): the floor of any featurizer.
+    melspectrogram, a matplotlib figure saved as PNG (``--seed-every K``: every K-th file);
+(b) ``cough featurize`` as a user runs it (a fresh ``python -m cough featurize`` with a
+    private local Ray instance), on one file and on all: the **marginal** rate
+    ``(N - 1) / (T_N - T_1)`` takes the one-file run's start-up out, which is reported apart;
+(p) a plain ``multiprocessing.Pool(num_cpus)`` running what one Ray task runs,
+    :func:`cough.shards.featurize_batch` (``cough.recording.process`` per file, then the
+    batch's Parquet shards), on batches of 64 files: the same work without Ray;
+(c) decoding only (libsndfile, one process): ``num_cpus`` times its rate is the floor of
+    any featurizer on this machine.
+
+Ways (b), (p), (c) run ``--repeat`` times, interleaved, so that a change in the machine's
+load hits them alike; the ratios use the medians. The load average is printed with each.
 
     .venv/bin/python bench/featurize.py ../shared/data/covid19-cough/raw [--limit N] [--num-cpus 2]
 """
@@ -11,15 +20,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def seed_way(files: list[str], workdir: str) -> int:
@@ -62,11 +75,47 @@ def decode_only(files: list[str]) -> int:
     return done
 
 
+def cli_featurize(source: Path, out: Path, num_cpus: int, root: Path = ROOT) -> tuple[float, dict]:
+    """Seconds of a fresh ``python -m cough featurize`` run of the checkout at ``root`` with a
+    private local Ray, and its summary."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    shutil.rmtree(out, ignore_errors=True)
+    private = ["--address", "local"] if "LOCAL" in (root / "cough" / "runtime.py").read_text() else []
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "cough", "featurize", str(source), "--out", str(out),
+                           *private, "--num-cpus", str(num_cpus), "--json"],
+                          capture_output=True, text=True, env=env, cwd=root)
+    seconds = time.perf_counter() - t
+    if done.returncode != 0:
+        sys.exit(f"cough featurize failed:\n{done.stderr[-2000:]}")
+    return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _pool_batch(args) -> int:
+    import pyarrow as pa
+
+    from cough.features import DEFAULT_PARAMS
+    from cough.shards import featurize_batch
+
+    paths, out = args
+    batch = pa.table({"path": paths, "label": pa.nulls(len(paths), pa.int8()),
+                      "group": pa.nulls(len(paths), pa.string())})
+    counts = featurize_batch(batch, out=out, params=DEFAULT_PARAMS, metadata_columns=[])
+    return int(counts["images"][0].as_py())
+
+
+def pool_featurize(files: list[str], out: Path, num_cpus: int, batch: int = 64) -> int:
+    import multiprocessing
+
+    shutil.rmtree(out, ignore_errors=True)
+    batches = [(files[i:i + batch], str(out)) for i in range(0, len(files), batch)]
+    with multiprocessing.get_context("forkserver").Pool(num_cpus) as pool:
+        return sum(pool.imap_unordered(_pool_batch, batches))
+
+
 def link_copies(files: list[str], dst: Path, copies: int) -> Path:
     """``copies`` of ``files`` under ``dst`` with new names: hard links, or copies across
     filesystems (not symlinks: the listing does not follow links out of SOURCE)."""
-    import shutil
-
     dst.mkdir()
     for k in range(copies):
         for f in files:
@@ -78,47 +127,81 @@ def link_copies(files: list[str], dst: Path, copies: int) -> Path:
     return dst
 
 
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source")
-    ap.add_argument("--limit", type=int, help="use only the first N files (all three ways get the same ones)")
+    ap.add_argument("--limit", type=int, help="use only the first N files (every way gets the same ones)")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--repeat", type=int, default=2, help="runs of (b), (p), (c), interleaved (default 2)")
+    ap.add_argument("--seed-every", type=int, default=1, help="(a) on every K-th file only (default 1: all)")
+    ap.add_argument("--baseline", type=Path, help="another checkout of cough (e.g. `git archive` of an older "
+                                                  "commit) whose `cough featurize` runs as (b0), side by side")
     args = ap.parse_args()
 
     from cough.listing import recording_paths
 
     files = recording_paths(args.source)[: args.limit]
-    with tempfile.TemporaryDirectory() as tmp:
-        subset = link_copies(files, Path(tmp) / "subset", 1)
-        t = time.perf_counter()
-        ok_a = seed_way(files, tmp)
-        a = time.perf_counter() - t
-
-        import ray
-
-        from cough.runtime import init_ray
-        from jobs.featurize import featurize
-
-        t = time.perf_counter()
-        init_ray(num_cpus=args.num_cpus)
-        startup = time.perf_counter() - t
-        t = time.perf_counter()
-        summary = featurize(str(subset), str(Path(tmp) / "out"))
-        b = time.perf_counter() - t
-        ray.shutdown()
-
-        t = time.perf_counter()
-        ok_c = decode_only(files)
-        c = time.perf_counter() - t
-
     n = len(files)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{n} files from {args.source}")
-    print(f"(a) seed way, sequential:  {n / a:8.1f} files/s  ({a:.1f} s, {ok_a} ok)")
-    print(f"(b) cough featurize:       {n / b:8.1f} files/s  ({b:.1f} s, {summary['ok']} ok, "
-          f"{summary['images']} images; Ray startup {startup:.1f} s not included)")
-    print(f"(c) decode only, floor:    {n / c:8.1f} files/s  ({c:.1f} s, {ok_c} ok)")
-    print(f"(b)/(a) = {a / b:.1f}x   (b)/(c) = {c / b:.2f}x")
+          f"{n} files from {args.source}; {args.num_cpus} CPUs; load average (1/5/15 min) {_load()}", flush=True)
+    rates: dict[str, list[float]] = {"b0": [], "b": [], "p": [], "c": []}
+    startups = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        everything = link_copies(files, tmp / "all", 1)
+        one = link_copies(files[:1], tmp / "one", 1)
+
+        seed_files = files[:: args.seed_every]
+        t = time.perf_counter()
+        ok_a = seed_way(seed_files, str(tmp))
+        a = time.perf_counter() - t
+        rate_a = len(seed_files) / a
+        print(f"(a) seed way, one process:       {rate_a:8.1f} files/s  ({a:.1f} s for {len(seed_files)} files, "
+              f"{ok_a} ok; load {_load()})", flush=True)
+
+        for r in range(args.repeat):
+            if args.baseline:
+                t1, _ = cli_featurize(one, tmp / "out1", args.num_cpus, args.baseline)
+                tn, summary = cli_featurize(everything, tmp / "out", args.num_cpus, args.baseline)
+                rates["b0"].append((n - 1) / (tn - t1))
+                print(f"(b0) baseline featurize, marginal: {rates['b0'][-1]:6.1f} files/s  (all {tn:.1f} s, one file "
+                      f"{t1:.1f} s; {summary['ok']} ok, {summary['images']} images; load {_load()})", flush=True)
+            t1, _ = cli_featurize(one, tmp / "out1", args.num_cpus)
+            tn, summary = cli_featurize(everything, tmp / "out", args.num_cpus)
+            rates["b"].append((n - 1) / (tn - t1))
+            startups.append(t1)
+            print(f"(b) cough featurize, marginal:   {rates['b'][-1]:8.1f} files/s  (all {tn:.1f} s, one file "
+                  f"{t1:.1f} s; {summary['ok']} ok, {summary['images']} images; load {_load()})", flush=True)
+
+            t = time.perf_counter()
+            images = pool_featurize(files, tmp / "pool", args.num_cpus)
+            p = time.perf_counter() - t
+            rates["p"].append(n / p)
+            print(f"(p) Pool({args.num_cpus}) of featurize_batch:   {rates['p'][-1]:8.1f} files/s  ({p:.1f} s, "
+                  f"{images} images; load {_load()})", flush=True)
+
+            t = time.perf_counter()
+            ok_c = decode_only(files)
+            c = time.perf_counter() - t
+            rates["c"].append(n / c)
+            print(f"(c) decode only, one process:    {rates['c'][-1]:8.1f} files/s  ({c:.1f} s, {ok_c} ok; "
+                  f"load {_load()})", flush=True)
+
+    b, p, c = (statistics.median(rates[k]) for k in "bpc")
+    floor = args.num_cpus * c
+    print(f"\nmedians of {args.repeat}: (b) {b:.1f}, (p) {p:.1f}, (c) {c:.1f} files/s "
+          f"(floor on {args.num_cpus} CPUs: {floor:.0f}); one-file run {statistics.median(startups):.1f} s")
+    print(f"(b)/(a) = {b / rate_a:.1f}x   (target >= 20x)")
+    print(f"(b)/floor = {b / floor:.2f}   (target >= 0.30)")
+    print(f"(b)/(p) = {b / p:.2f}x   (target >= 1.0x)")
+    if args.baseline:
+        b0 = statistics.median(rates["b0"])
+        print(f"(b)/(b0) = {b / b0:.2f}x   (b0: {args.baseline}, median {b0:.1f} files/s)")
+    print(f"load average at the end: {_load()}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ def main() -> None:
 
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from cough import features as F
     from cough.audio import decode
@@ -41,6 +40,7 @@ def main() -> None:
     from cough.errors import RecordingError
     from cough.recording import RECORDING_BUDGET, _threadpools, recording_id
     from cough.schema import image_type, log_mel_type, tensor_column
+    from cough.shards import write_table
 
     t = time.process_time()
     files = recording_paths(args.source)[: args.limit]
@@ -86,7 +86,7 @@ def main() -> None:
                 table = pa.table({"image": tensor_column(np.concatenate(images_all), image_type(p)),
                                   "log_mel": tensor_column(np.concatenate(mels_all), log_mel_type(p))})
                 spent["arrow"] += time.process_time() - t0
-                timed("parquet write", pq.write_table, table, os.path.join(tmp, f"{i}.parquet"))
+                timed("parquet write", write_table, table, os.path.join(tmp, f"{i}.parquet"))
                 images_all, mels_all = [], []
 
     n = len(files)

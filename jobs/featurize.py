@@ -56,7 +56,7 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     """
     from cough.audio import TASK_MEMORY
     from cough.runtime import archive_dataset, init_ray
-    from cough.shards import featurize_batch
+    from cough.shards import COUNTS, featurize_batch
     from cough.storage import atomic_dir, join, write_json
 
     if batch_size < 1:
@@ -68,12 +68,12 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     log.info("featurizing %d recordings from %s", len(frame), source)
     with atomic_dir(out) as staging:
         ds, batch_size = archive_dataset(frame, batch_size)
-        counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pandas", memory=TASK_MEMORY,
+        counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pyarrow", memory=TASK_MEMORY,
                                 fn_kwargs={"out": staging, "params": params, "metadata_columns": metadata_columns})
-        totals = {"inputs": 0, "ok": 0, "errors": 0, "images": 0}
-        for batch in counts.iter_batches(batch_format="pandas"):
+        totals = dict.fromkeys(COUNTS, 0)
+        for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
             for key in totals:
-                totals[key] += int(batch[key].sum())
+                totals[key] += sum(batch.column(key).to_pylist())
         if totals["inputs"] != len(frame):
             raise CoughError(f"lost recordings: {len(frame)} listed, {totals['inputs']} processed")
         manifest = {**totals, "source": source, "labels": labels, "group_pattern": group_pattern,

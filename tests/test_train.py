@@ -171,8 +171,8 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, samp
         _copy_features(sample_features, src)
         other = tmp_path / "other"
         raw = sorted((Path(__file__).parents[1] / "data" / "sample" / "raw").iterdir())[:2]
-        featurize_batch(pd.DataFrame({"path": [str(p) for p in raw], "label": [1, 0], "group": ["x", "y"],
-                                      "site": ["a", "a"]}),
+        featurize_batch(pa.table({"path": [str(p) for p in raw], "label": pa.array([1, 0], pa.int8()),
+                                  "group": ["x", "y"], "site": ["a", "a"]}),
                         out=str(other), params=FeaturizerParams(window_s=1.0, hop_s=1.0), metadata_columns=["site"])
         for part in (other / "images").iterdir():
             shutil.copy(part, src / "images" / ("other-" + part.name))
