@@ -138,6 +138,38 @@ def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> lis
     return out
 
 
+def event_windows(db: np.ndarray, events_s: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
+    """Windows of ``params.window_s`` placed on cough events instead of cut from the start.
+
+    ``events_s``: ``(n, 2)`` start and end seconds (:func:`cough.quality.find_events`).
+    Each event gets a window centred on it (shifted to stay inside the recording); an
+    event longer than a window gets windows every ``hop_s`` across it. A window that
+    would overlap the previous one by more than half is not made, so a burst of close
+    coughs is not counted many times. Without events, the windows of :func:`windows`.
+
+    >>> db = np.full((128, 431), -80.0, np.float32)     # 10 s of log-mel frames
+    >>> [w.shape for w in event_windows(db, np.array([[4.0, 4.3]]))]
+    [(128, 87)]
+    """
+    if len(events_s) == 0:
+        return windows(db, params=params)
+    width = params.frames_per_window
+    step = max(1, int(round(params.hop_s * params.sample_rate / params.hop_length)))
+    per_s = params.sample_rate / params.hop_length
+    last_start = max(db.shape[1] - width, 0)
+    starts: list[int] = []
+    for start_s, end_s in events_s:
+        first, last = int(round(start_s * per_s)), int(round(end_s * per_s))
+        span = range(first, max(last - width, first) + 1, step) if last - first > width \
+            else [int(round((first + last - width) / 2))]
+        for s in span:
+            s = min(max(s, 0), last_start)
+            if not starts or s - starts[-1] >= width // 2:
+                starts.append(s)
+    return [np.pad(db[:, s:s + width], ((0, 0), (0, max(0, s + width - db.shape[1]))),
+                   constant_values=-params.top_db) for s in starts]
+
+
 def to_image(window: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
     """Render one log-mel window as ``(size, size, 3)`` uint8, low frequencies at the bottom."""
     lut = lookup_table(params.colormap)

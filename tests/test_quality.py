@@ -96,3 +96,23 @@ def test_every_value_is_in_range_for_random_recordings():
 
 def test_find_events_of_an_empty_signal():
     assert find_events(np.zeros(0, np.float32), SR).shape == (0, 2)
+
+
+def test_event_windows_centre_each_cough_and_skip_the_silence():
+    from cough.features import DEFAULT_PARAMS as P, event_windows, log_mel, windows
+
+    sr = P.sample_rate
+    rng = np.random.default_rng(4)
+    y = (1e-3 * rng.standard_normal(10 * sr)).astype(np.float32)
+    for at in (2.9, 7.0):  # coughs that the 2 s grid from the start cuts in two or leaves off-centre
+        y[int(at * sr):int((at + 0.25) * sr)] += 0.5 * np.sin(2 * np.pi * 500 * np.arange(int(0.25 * sr)) / sr)
+    db = log_mel(y)
+    spans = measure(y, sr).events
+    placed = event_windows(db, spans)
+    assert len(placed) == 2 and len(windows(db)) == 5
+    for w in placed:  # the cough sits in the middle of its window
+        loudest = int(np.argmax(w.max(axis=0)))
+        assert abs(loudest - w.shape[1] / 2) < w.shape[1] / 4
+    assert all(w.shape == (P.n_mels, P.frames_per_window) for w in placed)
+    # no event: the ordinary windows
+    assert len(event_windows(db, np.zeros((0, 2)))) == 5
