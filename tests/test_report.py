@@ -269,6 +269,33 @@ def test_a_model_that_hears_the_disease_beats_the_baseline(tmp_path):
     assert all(v["auc"] > 0.85 for v in m["by_subgroup"]["site"]["levels"].values())
 
 
+def test_stratified_auc_unmasks_a_channel_shortcut(tmp_path):
+    """A "model" that only recognises the channel has a high raw AUC and a stratified AUC at
+    chance; one that hears the disease keeps its AUC within each channel."""
+    rng = np.random.default_rng(16)
+    frame = confounded(rng)
+    frame["score"] = np.clip(np.where(frame["sample_rate"] == 8000, 0.7, 0.3) + rng.normal(0, 0.05, len(frame)), 0, 1)
+    m, out = report(tmp_path / "shortcut", frame, recording_metadata=True)
+    strat = m["stratified_auc"]
+    assert strat["by"] == "sample_rate" and {lv["level"] for lv in strat["levels"]} == {"8000", "48000"}
+    assert m["auc"] > 0.75
+    assert strat["auc_ci"][0] < 0.5 < strat["auc_ci"][1]
+    assert sum(lv["n"] for lv in strat["levels"]) == m["n"]
+
+    frame["score"] = scores_for(frame["label"], rng, 6.0)
+    m, _ = report(tmp_path / "hears", frame, by=["site"], meta_columns=["site"], recording_metadata=True)
+    assert m["stratified_auc"]["by"] == "site"
+    assert m["stratified_auc"]["auc_ci"][0] > 0.75
+
+
+def test_stratified_auc_says_why_without_the_confounder(tmp_path):
+    rng = np.random.default_rng(17)
+    frame = clustered(rng, 40, 1, separation=2.0)
+    m, _ = report(tmp_path, frame)  # PRED written without sample_rate
+    assert m["stratified_auc"]["auc"] is None
+    assert "no sample_rate" in m["stratified_auc"]["reason"]
+
+
 def test_without_recording_metadata_the_baseline_says_why(tmp_path):
     rng = np.random.default_rng(8)
     frame = pd.DataFrame({"label": rng.integers(0, 2, 40)})
