@@ -32,6 +32,8 @@ from .errors import UsageError
 
 #: |sample| at or above this share of full scale counts as clipped.
 CLIP_LEVEL = 0.999
+#: Share of a recording's frames, the quietest, taken as its background noise.
+NOISE_QUANTILE = 0.1
 #: Power floor (about -120 dBFS) so that digital silence gives finite decibels.
 POWER_FLOOR = 1e-12
 
@@ -72,8 +74,8 @@ DEFAULT_QUALITY = QualityParams()
 class Quality:
     """One recording's quality, the columns ``recordings`` and PRED carry.
 
-    ``snr_db``: mean power of the events over that of the background, in dB (None when the
-    recording has no event or no background to compare with). ``bandwidth_hz``: the
+    ``snr_db``: mean power of the events over that of the quietest tenth of the frames, in
+    dB (None without events). ``bandwidth_hz``: the
     frequency below which ``rolloff`` of the events' energy lies (None without events).
     ``clipped_fraction``, ``silence_fraction``: shares of samples, in [0, 1].
     ``events``: ``(n_events, 2)`` start and end in seconds.
@@ -130,6 +132,10 @@ def measure(y: np.ndarray, sample_rate: int, *, samples: np.ndarray | None = Non
     that a narrow channel shows its real bandwidth). ``samples``: the decoded channels
     ``(channels, n)`` for the clipping count (default ``y``), since averaging channels
     hides clipping in one of them.
+
+    The background is the quietest ``NOISE_QUANTILE`` of the frames, wherever they lie:
+    crowdsourced coughs are often cut so tight that no frame lies outside an event, and a
+    recording of pure noise must still come out as noise (a few dB), not as "no background".
     """
     raw = y if samples is None else samples
     clipped = float(np.mean(np.abs(raw) >= CLIP_LEVEL)) if raw.size else 0.0
@@ -140,13 +146,14 @@ def measure(y: np.ndarray, sample_rate: int, *, samples: np.ndarray | None = Non
     silence = float(1.0 - in_event.mean()) if len(y) else 1.0
     if len(spans) == 0:
         return Quality(None, None, clipped, silence, np.zeros((0, 2)))
-    power = y.astype(np.float64) ** 2
-    event_power = max(float(power[in_event].mean()), POWER_FLOOR)
-    snr = None
-    if not in_event.all():
-        snr = 10 * np.log10(event_power / max(float(power[~in_event].mean()), POWER_FLOOR))
+    frame, hop = _frame(params.frame_s, sample_rate), _frame(params.hop_s, sample_rate)
+    power = librosa.feature.rms(y=y, frame_length=frame, hop_length=hop, center=True)[0].astype(np.float64) ** 2
+    centres = np.minimum(np.arange(len(power)) * hop, len(y) - 1)
+    event_power = power[in_event[centres]] if in_event[centres].any() else power
+    quietest = np.sort(power)[:max(1, int(NOISE_QUANTILE * len(power)))]
+    snr = 10 * np.log10(max(float(event_power.mean()), POWER_FLOOR) / max(float(quietest.mean()), POWER_FLOOR))
     return Quality(
-        snr_db=None if snr is None else round(float(snr), 2),
+        snr_db=round(float(snr), 2),
         bandwidth_hz=_bandwidth(y[in_event], sample_rate, params.rolloff),
         clipped_fraction=clipped, silence_fraction=silence,
         events=spans / float(sample_rate))
