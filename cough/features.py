@@ -20,12 +20,19 @@ from PIL import Image
 from . import melspec
 from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Audio
 from .colormap import lookup_table
-from .errors import RecordingError, UsageError
+from .errors import UsageError
 
 #: Bump when the meaning of the same parameters changes (code, not settings).
 FEATURIZER_CODE_VERSION = 1
 #: Longest window: one image's log-mel (128 × 2585 frames at 60 s) stays small.
 MAX_WINDOW_S = 60.0
+
+
+#: Where windows are cut: from the recording's start every ``hop_s`` (the seed's way), or
+#: centred on the cough events that :mod:`cough.quality` finds.
+WINDOWINGS = ("start", "events")
+#: Settings added after FEATURIZER_CODE_VERSION 1 (see :attr:`FeaturizerParams.version`).
+LATER_SETTINGS = ("windowing", "bandwidth_hz")
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,10 @@ class FeaturizerParams:
 
     Defaults: 22050 Hz (the seed's rate), 128 mel bands, 2.0 s windows with no overlap,
     dB range 80 relative to the recording's peak, the perceptual ``magma`` colormap.
+    ``windowing``: ``"start"`` or ``"events"`` (windows on cough events). ``bandwidth_hz``:
+    when set, every recording is first band-limited to it (resampled to twice that rate), so
+    that the channel's bandwidth cannot show in the image: a common band for archives that
+    mix 8 kHz phone lines with 48 kHz apps.
     """
 
     sample_rate: int = 22050
@@ -49,6 +60,8 @@ class FeaturizerParams:
     image_size: int = 150
     colormap: str = "magma"
     silence_peak: float = 1e-4
+    windowing: str = "start"
+    bandwidth_hz: float | None = None
 
     def __post_init__(self):
         for name, ok, rule in (
@@ -69,6 +82,12 @@ class FeaturizerParams:
         ):
             if not ok:  # NaN fails every comparison, so it lands here too
                 raise UsageError(f"featurizer parameter {name} must be {rule}, not {getattr(self, name)!r}")
+        if self.windowing not in WINDOWINGS:
+            raise UsageError(f"featurizer parameter windowing must be one of {', '.join(WINDOWINGS)}, "
+                             f"not {self.windowing!r}")
+        if self.bandwidth_hz is not None and not 500 <= self.bandwidth_hz <= self.sample_rate / 2:
+            raise UsageError(f"featurizer parameter bandwidth_hz must lie between 500 Hz and sample_rate / 2 "
+                             f"({self.sample_rate / 2:g} Hz), not {self.bandwidth_hz!r}")
 
     @property
     def frames_per_window(self) -> int:
@@ -83,21 +102,40 @@ class FeaturizerParams:
 
     @property
     def version(self) -> str:
-        """Hash of the parameters and the code version: equal hashes, equal images."""
-        blob = json.dumps({"code": FEATURIZER_CODE_VERSION, **self.to_dict()}, sort_keys=True)
+        """Hash of the parameters and the code version: equal hashes, equal images.
+
+        Settings added after version 1 enter the hash only when they differ from their
+        default, so models and features made before them keep their version."""
+        later = {k: v for k, v in self.to_dict().items()
+                 if k in LATER_SETTINGS and v == getattr(FeaturizerParams, k)}
+        blob = json.dumps({"code": FEATURIZER_CODE_VERSION,
+                           **{k: v for k, v in self.to_dict().items() if k not in later}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 DEFAULT_PARAMS = FeaturizerParams()
 
 
-def to_mono(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Average the channels and resample to ``params.sample_rate`` (soxr, as librosa does)."""
+def mono(audio: Audio) -> np.ndarray:
+    """The channels averaged, at the recording's own rate: ``(n,)`` float32."""
     y = audio.samples.mean(axis=0) if audio.channels > 1 else audio.samples[0]
-    y = np.ascontiguousarray(y, dtype=np.float32)
-    if audio.sample_rate != params.sample_rate:
-        y = melspec.resample(y, orig_sr=audio.sample_rate, target_sr=params.sample_rate)
-    return y
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def to_rate(y: np.ndarray, sample_rate: int, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Resample mono ``y`` to ``params.sample_rate`` (soxr, as librosa does), through the common
+    band ``params.bandwidth_hz`` when one is set (soxr's anti-alias filter is the low-pass)."""
+    if params.bandwidth_hz is not None and sample_rate > 2 * params.bandwidth_hz:
+        band_rate = int(round(2 * params.bandwidth_hz))
+        y, sample_rate = melspec.resample(y, orig_sr=sample_rate, target_sr=band_rate), band_rate
+    if sample_rate != params.sample_rate:
+        y = melspec.resample(y, orig_sr=sample_rate, target_sr=params.sample_rate)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def to_mono(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Average the channels and resample to ``params.sample_rate``."""
+    return to_rate(mono(audio), audio.sample_rate, params=params)
 
 
 def log_mel(y: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -108,7 +146,10 @@ def log_mel(y: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.n
     (128, 44)
     """
     if np.max(np.abs(y), initial=0.0) < params.silence_peak:
-        raise RecordingError("recording is silent (peak amplitude below -80 dBFS)")
+        # Silence is a quality finding (no cough event; the score job's gate rejects it),
+        # not a decoding failure: the image is the floor, not noise blown up to full scale.
+        return np.full((params.n_mels, 1 + max(len(y), params.n_fft) // params.hop_length), -params.top_db,
+                       np.float32)
     if len(y) < params.n_fft:  # a few samples: pad to one FFT frame rather than warn
         y = np.pad(y, (0, params.n_fft - len(y)))
     mel = melspec.mel_power(y, sample_rate=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop_length,
@@ -179,9 +220,17 @@ def to_image(window: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -
     return np.take(lut, np.asarray(gray), axis=0)  # 4x faster than fancy indexing
 
 
-def featurize(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS) -> tuple[np.ndarray, np.ndarray]:
-    """All windows of one recording: ``(images uint8 [n,S,S,3], log_mel float16 [n,mels,frames])``."""
-    db = log_mel(to_mono(audio, params=params), params=params)
-    chunks = windows(db, params=params)
+def featurize(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS, events_s: np.ndarray | None = None,
+              y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All windows of one recording: ``(images uint8 [n,S,S,3], log_mel float16 [n,mels,frames])``.
+
+    ``events_s``: cough events ``(n, 2)`` seconds, used when ``params.windowing == "events"``.
+    ``y``: the recording already averaged to mono (:func:`mono`), to save doing it twice."""
+    y = mono(audio) if y is None else y
+    db = log_mel(to_rate(y, audio.sample_rate, params=params), params=params)
+    if params.windowing == "events":
+        chunks = event_windows(db, np.zeros((0, 2)) if events_s is None else events_s, params=params)
+    else:
+        chunks = windows(db, params=params)
     images = np.stack([to_image(c, params=params) for c in chunks])
     return images, np.stack(chunks).astype(np.float16)

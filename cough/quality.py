@@ -6,10 +6,11 @@ what a recording is before a model hears it, so that a scoring run can refuse wh
 cannot judge (the quality gate) and a report can check whether the model learned the
 channel instead of the cough.
 
-Events are found by energy (librosa's :func:`librosa.effects.split`): stretches whose
-frame RMS lies within ``event_top_db`` of the recording's loudest frame, joined across
-gaps shorter than ``min_gap_s`` and kept when at least ``min_event_s`` long. The rest of
-the recording is background.
+Events are found by energy, as :func:`librosa.effects.split` finds them (the same frames
+and edges, computed with numpy so that featurizing workers need not import librosa; see
+:mod:`cough.melspec`): stretches whose frame power lies within ``event_top_db`` of the
+recording's loudest frame, joined across gaps shorter than ``min_gap_s`` and kept when
+at least ``min_event_s`` long.
 
 >>> sr = 16000
 >>> t = np.arange(2 * sr) / sr
@@ -25,10 +26,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 
 from .errors import UsageError
+from .melspec import hann
 
 #: |sample| at or above this share of full scale counts as clipped.
 CLIP_LEVEL = 0.999
@@ -102,6 +103,29 @@ class Quality:
 QUALITY_COLUMNS = ("snr_db", "bandwidth_hz", "clipped_fraction", "silence_fraction", "n_events")
 
 
+def frame_power(y: np.ndarray, *, frame_length: int, hop_length: int) -> np.ndarray:
+    """Mean power of frames centred every ``hop_length`` samples, zero-padded at the ends:
+    ``librosa.feature.rms(y=y, frame_length=, hop_length=)[0] ** 2``. ``(n_frames,)`` float64.
+
+    >>> frame_power(np.ones(1000, np.float32), frame_length=100, hop_length=50)[[0, 10]]
+    array([0.5, 1. ])
+    """
+    padded = np.pad(y.astype(np.float64), frame_length // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
+    return np.mean(frames ** 2, axis=1)
+
+
+def split(y: np.ndarray, *, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
+    """Non-silent intervals ``(n, 2)`` in samples: ``librosa.effects.split`` (frames within
+    ``top_db`` of the loudest frame)."""
+    power = frame_power(y, frame_length=frame_length, hop_length=hop_length)
+    db = 10 * np.log10(np.maximum(power, 1e-10)) - 10 * np.log10(max(power.max(), 1e-10))
+    loud = (db > -top_db).astype(np.int8)
+    edges = np.flatnonzero(np.diff(loud)) + 1
+    edges = np.concatenate([[0] if loud[0] else [], edges, [len(loud)] if loud[-1] else []])
+    return np.minimum(edges.astype(np.int64) * hop_length, len(y)).reshape(-1, 2)
+
+
 def find_events(y: np.ndarray, sample_rate: int, *, params: QualityParams = DEFAULT_QUALITY) -> np.ndarray:
     """Cough events of a mono signal: ``(n, 2)`` sample indices ``[start, end)``.
 
@@ -112,7 +136,7 @@ def find_events(y: np.ndarray, sample_rate: int, *, params: QualityParams = DEFA
     frame, hop = _frame(params.frame_s, sample_rate), _frame(params.hop_s, sample_rate)
     if len(y) == 0 or np.max(np.abs(y)) == 0:
         return np.zeros((0, 2), np.int64)
-    spans = librosa.effects.split(y, top_db=params.event_top_db, frame_length=frame, hop_length=hop)
+    spans = split(y, top_db=params.event_top_db, frame_length=frame, hop_length=hop)
     merged: list[list[int]] = []
     gap = params.min_gap_s * sample_rate
     for start, end in spans:
@@ -147,7 +171,7 @@ def measure(y: np.ndarray, sample_rate: int, *, samples: np.ndarray | None = Non
     if len(spans) == 0:
         return Quality(None, None, clipped, silence, np.zeros((0, 2)))
     frame, hop = _frame(params.frame_s, sample_rate), _frame(params.hop_s, sample_rate)
-    power = librosa.feature.rms(y=y, frame_length=frame, hop_length=hop, center=True)[0].astype(np.float64) ** 2
+    power = frame_power(y, frame_length=frame, hop_length=hop)
     centres = np.minimum(np.arange(len(power)) * hop, len(y) - 1)
     event_power = power[in_event[centres]] if in_event[centres].any() else power
     quietest = np.sort(power)[:max(1, int(NOISE_QUANTILE * len(power)))]
@@ -160,13 +184,57 @@ def measure(y: np.ndarray, sample_rate: int, *, samples: np.ndarray | None = Non
 
 
 def _bandwidth(y: np.ndarray, sample_rate: int, rolloff: float) -> float:
-    """Frequency below which ``rolloff`` of the signal's energy lies (averaged spectrum)."""
+    """Frequency below which ``rolloff`` of the signal's energy lies (Hann-windowed frames,
+    power spectra averaged)."""
     n_fft = min(2048, 1 << int(np.log2(max(len(y), 2))))
-    spectrum = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=n_fft // 4, center=len(y) < n_fft)) ** 2
-    energy = np.cumsum(spectrum.mean(axis=1))
-    freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
+    frames = np.lib.stride_tricks.sliding_window_view(y.astype(np.float64), n_fft)[::n_fft // 4]
+    spectrum = np.abs(np.fft.rfft(frames * hann(n_fft), axis=1)) ** 2
+    energy = np.cumsum(spectrum.mean(axis=0))
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     return float(freqs[int(np.searchsorted(energy, rolloff * energy[-1]))])
 
 
 def _frame(seconds: float, sample_rate: int) -> int:
     return max(1, int(round(seconds * sample_rate)))
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """Thresholds under which ``cough score`` does not score a recording but keeps it as a
+    ``rejected`` row with the reason. Defaults come from the shared archive (docs/quality.md):
+    they reject what no model should be asked to judge, not what is merely unusual.
+
+    >>> QualityGate().reason({"n_events": 1, "snr_db": 2.1, "clipped_fraction": 0.0})
+    'too noisy: snr 2.1 dB < 6 dB'
+    >>> QualityGate().reason({"n_events": 2, "snr_db": 25.0, "clipped_fraction": 0.0}) is None
+    True
+    """
+
+    min_snr_db: float = 6.0
+    min_events: int = 1
+    max_clipped_fraction: float = 0.05
+
+    def __post_init__(self):
+        if not np.isfinite(self.min_snr_db) or self.min_events < 0 or not 0 <= self.max_clipped_fraction <= 1:
+            raise UsageError("quality gate: min_snr_db must be finite, min_events >= 0, "
+                             "max_clipped_fraction in [0, 1]")
+
+    def reason(self, row: dict) -> str | None:
+        """Why the recording of ``row`` (quality columns) is rejected, or None. A row without
+        quality values (features made before they existed) is not judged."""
+        events, snr, clipped = row.get("n_events"), row.get("snr_db"), row.get("clipped_fraction")
+        if events is not None and events < self.min_events:
+            return "no cough event found" if events == 0 else \
+                f"too few cough events: {events} < {self.min_events}"
+        if clipped is not None and clipped > self.max_clipped_fraction:
+            return f"clipped: {clipped:.0%} of samples at full scale > {self.max_clipped_fraction:.0%}"
+        if snr is not None and snr < self.min_snr_db:
+            return f"too noisy: snr {snr:.1f} dB < {self.min_snr_db:g} dB"
+        return None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: No recording is rejected.
+NO_GATE = QualityGate(min_snr_db=-1e9, min_events=0, max_clipped_fraction=1.0)

@@ -15,8 +15,9 @@ from threadpoolctl import ThreadpoolController
 
 from .audio import RECORDING_BUDGET, Budget, decode
 from .errors import RecordingError
-from .features import DEFAULT_PARAMS, FeaturizerParams, featurize
+from .features import DEFAULT_PARAMS, FeaturizerParams, featurize, mono
 from .listing import Entry
+from .quality import measure
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,8 +42,9 @@ class Processed:
 
 def process(entry: Entry | str, info: dict | None = None, *, params: FeaturizerParams = DEFAULT_PARAMS,
             data: bytes | None = None) -> Processed:
-    """Read, decode and featurize one recording (an :class:`~cough.listing.Entry` of SOURCE,
-    or a path); a bad one gives an ``error`` row, never raises.
+    """Read, decode, measure (:mod:`cough.quality`) and featurize one recording (an
+    :class:`~cough.listing.Entry` of SOURCE, or a path); a bad one gives an ``error`` row,
+    never raises.
 
     ``info`` carries ``label``, ``group`` and metadata into the row; ``data``, the file's
     bytes when the caller has read them already.
@@ -64,7 +66,10 @@ def process(entry: Entry | str, info: dict | None = None, *, params: FeaturizerP
         # One recording is small work: BLAS threads only fight the other Ray workers for cores
         # (25x slower mel projection measured on a busy 2-core machine).
         with _threadpools().limit(limits=1):
-            images, log_mel = featurize(audio, params=params)
+            y = mono(audio)
+            quality = measure(y, audio.sample_rate, samples=audio.samples)
+            row.update(quality.to_row())
+            images, log_mel = featurize(audio, params=params, events_s=quality.events, y=y)
     except RecordingError as exc:
         row["error"] = str(exc)
         return Processed(row)

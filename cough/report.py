@@ -226,7 +226,7 @@ def run_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run, oldest first: run_id, started (first scored_at), scored, errored."""
     if frame.empty or "run_id" not in frame:
         return pd.DataFrame(columns=["run_id", "started", "scored", "errored"])
-    runs = frame.assign(_ok=frame["status"] == "ok", _err=frame["status"] != "ok",
+    runs = frame.assign(_ok=frame["status"] == "ok", _err=frame["status"] == "error",
                         _at=frame["scored_at"] if "scored_at" in frame else pd.NaT)
     table = (runs.groupby("run_id", dropna=False)
              .agg(started=("_at", "min"), scored=("_ok", "sum"), errored=("_err", "sum"))
@@ -249,7 +249,7 @@ def error_rate(pred, *, run_id: str | None = None) -> float | None:
         frame = frame[frame["run_id"] == run_id]
     if frame.empty:
         return None
-    return float((frame["status"] != "ok").mean())
+    return float((frame["status"] == "error").mean())
 
 
 def operations(frame: pd.DataFrame, records=()) -> dict:
@@ -261,15 +261,16 @@ def operations(frame: pd.DataFrame, records=()) -> dict:
     out: dict = {"runs": [{"run_id": None if pd.isna(r.run_id) else str(r.run_id),
                            "started": None if pd.isna(r.started) else str(r.started),
                            "scored": int(r.scored), "errored": int(r.errored)} for r in runs.itertuples()],
-                 "recordings": int(len(current)),
-                 "ok": int((current["status"] == "ok").sum()) if len(current) else 0}
-    out["errors"] = out["recordings"] - out["ok"]
+                 "recordings": int(len(current))}
+    for status, key in (("ok", "ok"), ("error", "errors"), ("rejected", "rejected")):
+        out[key] = int((current["status"] == status).sum()) if len(current) else 0
     latest = runs["run_id"].iloc[-1] if len(runs) else None
     in_latest = (frame["run_id"] == latest) if latest is not None else pd.Series(True, index=frame.index)
     last = frame[in_latest.fillna(False)] if latest is not None else frame
     out["latest_run"] = None if latest is None or pd.isna(latest) else str(latest)
     out["scored"] = int((last["status"] == "ok").sum())
-    out["errored"] = int((last["status"] != "ok").sum())
+    out["errored"] = int((last["status"] == "error").sum())
+    out["rejected_latest"] = int((last["status"] == "rejected").sum())
     record = next((r for r in records if r.get("run_id") == out["latest_run"]), None)
     if record is not None and "skipped" in record:  # what the run itself counted
         out["skipped"] = int(record["skipped"])
@@ -278,6 +279,7 @@ def operations(frame: pd.DataFrame, records=()) -> dict:
     out["error_rate"] = error_rate(frame, run_id=latest) if len(frame) else None
     out["error_reasons"] = error_reasons(last)
     out["error_reasons_all_runs"] = error_reasons(frame)
+    out["rejection_reasons"] = error_reasons(last, status="rejected")
     scores = current.loc[current["status"] == "ok", "score"].dropna().astype(float) if len(current) else pd.Series()
     out["score_quantiles"] = ({f"q{int(q * 100):02d}": float(scores.quantile(q)) for q in (0, .05, .25, .5, .75, .95, 1)}
                               if len(scores) else None)
@@ -285,11 +287,12 @@ def operations(frame: pd.DataFrame, records=()) -> dict:
     return out
 
 
-def error_reasons(frame: pd.DataFrame, *, top: int = TOP_ERRORS) -> list[dict]:
-    """The ``top`` commonest error reasons of ``frame``'s error rows, with counts."""
+def error_reasons(frame: pd.DataFrame, *, top: int = TOP_ERRORS, status: str = "error") -> list[dict]:
+    """The ``top`` commonest reasons of ``frame``'s rows of ``status`` (error, or rejected by
+    the quality gate), with counts."""
     if frame.empty or "error" not in frame:
         return []
-    errors = frame.loc[frame["status"] != "ok", "error"]
+    errors = frame.loc[frame["status"] == status, "error"]
     reasons = errors.fillna("(no reason given)").astype(str).value_counts().head(top)
     return [{"reason": k, "count": int(v)} for k, v in reasons.items()]
 
@@ -779,15 +782,18 @@ channels, duration, file format). If it does about as well, the main model may b
 
     parts.append("<h2 id='operations'>Operations</h2>")
     parts.append(f"<p>PRED holds {ops['recordings']} recordings for this model version: {ops['ok']} scored, "
-                 f"{ops['errors']} could not be processed. The latest run ({html.escape(str(ops['latest_run']))}) "
+                 f"{ops['errors']} could not be processed, {ops['rejected']} rejected by the quality gate. "
+                 f"The latest run ({html.escape(str(ops['latest_run']))}) "
                  f"scored {ops['scored']}, failed on {ops['errored']} (error rate {_pct(ops['error_rate'])}) and "
                  f"skipped {ops['skipped']} already scored in earlier runs.</p>")
     if ops["runs"]:
         parts.append(_table(["run", "started", "scored", "errors"],
                             [[r["run_id"], r["started"], r["scored"], r["errored"]] for r in ops["runs"]]))
-    for key, title in (("error_reasons", "in the latest run"), ("error_reasons_all_runs", "in every run")):
-        if ops[key] and (key == "error_reasons" or len(ops["runs"]) > 1):
-            parts.append(f"<h3>Why recordings failed {title}</h3>" + _table(
+    for key, title in (("error_reasons", "Why recordings failed in the latest run"),
+                       ("error_reasons_all_runs", "Why recordings failed in every run"),
+                       ("rejection_reasons", "Why the quality gate rejected recordings in the latest run")):
+        if ops[key] and (key != "error_reasons_all_runs" or len(ops["runs"]) > 1):
+            parts.append(f"<h3>{title}</h3>" + _table(
                 ["reason", "recordings"], [[e["reason"], e["count"]] for e in ops[key]]))
     d = ops["drift"]
     parts.append("<h3>Score drift</h3>")

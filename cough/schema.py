@@ -18,6 +18,12 @@ RECORDING_FIELDS = [
     pa.field("channels", pa.int32()),
     pa.field("format", pa.string()),
     pa.field("n_windows", pa.int32()),
+    # quality (cough.quality), measured on every decoded recording
+    pa.field("snr_db", pa.float64()),
+    pa.field("bandwidth_hz", pa.float64()),
+    pa.field("clipped_fraction", pa.float64()),
+    pa.field("silence_fraction", pa.float64()),
+    pa.field("n_events", pa.int32()),
     pa.field("label", pa.int8()),
     pa.field("group", pa.string()),
 ]

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from .errors import CoughError
 from .features import FeaturizerParams
+from .quality import NO_GATE, QUALITY_COLUMNS, QualityGate
 from .schema import RECORDING_FIELDS, recordings_schema
 from .storage import join, read_json, resolve, write_json
 
@@ -131,7 +132,8 @@ def pred_schema(metadata_columns: list[str]) -> pa.Schema:
         pa.field("featurizer_version", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-        *(recording[c] for c in ("label", "group", "duration_s", "sample_rate", "channels", "format")),
+        *(recording[c] for c in ("label", "group", "duration_s", "sample_rate", "channels", "format",
+                                 *QUALITY_COLUMNS)),
         *[pa.field(c, pa.string()) for c in metadata_columns],
     ])
 
@@ -194,11 +196,21 @@ def _skipped(path: str, rid: str | None) -> dict:
     return {"recording_id": rid, "path": path, "status": "skipped", "n_windows": 0}
 
 
+def _gated(row: dict, gate: QualityGate) -> dict:
+    """``row`` as a ``rejected`` row when the gate refuses its recording (its windows are
+    dropped: the model never sees it); unchanged otherwise."""
+    reason = gate.reason(row) if row["status"] == "ok" else None
+    if reason is None:
+        return row
+    return {**row, "status": "rejected", "error": reason, "images": None, "n_windows": 0}
+
+
 def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
-                       metadata_columns: list[str]) -> pa.Table:
+                       metadata_columns: list[str], gate: QualityGate = NO_GATE) -> pa.Table:
     """Ray Data ``map_batches`` function over a raw archive (columns path, problem, open_as,
     label, group, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
-    it, featurize the rest exactly as ``cough featurize`` does."""
+    it, featurize the rest exactly as ``cough featurize`` does, and reject what ``gate``
+    refuses."""
     from .audio import RECORDING_BUDGET
     from .errors import RecordingError
     from .listing import Entry
@@ -222,14 +234,16 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
             rows.append(_skipped(rec["path"], rid))
             continue
         done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params, data=data)
-        rows.append({**done.row, "images": done.images.tobytes() if done.row["status"] == "ok" else None})
+        rows.append(_gated({**done.row, "images": done.images.tobytes() if done.row["status"] == "ok" else None},
+                           gate))
     return pa.Table.from_pylist(rows, schema=prepared_schema(metadata_columns))
 
 
 def prepare_shards(batch: pa.Table, *, features: str, scored,
-                   metadata_columns: list[str]) -> pa.Table:
+                   metadata_columns: list[str], gate: QualityGate = NO_GATE) -> pa.Table:
     """Ray Data ``map_batches`` function over an OUT of ``cough featurize`` (column ``shard``):
-    read each shard's recordings and the images of those not yet scored; no decoding."""
+    read each shard's recordings and the images of those not yet scored (no decoding), and
+    reject what ``gate`` refuses."""
     schema = prepared_schema(metadata_columns)
     scored = _scored(scored)
     fs, root = resolve(features)
@@ -254,7 +268,7 @@ def prepare_shards(batch: pa.Table, *, features: str, scored,
         rows = [_skipped(r["path"], r["recording_id"]) for r, s in zip(recs, skip) if s]
         for r in todo:
             images = windows.get(r["path"])
-            rows.append({**r, "images": np.stack(images).tobytes() if images else None})
+            rows.append(_gated({**r, "images": np.stack(images).tobytes() if images else None}, gate))
         out.append(pa.Table.from_pylist(rows, schema=schema))
     return pa.concat_tables(out) if out else schema.empty_table()
 

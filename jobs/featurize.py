@@ -13,7 +13,7 @@ import logging
 from cough import __version__
 from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
-from cough.features import DEFAULT_PARAMS, MAX_WINDOW_S, FeaturizerParams
+from cough.features import DEFAULT_PARAMS, MAX_WINDOW_S, WINDOWINGS, FeaturizerParams
 from cough.flags import integer, number
 
 HELP = "decode recordings and write mel-spectrogram image shards (Parquet)"
@@ -28,6 +28,13 @@ def add_arguments(p) -> None:
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--window-s", type=number(at_least=DEFAULT_PARAMS.min_tail_s, at_most=MAX_WINDOW_S, unit="seconds"),
                    default=DEFAULT_PARAMS.window_s, help="seconds per image (default 2.0)")
+    p.add_argument("--windowing", choices=WINDOWINGS, default=DEFAULT_PARAMS.windowing,
+                   help="where windows are cut: from the start of each recording (the seed's way) or centred on "
+                        "its cough events (default start; see docs/results.md)")
+    p.add_argument("--bandwidth-hz", type=number(at_least=500, at_most=DEFAULT_PARAMS.sample_rate / 2, unit="Hz"),
+                   help="band-limit every recording to this many Hz before the mel transform, so that the "
+                        "recording channel's bandwidth cannot show in the images (e.g. 4000 for archives that "
+                        "mix 8 kHz phone lines with wideband apps; default: off)")
     p.add_argument("--batch-size", type=integer(at_least=1), default=64, help="recordings per shard (default 64)")
     add_ray_arguments(p)
 
@@ -88,7 +95,8 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
 
 
 def run(args) -> dict:
-    params = FeaturizerParams(window_s=args.window_s, hop_s=args.window_s)
+    params = FeaturizerParams(window_s=args.window_s, hop_s=args.window_s, windowing=args.windowing,
+                              bandwidth_hz=args.bandwidth_hz)
     return featurize(args.source, args.out, labels=args.labels, group_pattern=args.group_pattern,
                      params=params, batch_size=args.batch_size, address=args.address,
                      num_cpus=args.num_cpus)

@@ -15,6 +15,7 @@ from cough import __version__
 from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
 from cough.flags import integer, number
+from cough.quality import NO_GATE, QualityGate
 
 HELP = "score recordings with a MODEL into PRED (Parquet), incrementally and crash-safe"
 EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
@@ -31,6 +32,15 @@ def add_arguments(p) -> None:
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--rescore", action="store_true",
                    help="score everything again and replace this model version's earlier predictions")
+    gate = QualityGate()
+    p.add_argument("--min-snr-db", type=number(), default=gate.min_snr_db,
+                   help=f"quality gate: recordings whose cough events stand less than this above the background "
+                        f"are rejected, not scored (default {gate.min_snr_db:g})")
+    p.add_argument("--max-clipped-fraction", type=number(at_least=0, at_most=1), default=gate.max_clipped_fraction,
+                   help=f"quality gate: share of clipped samples above which a recording is rejected "
+                        f"(default {gate.max_clipped_fraction:g})")
+    p.add_argument("--no-quality-gate", action="store_true",
+                   help="score every decodable recording (quality values are still recorded)")
     p.add_argument("--batch-size", type=integer(at_least=1), default=32, help="recordings per featurizing task (default 32)")
     p.add_argument("--actors", type=integer(at_least=1),
                    help="most inference actors (default: one per 4 CPUs of the cluster, at least 1)")
@@ -80,7 +90,7 @@ def _inputs(source: str, labels, group_pattern, model_info):
 
 
 def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
-          batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0, actor_threads: int | None = None,
+          gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0, actor_threads: int | None = None,
           rows_per_file: int = 50_000, address: str | None = None, num_cpus: int | None = None) -> dict:
     """Score SOURCE with MODEL into PRED; returns the run's counts.
 
@@ -120,7 +130,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         # The memory reservation sizes decoding (long recordings) and, being a remote
         # argument the actors lack, keeps Ray from fusing the two stages into one.
         stage1 = ds.map_batches(prepare, batch_size=stage1_batch, batch_format="pyarrow", num_cpus=1,
-                                memory=TASK_MEMORY, fn_kwargs={**prepare_kwargs, "scored": ray.put(scored),
+                                memory=TASK_MEMORY, fn_kwargs={**prepare_kwargs, "scored": ray.put(scored), "gate": gate,
                                                                "metadata_columns": metadata_columns})
         predictions = stage1.map_batches(
             Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
@@ -128,7 +138,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
             fn_constructor_kwargs={"model_dir": model, "run_id": run_id, "threads": actor_threads or max(1, int(actor_cpus)),
                                    "metadata_columns": metadata_columns})
         writer = RunWriter(pred, run_id, pred_schema(metadata_columns), rows_per_file=rows_per_file)
-        counts = {"inputs": 0, "scored": 0, "ok": 0, "errors": 0, "skipped": 0}
+        counts = {"inputs": 0, "scored": 0, "ok": 0, "errors": 0, "rejected": 0, "skipped": 0}
         seen: set[int] = set()  # guards against a retried batch delivering a path twice
         try:
             for batch in predictions.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -140,8 +150,9 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
                 counts["skipped"] += status.count("skipped")
                 counts["ok"] += status.count("ok")
                 counts["errors"] += status.count("error")
+                counts["rejected"] += status.count("rejected")
                 writer.add(batch.filter(pa.array([s != "skipped" for s in status])))
-            counts["scored"] = counts["ok"] + counts["errors"]
+            counts["scored"] = counts["ok"] + counts["errors"] + counts["rejected"]
             if counts["inputs"] != n_inputs:
                 raise CoughError(f"lost recordings: {n_inputs} listed, {counts['inputs']} came back")
         except BaseException as exc:
@@ -154,6 +165,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
             if rescore else []
         committed = writer.commit({"model_version": info.version, "featurizer_version": info.featurizer_version,
                                    "source": source, "model": model, "rescore": rescore,
+                                   "quality_gate": gate.to_dict(),
                                    "metadata_columns": metadata_columns, "cough_version": __version__,
                                    **counts}, supersedes)
     if counts["errors"]:
@@ -181,7 +193,9 @@ def _job_error(exc: BaseException) -> BaseException:
 
 def run(args) -> dict:
     return score(args.source, args.model, args.out, labels=args.labels, group_pattern=args.group_pattern,
-                 rescore=args.rescore, batch_size=args.batch_size, actors=args.actors,
+                 rescore=args.rescore, batch_size=args.batch_size,
+                 gate=NO_GATE if args.no_quality_gate else QualityGate(min_snr_db=args.min_snr_db,
+                                                                     max_clipped_fraction=args.max_clipped_fraction), actors=args.actors,
                  actor_cpus=args.actor_cpus, actor_threads=args.actor_threads, address=args.address,
                  num_cpus=args.num_cpus)
 

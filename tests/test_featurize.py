@@ -379,7 +379,8 @@ def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ra
     rec.index = rec.path.map(lambda p: Path(p).name)
     assert summary["inputs"] == 26 == len(rec) == summary["ok"] + summary["errors"]
     ok = {"good.wav", "real.mp3", "wav_named.mp3", "hifi.wav", "same bytes, other name.wav", "tos de ñandú.ogg",
-          "voice_note.webm", "call.m4a", "one_sample.wav", "caf\\xe9 latin-1.wav", "phone.m4a"}
+          "voice_note.webm", "call.m4a", "one_sample.wav", "caf\\xe9 latin-1.wav", "phone.m4a",
+          "silent.flac"}
     assert set(rec.index[rec.status == "ok"]) == ok
     reasons = rec.error.dropna().to_dict()
     assert all(HOSTILE_PROBLEMS[name] in reasons[name] for name in HOSTILE_PROBLEMS)
@@ -389,12 +390,17 @@ def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ra
     assert "empty" in reasons["zero.wav"]
     assert "not a recognised audio file" in reasons["random.mp3"]
     assert reasons["truncated.mp3"]
-    assert "silent" in reasons["silent.flac"]
+    assert rec.loc["silent.flac", "n_events"] == 0 and rec.loc["silent.flac", "silence_fraction"] == 1.0
     assert "NaN" in reasons["nan.wav"]
     assert rec.loc["hifi.wav", "sample_rate"] == 96000 and rec.loc["hifi.wav", "channels"] == 2
     assert rec.loc["good.wav", "recording_id"] == rec.loc["same bytes, other name.wav", "recording_id"]
     assert rec.loc["voice_note.webm", "format"] == "opus"
     assert (rec.n_windows[rec.status == "ok"] >= 1).all() and (rec.n_windows[rec.status == "error"] == 0).all()
+    # every decoded recording has its quality measured, in range
+    measured = rec[rec.status == "ok"]
+    assert measured.n_events.notna().all() and measured.silence_fraction.between(0, 1).all()
+    assert measured.clipped_fraction.between(0, 1).all()
+    assert (measured.bandwidth_hz.dropna() <= measured.sample_rate.loc[measured.bandwidth_hz.dropna().index] / 2).all()
 
 
 def test_a_rerun_replaces_out_whole(tmp_path, ray_local, sample_archive):

@@ -116,3 +116,18 @@ def test_event_windows_centre_each_cough_and_skip_the_silence():
     assert all(w.shape == (P.n_mels, P.frames_per_window) for w in placed)
     # no event: the ordinary windows
     assert len(event_windows(db, np.zeros((0, 2)))) == 5
+
+
+def test_events_and_frame_power_are_librosas():
+    import librosa
+
+    from cough.quality import frame_power, split
+
+    rng = np.random.default_rng(9)
+    for sr in (8000, 44100):
+        y = cough_signal(rng, positive=True, sample_rate=sr, duration_s=2.0)[:, 0]
+        frame, hop = int(0.025 * sr), int(0.010 * sr)
+        assert np.allclose(frame_power(y, frame_length=frame, hop_length=hop),
+                           librosa.feature.rms(y=y, frame_length=frame, hop_length=hop)[0] ** 2, rtol=1e-4, atol=1e-12)
+        assert np.array_equal(split(y, top_db=30, frame_length=frame, hop_length=hop),
+                              librosa.effects.split(y, top_db=30, frame_length=frame, hop_length=hop))

@@ -18,6 +18,7 @@ import pytest
 
 from cough import metrics as M
 from cough.cli import main
+from cough.quality import QUALITY_COLUMNS
 from cough.report import error_rate, write_report
 from cough.score import pred_schema
 
@@ -34,7 +35,8 @@ def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata
     n = len(frame)
     defaults = {"recording_id": [f"{i:032x}" for i in range(n)], "path": [f"/archive/raw/r{i}.mp3" for i in range(n)],
                 "status": "ok", "error": None, "n_windows": 1, "model_version": "m1", "featurizer_version": "f1",
-                "run_id": "20260101T000000Z-aaaaaa", "group": [f"g{i}" for i in range(n)], "label": None}
+                "run_id": "20260101T000000Z-aaaaaa", "group": [f"g{i}" for i in range(n)], "label": None,
+                **{c: None for c in QUALITY_COLUMNS}}
     for col, value in defaults.items():
         if col not in frame:
             frame[col] = value

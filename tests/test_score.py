@@ -247,6 +247,7 @@ def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, r
     args = ["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json"]
     assert cli(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+<<<<<<< HEAD
     assert (summary["inputs"], summary["ok"], summary["errors"]) == (13, 2, 11)
     rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
     assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
@@ -254,8 +255,47 @@ def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, r
     assert all(HOSTILE_PROBLEMS[name] in rows.error[name] for name in HOSTILE_PROBLEMS)
     assert rows.status["caf\\xe9 latin-1.wav"] == "ok"
     assert rows.score[rows.status == "error"].isna().all() and (rows.n_windows[rows.status == "error"] == 0).all()
+=======
+    assert (summary["inputs"], summary["ok"], summary["errors"], summary["rejected"]) == (4, 1, 2, 1)
+    rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
+    assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
+    assert rows.status["silent.wav"] == "rejected" and rows.error["silent.wav"] == "no cough event found"
+    assert pd.isna(rows.error["good.wav"])
+    assert rows.score[rows.status != "ok"].isna().all() and (rows.n_windows[rows.status != "ok"] == 0).all()
+>>>>>>> 63fd4f3 (quality in the one featurizing path: recordings and PRED carry snr_db, bandwidth_hz, clipped/silence fractions, n_events; score's quality gate (--min-snr-db, --max-clipped-fraction, --no-quality-gate) keeps refused recordings as rejected rows with reasons; silence is a quality finding, not an error; featurize --windowing events, --bandwidth-hz (common band))
     assert cli(args) == 0  # broken files are not retried under the same model
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped"] == 13
+
+
+def test_the_quality_gate_rejects_what_no_model_should_judge_and_off_scores_it(model_dir, tmp_path, ray_local,
+                                                                               capsys):
+    src = tmp_path / "quality"
+    src.mkdir()
+    _cough(src / "good.wav", seed=3)
+    rng = np.random.default_rng(5)
+    sf.write(src / "noise.wav", rng.uniform(-0.3, 0.3, 16000).astype(np.float32), 16000)
+    sf.write(src / "clipped.wav", np.clip(4 * np.sin(np.arange(16000) / 5.0), -1, 1).astype(np.float32), 16000)
+    sf.write(src / "silence.wav", np.zeros(16000, np.float32), 16000)
+
+    def run(pred, *flags):
+        assert cli(["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json", *flags]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
+        assert summary["inputs"] == summary["ok"] + summary["errors"] + summary["rejected"] == len(rows) == 4
+        return summary, rows
+
+    summary, rows = run(tmp_path / "gated")
+    assert (summary["ok"], summary["rejected"]) == (1, 3)
+    assert rows.error["silence.wav"] == "no cough event found"
+    assert rows.error["noise.wav"].startswith("too noisy: snr ")
+    assert rows.error["clipped.wav"].startswith("clipped: ")
+    assert rows.score[rows.status == "rejected"].isna().all()
+
+    summary, rows = run(tmp_path / "ungated", "--no-quality-gate")
+    assert (summary["ok"], summary["rejected"]) == (4, 0)
+    assert rows.score.notna().all()
+    assert rows.n_events["silence.wav"] == 0 and rows.snr_db["noise.wav"] < 6
+    assert rows.clipped_fraction["clipped.wav"] > 0.5 and rows.clipped_fraction["good.wav"] == 0
 
 
 def _break_featurizer(m: Path):
