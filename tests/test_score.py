@@ -247,22 +247,14 @@ def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, r
     args = ["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json"]
     assert cli(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-<<<<<<< HEAD
-    assert (summary["inputs"], summary["ok"], summary["errors"]) == (13, 2, 11)
-    rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
-    assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
-    assert "silent" in rows.error["silent.wav"] and pd.isna(rows.error["good.wav"])
-    assert all(HOSTILE_PROBLEMS[name] in rows.error[name] for name in HOSTILE_PROBLEMS)
-    assert rows.status["caf\\xe9 latin-1.wav"] == "ok"
-    assert rows.score[rows.status == "error"].isna().all() and (rows.n_windows[rows.status == "error"] == 0).all()
-=======
-    assert (summary["inputs"], summary["ok"], summary["errors"], summary["rejected"]) == (4, 1, 2, 1)
+    assert (summary["inputs"], summary["ok"], summary["errors"], summary["rejected"]) == (13, 2, 10, 1)
     rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
     assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
     assert rows.status["silent.wav"] == "rejected" and rows.error["silent.wav"] == "no cough event found"
     assert pd.isna(rows.error["good.wav"])
+    assert all(HOSTILE_PROBLEMS[name] in rows.error[name] for name in HOSTILE_PROBLEMS)
+    assert rows.status["caf\xe9 latin-1.wav"] == "ok"
     assert rows.score[rows.status != "ok"].isna().all() and (rows.n_windows[rows.status != "ok"] == 0).all()
->>>>>>> 63fd4f3 (quality in the one featurizing path: recordings and PRED carry snr_db, bandwidth_hz, clipped/silence fractions, n_events; score's quality gate (--min-snr-db, --max-clipped-fraction, --no-quality-gate) keeps refused recordings as rejected rows with reasons; silence is a quality finding, not an error; featurize --windowing events, --bandwidth-hz (common band))
     assert cli(args) == 0  # broken files are not retried under the same model
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped"] == 13
 

@@ -1,0 +1,91 @@
+"""The science table of docs/results.md: does the model hear the cough or the channel?
+
+For each featurizer variant (windows from the start, windows on cough events, a common
+4 kHz band) and each architecture: featurize the shared archive, train, score the held-out
+recordings, report, and collect the raw AUC, the AUC within each sample rate (stratified),
+the metadata-only shortcut baseline, and how well a linear probe on the images alone
+tells the recording channel (``source``). Every number comes with its 95% CI.
+
+    python bench/results.py --archive ../shared/data/covid19-cough --work /tmp/results \
+        --arch pooled --epochs 12
+
+Prints one markdown table row per (variant, architecture); paste into docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {"start windows": [], "event windows": ["--windowing", "events"],
+            "common band 4 kHz": ["--bandwidth-hz", "4000"]}
+
+
+def cough(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "cough", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def probe(features: Path, column: str, n_boot: int) -> dict:
+    """Linear probe on each recording's mean image profile predicting ``column``."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from cough.probe import image_profile, probe_auc
+    from cough.schema import to_numpy
+
+    table = pq.read_table(features / "images", columns=["path", "image", column])
+    profile = pd.DataFrame(image_profile(to_numpy(table["image"])))
+    profile["path"] = table["path"].to_pylist()
+    profile[column] = table[column].to_pylist()
+    per = profile.groupby("path").agg({**{c: "mean" for c in profile.columns[:-2]}, column: "first"})
+    return probe_auc(per.drop(columns=[column]).to_numpy(), per[column].to_numpy(), per.index.to_numpy(),
+                     n_boot=n_boot)
+
+
+def ci(value, interval) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f} ({interval[0]:.2f}–{interval[1]:.2f})" if interval else f"{value:.2f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archive", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--arch", nargs="+", default=["pooled"])
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--n-boot", type=int, default=1000)
+    args = p.parse_args()
+    raw, labels = args.archive / "raw", args.archive / "labels.csv"
+    print("| windows | arch | n test | raw AUC | AUC within sample rate | shortcut baseline AUC | "
+          "probe: images → source AUC | minutes |")
+    print("| --- | --- | ---: | --- | --- | --- | --- | ---: |")
+    for variant in args.variants:
+        slug = variant.replace(" ", "-")
+        features = args.work / slug / "features"
+        if not (features / "manifest.json").exists():
+            cough("featurize", str(raw), "--labels", str(labels), "--out", str(features), *VARIANTS[variant])
+        leak = probe(features, "source", args.n_boot)
+        for arch in args.arch:
+            start = time.time()
+            run = args.work / slug / arch
+            cough("train", str(features), "--out", str(run / "model"), "--arch", arch, "--epochs", str(args.epochs),
+                  "--workers", "1")
+            cough("score", str(features), "--model", str(run / "model"), "--out", str(run / "pred"),
+                  "--no-quality-gate")
+            cough("report", str(run / "pred"), "--out", str(run / "report"), "--by", "sample_rate", "source",
+                  "--n-boot", str(args.n_boot))
+            m = json.loads((run / "report" / "metrics.json").read_text())
+            base, strat = m["shortcut_baseline"], m["stratified_auc"]
+            print(f"| {variant} | {arch} | {m['n']} | {ci(m['auc'], m['auc_ci'])} | "
+                  f"{ci(strat['auc'], strat['auc_ci'])} | {ci(base['auc'], base['auc_ci'])} | "
+                  f"{ci(leak['auc'], leak['auc_ci'])} | {(time.time() - start) / 60:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
