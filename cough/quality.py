@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
-from .melspec import hann
+from .melspec import FRAMES_PER_CHUNK, hann
 
 #: |sample| at or above this share of full scale counts as clipped.
 CLIP_LEVEL = 0.999
@@ -110,9 +110,11 @@ def frame_power(y: np.ndarray, *, frame_length: int, hop_length: int) -> np.ndar
     >>> frame_power(np.ones(1000, np.float32), frame_length=100, hop_length=50)[[0, 10]]
     array([0.5, 1. ])
     """
-    padded = np.pad(y.astype(np.float64), frame_length // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
-    return np.mean(frames ** 2, axis=1)
+    # Running sums of squares: 8 bytes per sample, where the frames themselves would take
+    # frame_length / hop_length times as many (the featurizer's memory budget counts bytes).
+    energy = np.concatenate([[0.0], np.cumsum(np.pad(y.astype(np.float64) ** 2, frame_length // 2))])
+    starts = np.arange(0, len(energy) - frame_length, hop_length)
+    return (energy[starts + frame_length] - energy[starts]) / frame_length
 
 
 def split(y: np.ndarray, *, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
@@ -187,9 +189,11 @@ def _bandwidth(y: np.ndarray, sample_rate: int, rolloff: float) -> float:
     """Frequency below which ``rolloff`` of the signal's energy lies (Hann-windowed frames,
     power spectra averaged)."""
     n_fft = min(2048, 1 << int(np.log2(max(len(y), 2))))
-    frames = np.lib.stride_tricks.sliding_window_view(y.astype(np.float64), n_fft)[::n_fft // 4]
-    spectrum = np.abs(np.fft.rfft(frames * hann(n_fft), axis=1)) ** 2
-    energy = np.cumsum(spectrum.mean(axis=0))
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::n_fft // 4]
+    window, total = hann(n_fft), np.zeros(n_fft // 2 + 1)
+    for start in range(0, len(frames), FRAMES_PER_CHUNK):  # bounded temporaries, as in cough.melspec
+        total += (np.abs(np.fft.rfft(frames[start:start + FRAMES_PER_CHUNK] * window, axis=1)) ** 2).sum(axis=0)
+    energy = np.cumsum(total)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     return float(freqs[int(np.searchsorted(energy, rolloff * energy[-1]))])
 
