@@ -504,6 +504,11 @@ def shortcut_warnings(metrics: dict) -> list[str]:
                    "on this data there is no evidence that it separates positive from negative recordings.")
     if metrics["n_groups"] and metrics["n_groups"] < FEW_GROUPS and auc is not None:
         out.append(f"Only {metrics['n_groups']} participants: every interval in this report is rough.")
+    strat = metrics.get("stratified_auc") or {}
+    if (ci is not None and ci[0] > 0.5 and strat.get("auc_ci") is not None and strat["auc_ci"][0] <= 0.5):
+        out.append(f"Compared only with recordings of the same {strat['by']}, the model's AUC is {_num(strat['auc'])} "
+                   f"(95% CI {_ci(strat['auc_ci'])}): its skill cannot be told apart from chance once the recording "
+                   f"condition is matched.")
     base = metrics["shortcut_baseline"]
     if base.get("auc") is not None and M.predicts_label(base):
         out.append(f"Recording metadata alone ({', '.join(base['features'])}) predicts the label: a model that never "
@@ -696,6 +701,14 @@ def render_html(metrics: dict, plots: dict) -> str:
                      f"<b>{_num(m['auc'])}</b> (95% CI {_ci(m['auc_ci'])}). At its threshold of {m['threshold']:g} "
                      f"it finds {_pct(m['sensitivity'])} of the positive recordings and clears "
                      f"{_pct(m['specificity'])} of the negative ones.</p>")
+        st = m["stratified_auc"]
+        if st["auc"] is not None:
+            parts.append(f"<p class='big'>Compared only with recordings made the same way (the same "
+                         f"{html.escape(st['by'])}), its AUC is <b>{_num(st['auc'])}</b> (95% CI {_ci(st['auc_ci'])})"
+                         f": the confound-matched AUC, which a model that recognises the recording channel instead "
+                         f"of the cough cannot inflate.</p>")
+        else:
+            parts.append(f"<p>No confound-matched AUC: {html.escape(st.get('reason', 'not computable'))}.</p>")
     else:
         parts.append("<p class='big'>No scored recording has a true label, so this report cannot say how accurate "
                      "the model is. It describes what was scored (see <a href='#operations'>Operations</a>).</p>")
@@ -721,12 +734,17 @@ in this data. <b>Accuracy</b>: the share called correctly.</li>
 <li><b>Shortcut check</b>: a second model that never hears the cough, only how the recording was made (sample rate,
 channels, duration, file format). If it does about as well, the main model may be recognising recording conditions
 (which differ between collection sites, and so between positives and negatives) instead of the disease.</li>
+<li><b>Confound-matched AUC</b>: the AUC computed within each level of a recording condition (the sample rate, or the
+first <code>--by</code> column) and pooled, weighted by each level's number of positive–negative pairs: the chance that a
+positive outranks a negative recorded the same way. A model that only recognises the channel scores 0.5 here.</li>
 </ul></details>""")
 
     if m["n"]:
         parts.append("<h2>How well does the score separate positives from negatives?</h2>")
         parts.append(_table(["measure", "recordings", "95% CI", "participants", "95% CI"], [
             ["AUC", _num(m["auc"]), _ci(m["auc_ci"]), _num(g["auc"]), _ci(g["auc_ci"])],
+            [f"AUC within {m['stratified_auc']['by']} (confound-matched)", _num(m["stratified_auc"]["auc"]),
+             _ci(m["stratified_auc"]["auc_ci"]), "", ""],
             ["PR AUC (average precision)", _num(m["pr_auc"]), "", _num(g["pr_auc"]), ""],
             ["share positive (prevalence)", _pct(m["prevalence"]), "", _pct(g["prevalence"]), ""],
             ["n", m["n"], "", g["n"], ""]]))

@@ -283,6 +283,9 @@ def test_stratified_auc_unmasks_a_channel_shortcut(tmp_path):
     assert m["auc"] > 0.75
     assert strat["auc_ci"][0] < 0.5 < strat["auc_ci"][1]
     assert sum(lv["n"] for lv in strat["levels"]) == m["n"]
+    assert any("once the recording condition is matched" in w for w in m["warnings"])
+    page = (out / "report.html").read_text()
+    assert "Compared only with recordings made the same way (the same sample_rate)" in page
 
     frame["score"] = scores_for(frame["label"], rng, 6.0)
     m, _ = report(tmp_path / "hears", frame, by=["site"], meta_columns=["site"], recording_metadata=True)
