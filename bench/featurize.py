@@ -75,20 +75,29 @@ def decode_only(files: list[str]) -> int:
     return done
 
 
-def cli_featurize(source: Path, out: Path, num_cpus: int, root: Path = ROOT) -> tuple[float, dict]:
-    """Seconds of a fresh ``python -m cough featurize`` run of the checkout at ``root`` with a
-    private local Ray, and its summary."""
+def run_cli(job: str, source: Path, out: Path, *args: str, num_cpus: int, root: Path = ROOT) -> tuple[float, dict]:
+    """Seconds of a fresh ``python -m cough JOB SOURCE --out OUT ARGS`` of the checkout at
+    ``root`` with a private local Ray instance, and its summary."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     shutil.rmtree(out, ignore_errors=True)
     private = ["--address", "local"] if "LOCAL" in (root / "cough" / "runtime.py").read_text() else []
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cough", "featurize", str(source), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "cough", job, str(source), "--out", str(out), *args,
                            *private, "--num-cpus", str(num_cpus), "--json"],
                           capture_output=True, text=True, env=env, cwd=root)
     seconds = time.perf_counter() - t
     if done.returncode != 0:
-        sys.exit(f"cough featurize failed:\n{done.stderr[-2000:]}")
+        sys.exit(f"cough {job} failed:\n{done.stderr[-2000:]}")
     return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def marginal(job: str, one: Path, everything: Path, n: int, out: Path, *args: str, num_cpus: int,
+             root: Path = ROOT) -> tuple[float, float, float, dict]:
+    """``(files/s beyond start-up, one-file seconds, all-files seconds, summary)`` of ``cough JOB``
+    run fresh on one file and on all ``n``: ``(n - 1) / (T_n - T_1)``."""
+    t1, _ = run_cli(job, one, out, *args, num_cpus=num_cpus, root=root)
+    tn, summary = run_cli(job, everything, out, *args, num_cpus=num_cpus, root=root)
+    return (n - 1) / (tn - t1), t1, tn, summary
 
 
 def _pool_batch(args) -> int:
@@ -165,16 +174,15 @@ def main() -> None:
 
         for r in range(args.repeat):
             if args.baseline:
-                t1, _ = cli_featurize(one, tmp / "out1", args.num_cpus, args.baseline)
-                tn, summary = cli_featurize(everything, tmp / "out", args.num_cpus, args.baseline)
-                rates["b0"].append((n - 1) / (tn - t1))
-                print(f"(b0) baseline featurize, marginal: {rates['b0'][-1]:6.1f} files/s  (all {tn:.1f} s, one file "
+                rate, t1, tn, summary = marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus,
+                                                 root=args.baseline)
+                rates["b0"].append(rate)
+                print(f"(b0) baseline featurize, marginal: {rate:6.1f} files/s  (all {tn:.1f} s, one file "
                       f"{t1:.1f} s; {summary['ok']} ok, {summary['images']} images; load {_load()})", flush=True)
-            t1, _ = cli_featurize(one, tmp / "out1", args.num_cpus)
-            tn, summary = cli_featurize(everything, tmp / "out", args.num_cpus)
-            rates["b"].append((n - 1) / (tn - t1))
+            rate, t1, tn, summary = marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus)
+            rates["b"].append(rate)
             startups.append(t1)
-            print(f"(b) cough featurize, marginal:   {rates['b'][-1]:8.1f} files/s  (all {tn:.1f} s, one file "
+            print(f"(b) cough featurize, marginal:   {rate:8.1f} files/s  (all {tn:.1f} s, one file "
                   f"{t1:.1f} s; {summary['ok']} ok, {summary['images']} images; load {_load()})", flush=True)
 
             t = time.perf_counter()

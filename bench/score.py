@@ -2,20 +2,24 @@
 
 (a) the seed's way, one file after another: ffmpeg mp3 → wav, librosa.load at 22050 Hz,
     melspectrogram, a matplotlib PNG (bench/featurize.py's `seed_way`), load the image back
-    at 150×150, `model.predict` on that one image;
-(b) `cough score` into a fresh PRED (Ray Data on a local instance already started; startup
-    reported apart; the actors' model loading is included);
-(c) the model alone on in-memory uint8 tensors, as many windows as (b) scored, in batches:
-    the bound for any scorer of these windows on this machine.
+    at 150×150, `model.predict` on that one image (seed network only; ``--seed-every K``);
+(b) `cough score` as a user runs it (a fresh ``python -m cough score`` with a private local
+    Ray instance) on one file and on all: the marginal rate ``(N - 1) / (T_N - T_1)``
+    takes start-up out (Ray, the actors' TensorFlow import and model loading);
+(c) the model alone on in-memory uint8 tensors, as many windows as (b) scored, in batches
+    of 64 with ``--num-cpus`` threads: the bound for any scorer of these windows;
+(f) with ``--arch pooled``: `cough featurize`, marginal, on the same files (score featurizes
+    the same way and then predicts, so (b)/(f) is what prediction costs on top).
 
-All three use the seed architecture (75.8M parameters) with the same untrained weights:
-the timing does not depend on what the weights learnt.
+The networks have untrained weights: the timing does not depend on what they learnt.
+``--repeat`` interleaves (b), (c), (f); the ratios use the medians.
 
 ``--memory`` instead runs (b) on the files and on 10 copies of them (10×, hard links under
 other names, so every copy is decoded) and reports the peak RSS of the driver and of the
 Ray worker processes, sampled every 0.2 s.
 
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw [--limit N] [--num-cpus 2]
+    .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --arch pooled
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --memory [--limit N]
 """
 
@@ -52,7 +56,6 @@ def make_model(model_dir: Path, arch: str = "seed") -> Path:
 
 def seed_scoring(files: list[str], model, workdir: str) -> int:
     """The seed's way, per file; returns how many files got a prediction."""
-    import numpy as np
     import tensorflow as tf
     from featurize import seed_way
 
@@ -120,39 +123,70 @@ def run_score(source: str, model: Path, pred: Path) -> tuple[dict, float]:
     return summary, time.perf_counter() - t
 
 
-def compare(files: list[str], tmp: Path, num_cpus: int) -> None:
+def compare(files: list[str], tmp: Path, args) -> None:
+    import statistics
+
     import pyarrow.parquet as pq
-    import ray
-    from featurize import link_copies
+    from featurize import _load, link_copies, marginal
 
     from cough.model import load_model, tensorflow
-    from cough.runtime import init_ray
 
-    model_dir = make_model(tmp / "model")
-    subset = link_copies(files, tmp / "subset", 1)
-    tensorflow(num_cpus)
-    model, _ = load_model(str(model_dir))
-
-    t = time.perf_counter()
-    ok_a = seed_scoring(files, model, str(tmp))
-    a = time.perf_counter() - t
-
-    t = time.perf_counter()
-    init_ray(num_cpus=num_cpus)
-    startup = time.perf_counter() - t
-    summary, b = run_score(str(subset), model_dir, tmp / "pred")
-    ray.shutdown()
-    n_windows = int(pq.read_table(tmp / "pred", columns=["n_windows"])["n_windows"].to_numpy().sum())
-
-    c = model_alone(model, n_windows)
     n = len(files)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{n} files from {Path(files[0]).parent}; seed architecture, untrained weights")
-    print(f"(a) seed way, per file:    {n / a:8.1f} clips/s  ({a:.1f} s, {ok_a} predicted, one image each)")
-    print(f"(b) cough score:           {n / b:8.1f} clips/s  ({b:.1f} s, {summary['ok']} ok, "
-          f"{summary['errors']} errors, {n_windows} windows; Ray startup {startup:.1f} s not included)")
-    print(f"(c) model alone, bound:    {n / c:8.1f} clips/s  ({c:.1f} s for the same {n_windows} windows)")
-    print(f"(b)/(a) = {a / b:.1f}x   (b)/(c) = {c / b:.2f}x")
+          f"{n} files from {Path(files[0]).parent}; {args.arch} architecture, untrained weights; "
+          f"{args.num_cpus} CPUs; load average (1/5/15 min) {_load()}", flush=True)
+    model_dir = make_model(tmp / "model", args.arch)
+    everything = link_copies(files, tmp / "all", 1)
+    one = link_copies(files[:1], tmp / "one", 1)
+    tensorflow(args.num_cpus)
+    model, _ = load_model(str(model_dir))
+
+    rate_a = None
+    if args.arch == "seed":
+        seed_files = files[:: args.seed_every]
+        t = time.perf_counter()
+        ok_a = seed_scoring(seed_files, model, str(tmp))
+        a = time.perf_counter() - t
+        rate_a = len(seed_files) / a
+        print(f"(a) seed way, per file:          {rate_a:8.1f} clips/s  ({a:.1f} s for {len(seed_files)} files, "
+              f"{ok_a} predicted, one image each; load {_load()})", flush=True)
+
+    rates: dict[str, list[float]] = {"b0": [], "b": [], "c": [], "f": []}
+    model_args = ("--model", str(model_dir))
+    for _ in range(args.repeat):
+        if args.baseline:
+            rate, t1, tn, _s = marginal("score", one, everything, n, tmp / "pred", *model_args,
+                                        num_cpus=args.num_cpus, root=args.baseline)
+            rates["b0"].append(rate)
+            print(f"(b0) baseline score, marginal:   {rate:8.1f} clips/s  (all {tn:.1f} s, one file {t1:.1f} s; "
+                  f"load {_load()})", flush=True)
+        rate, t1, tn, summary = marginal("score", one, everything, n, tmp / "pred", *model_args,
+                                         num_cpus=args.num_cpus)
+        rates["b"].append(rate)
+        n_windows = int(pq.read_table(tmp / "pred", columns=["n_windows"])["n_windows"].to_numpy().sum())
+        print(f"(b) cough score, marginal:       {rate:8.1f} clips/s  (all {tn:.1f} s, one file {t1:.1f} s; "
+              f"{summary['ok']} ok, {summary['errors']} errors, {n_windows} windows; load {_load()})", flush=True)
+        c = model_alone(model, n_windows)
+        rates["c"].append(n / c)
+        print(f"(c) model alone, {args.num_cpus} threads:      {n / c:8.1f} clips/s  ({c:.1f} s for the same "
+              f"{n_windows} windows; load {_load()})", flush=True)
+        if args.arch != "seed":
+            rate, t1, tn, summary = marginal("featurize", one, everything, n, tmp / "features",
+                                             num_cpus=args.num_cpus)
+            rates["f"].append(rate)
+            print(f"(f) cough featurize, marginal:   {rate:8.1f} files/s  (all {tn:.1f} s, one file {t1:.1f} s; "
+                  f"load {_load()})", flush=True)
+
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
+    print(f"\nmedians of {args.repeat}: " + ", ".join(f"({k}) {v:.1f}" for k, v in med.items()))
+    if rate_a:
+        print(f"(b)/(a) = {med['b'] / rate_a:.1f}x   (target for the seed network >= 12x)")
+    print(f"(b)/(c) = {med['b'] / med['c']:.2f}   (target for the seed network >= 0.70)")
+    if "f" in med:
+        print(f"(b)/(f) = {med['b'] / med['f']:.2f}   (target for pooled >= 0.80 of featurize)")
+    if "b0" in med:
+        print(f"(b)/(b0) = {med['b'] / med['b0']:.2f}x   (b0: {args.baseline})")
+    print(f"load average at the end: {_load()}")
 
 
 def memory(files: list[str], tmp: Path, num_cpus: int) -> None:
@@ -190,13 +224,21 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="use only the first N files (every way gets the same ones)")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
     ap.add_argument("--memory", action="store_true", help="peak RSS of `cough score` on 1x and 10x the files")
+    ap.add_argument("--arch", choices=["seed", "pooled"], default="seed",
+                    help="network (default seed); pooled also runs `cough featurize` as (f)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of (b), (c), (f), interleaved (default 1)")
+    ap.add_argument("--seed-every", type=int, default=1, help="(a) on every K-th file only (default 1: all)")
+    ap.add_argument("--baseline", type=Path, help="another checkout of cough whose `cough score` runs as (b0)")
     args = ap.parse_args()
 
     from cough.listing import recording_paths
 
     files = recording_paths(args.source)[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        (memory if args.memory else compare)(files, Path(tmp), args.num_cpus)
+        if args.memory:
+            memory(files, Path(tmp), args.num_cpus)
+        else:
+            compare(files, Path(tmp), args)
 
 
 if __name__ == "__main__":

@@ -234,9 +234,19 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
             rows.append(_skipped(rec["path"], rid))
             continue
         done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params, data=data)
-        rows.append(_gated({**done.row, "images": done.images.tobytes() if done.row["status"] == "ok" else None},
-                           gate))
-    return pa.Table.from_pylist(rows, schema=prepared_schema(metadata_columns))
+        rows.append(_gated({**done.row, "images": done.images if done.row["status"] == "ok" else None}, gate))
+    return _prepared(rows, metadata_columns)
+
+
+def _prepared(rows: list[dict], metadata_columns: list[str]) -> pa.Table:
+    """Stage 1's table from rows whose ``images`` are arrays (or None): the recordings
+    columns, and every row's images packed into one buffer (cough.windowpack)."""
+    from .windowpack import pack
+
+    schema = prepared_schema(metadata_columns)
+    images = pack([r.pop("images", None) for r in rows])
+    plain = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("images")))
+    return plain.append_column(schema.field("images"), images).select(schema.names)
 
 
 def prepare_shards(batch: pa.Table, *, features: str, scored,
@@ -244,7 +254,6 @@ def prepare_shards(batch: pa.Table, *, features: str, scored,
     """Ray Data ``map_batches`` function over an OUT of ``cough featurize`` (column ``shard``):
     read each shard's recordings and the images of those not yet scored (no decoding), and
     reject what ``gate`` refuses."""
-    schema = prepared_schema(metadata_columns)
     scored = _scored(scored)
     fs, root = resolve(features)
     out = []
@@ -268,9 +277,9 @@ def prepare_shards(batch: pa.Table, *, features: str, scored,
         rows = [_skipped(r["path"], r["recording_id"]) for r, s in zip(recs, skip) if s]
         for r in todo:
             images = windows.get(r["path"])
-            rows.append(_gated({**r, "images": np.stack(images).tobytes() if images else None}, gate))
-        out.append(pa.Table.from_pylist(rows, schema=schema))
-    return pa.concat_tables(out) if out else schema.empty_table()
+            rows.append(_gated({**r, "images": np.stack(images) if images else None}, gate))
+        out.append(_prepared(rows, metadata_columns))
+    return pa.concat_tables(out) if out else prepared_schema(metadata_columns).empty_table()
 
 
 # ------------------------------------------------------------------------- stage 2
@@ -298,23 +307,23 @@ class Predictor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from .model import aggregate_windows, predict_windows
+        from .windowpack import unpack
 
-        size = self.info.params.image_size
         rows = batch.drop_columns(["images"]).to_pylist()
-        blobs = batch.column("images").to_pylist()
-        ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-        stacks = [np.frombuffer(blobs[i], np.uint8).reshape(-1, size, size, 3) for i in ok]
-        probs = predict_windows(self.model, np.concatenate(stacks)) if stacks else np.zeros(0, np.float32)
+        images, counts = unpack(batch.column("images"), self.info.params.image_size)
+        probs = predict_windows(self.model, images)
         now = dt.datetime.now(dt.timezone.utc)
         common = {"model_version": self.info.version, "featurizer_version": self.info.featurizer_version,
                   "run_id": self.run_id, "scored_at": now}
         start = 0
-        for i, stack in zip(ok, stacks):
-            window_scores = probs[start:start + len(stack)].astype(np.float32)
-            start += len(stack)
+        for row, count in zip(rows, counts):
+            if row["status"] != "ok":
+                continue
+            window_scores = probs[start:start + count].astype(np.float32)
+            start += count
             score = aggregate_windows(window_scores)
-            rows[i].update(score=score, predicted=int(score >= self.info.threshold),
-                           window_scores=window_scores.tolist(), n_windows=len(stack))
+            row.update(score=score, predicted=int(score >= self.info.threshold),
+                       window_scores=window_scores.tolist(), n_windows=int(count))
         for r in rows:
             r.update(common)
         return pa.Table.from_pylist(rows, schema=self.schema)
