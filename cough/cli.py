@@ -1,29 +1,49 @@
 """The ``cough`` command: one subcommand per job.
 
 Exit codes: 0 done (bad recordings are error rows, not failures), 1 the job failed,
-2 bad usage. Logs and progress go to stderr, a short summary to stdout (``--json``
-for schedulers).
+2 bad usage. Logs and progress go to stderr, a short summary to stdout; with ``--json``
+stdout is exactly one JSON object, also when the job fails (``status``, ``exit_code``,
+``error``), so a scheduler that parses it always learns the outcome.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import logging
+import re
 import sys
 
-from .errors import CoughError
+from . import __version__
+from .errors import CoughError, UsageError
 
 #: subcommand -> module with HELP, EXAMPLE, add_arguments(parser) and run(args) -> dict.
 JOBS = {
-    "synth": "cough.synth",
+    "synth": "jobs.synth",
     "featurize": "jobs.featurize",
     "train": "jobs.train",
     "score": "jobs.score",
     "report": "jobs.report",
     "nightly": "jobs.nightly",
 }
+#: Lines of an unexpected error's text that tell the user what to do; kept without -v.
+ADVICE = re.compile(r"\b(to fix|fix this|try|please|consider|make sure|you (can|may|should|need to|must)|"
+                    r"hint|instead)\b", re.IGNORECASE)
+log = logging.getLogger("cough")
+
+
+class CoughParser(argparse.ArgumentParser):
+    """argparse without abbreviations, whose errors reach :func:`main` (for ``--json``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        exc = UsageError(message)
+        exc.prog, exc.usage = self.prog, self.format_usage()
+        raise exc
 
 
 def _available_jobs():
@@ -36,9 +56,10 @@ def _available_jobs():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CoughParser(
         prog="cough", description="Batch processing of cough recordings on Ray.",
         epilog="exit codes: 0 done, 1 the job failed, 2 bad usage. Try 'cough <job> --help'.")
+    parser.add_argument("--version", action="version", version=f"cough {__version__}")
     sub = parser.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, module in _available_jobs():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
@@ -46,47 +67,90 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         module.add_arguments(p)
-        p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-        p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON object on stdout: the summary, or the error (status, exit_code)")
+        loud = p.add_mutually_exclusive_group()
+        loud.add_argument("-v", "--verbose", action="store_true",
+                          help="debug logging, Ray's and TensorFlow's logs, full error text on stderr")
+        loud.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr, no progress bars")
     return parser
 
 
-def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags every Ray job takes, spelled the same everywhere."""
-    from .flags import integer
+def _suggest(argv: list[str], jobs: list[str]) -> None:
+    """A usage error naming the closest job when the first word is not one."""
+    word = _job_word(argv)
+    if word is None or word in jobs:
+        return
+    close = difflib.get_close_matches(word, jobs, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else f" (jobs: {', '.join(jobs)})"
+    exc = UsageError(f"unknown job '{word}'{hint}")
+    exc.prog = "cough"
+    raise exc
 
-    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else the instance `ray start` runs on this machine, else a new local one); 'local': always a new local one")
-    parser.add_argument("--num-cpus", type=integer(at_least=1), help="CPUs of the local Ray instance cough starts (default: all); not with --address")
+
+def _job_word(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def brief(exc: BaseException) -> str:
+    """An unexpected error in a few lines: its type and first line, plus the lines of its text
+    that advise a fix (Ray's "To fix this ..."). The full text needs ``-v``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    advice = [line for line in lines[1:] if ADVICE.search(line) and not line.startswith(("File ", "Traceback"))]
+    return "\n".join([f"{type(exc).__name__}: {lines[0] if lines else ''}", *advice])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    want_json, verbose = "--json" in argv, bool({"-v", "--verbose"} & set(argv))
+    job, summary = None, {}
     try:
+        parser = build_parser()
+        jobs = list(parser._subparsers._group_actions[0].choices)
+        _suggest(argv, jobs)
+        job = _job_word(argv)
+        args = parser.parse_args(argv)
+        job = args.job
+        from .logs import setup_logging
+
+        setup_logging(verbose=args.verbose, quiet=args.quiet, job=job)
         if hasattr(args, "num_cpus"):
             from .runtime import check_ray_args
 
             check_ray_args(args.address, args.num_cpus)
         summary = args._module.run(args)
+        code, error = 0, None
     except CoughError as exc:
-        print(f"cough {args.job}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:  # a bug or an infrastructure failure: one line, details under -v
-        logging.getLogger("cough").debug("job failed", exc_info=True)
-        print(f"cough {args.job}: failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f" (rerun with -v for details)", file=sys.stderr)
-        return 1
+        code, error = exc.exit_code, str(exc)
+        summary = getattr(exc, "summary", {})
+        if getattr(exc, "usage", None):
+            print(exc.usage.rstrip(), file=sys.stderr)
+        print(f"{getattr(exc, 'prog', None) or f'cough {job}'}: error: {error}", file=sys.stderr)
     except KeyboardInterrupt:
-        print(f"cough {args.job}: interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(summary, sort_keys=True, default=str))
-    else:
+        code, error = 130, "interrupted"
+        print(f"cough {job}: interrupted", file=sys.stderr)
+    except Exception as exc:  # a bug or an infrastructure failure: the gist, details under -v
+        code, error = 1, str(exc) if verbose else brief(exc)
+        log.debug("job failed", exc_info=True)
+        print(f"cough {job}: failed: {type(exc).__name__}: {error}" if verbose else
+              f"cough {job}: failed: {error}\n(rerun with -v for the full error)", file=sys.stderr)
+    if want_json:
+        status = {"status": "ok" if code == 0 else "error", "exit_code": code, "job": job}
+        print(json.dumps({**summary, **status, **({"error": error} if code else {})}, sort_keys=True, default=str))
+    elif code == 0:
         for key, value in summary.items():
-            print(f"{key}: {value}")
-    return 0
+            if value is not None:
+                print(f"{key}: {_readable(value)}")
+    return code
+
+
+def _readable(value):
+    """Floats to 4 significant digits for a person (``--json`` keeps them whole)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    return value
 
 
 def run_module(job: str) -> None:

@@ -7,6 +7,7 @@ import os
 import socket
 
 from .errors import UsageError
+from .logs import ray_log_level, tame_ray
 
 log = logging.getLogger("cough")
 #: The address that always means a new, private local instance (Ray's own convention).
@@ -19,6 +20,16 @@ WORKER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "0",
 }
+
+
+def add_ray_arguments(parser) -> None:
+    """Flags every Ray job takes, spelled the same everywhere."""
+    from .flags import integer
+
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else the instance `ray start` "
+                                           f"runs on this machine, else a new local one); '{LOCAL}': always a new local one")
+    parser.add_argument("--num-cpus", type=integer(at_least=1), help="CPUs of the local Ray instance cough starts (default: all); "
+                                                     "not with --address")
 
 
 def check_ray_args(address: str | None, num_cpus: int | None) -> None:
@@ -42,6 +53,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     import ray
 
     if ray.is_initialized():
+        tame_ray()
         return
     check_ray_args(address, num_cpus)
     for key, value in WORKER_ENV.items():
@@ -54,12 +66,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
             log.warning("--num-cpus %d is ignored: joining the Ray instance already running on this machine "
                         "(give --address %s for a private instance of that size)", num_cpus, LOCAL)
     if address and address != LOCAL:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level=ray_log_level())
     else:
         ray.init(address=LOCAL, num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env,
-                 include_dashboard=False, dashboard_host="127.0.0.1")
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
+                 include_dashboard=False, dashboard_host="127.0.0.1", logging_level=ray_log_level())
+        log.debug("started a local Ray instance with %d CPUs", cpus())
+    tame_ray()
 
 
 def _given_address(address: str | None) -> str | None:
@@ -97,7 +109,7 @@ def _env_vars_not_set_by_job() -> dict:
 
     job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR, "{}"))
     taken = (job.get("runtime_env") or {}).get("env_vars") or {}
-    return {k: v for k, v in WORKER_ENV.items() if k not in taken}
+    return {k: os.environ.get(k, v) for k, v in WORKER_ENV.items() if k not in taken}
 
 
 def cpus() -> int:

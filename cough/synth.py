@@ -18,10 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import UsageError
-from .flags import integer, number
 
-HELP = "write a labelled synthetic cough archive (raw/ + labels.csv)"
-EXAMPLE = "cough synth --out data/sample --n 60 --seed 0"
 RATES = (8000, 16000, 22050, 44100, 48000)
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),
            "mp3": ("MP3", "MPEG_LAYER_III")}
@@ -125,17 +122,3 @@ def synth_archive(out: str | Path, *, n: int, seed: int = 0, max_duration_s: flo
             writer.writerow({**item, "label": "positive" if item["label"] else "negative"})
     return {"out": str(out), "recordings": n, "participants": len({p["group"] for p in plan}),
             "positive": sum(p["label"] for p in plan)}
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--out", required=True, help="directory to write raw/ and labels.csv into")
-    p.add_argument("--n", type=integer(at_least=1), required=True, help="number of recordings")
-    p.add_argument("--seed", type=integer(at_least=0), default=0)
-    p.add_argument("--max-duration-s", type=number(at_least=0.3, at_most=600), default=10.0, help="longest recording (default 10)")
-    p.add_argument("--positive-rate", type=number(at_least=0, at_most=1), default=0.4, help="share of positive participants")
-    p.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset of mp3,wav,ogg,flac")
-
-
-def run(args) -> dict:
-    return synth_archive(args.out, n=args.n, seed=args.seed, max_duration_s=args.max_duration_s,
-                         positive_rate=args.positive_rate, formats=tuple(args.formats.split(",")))

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CoughError
+from .logs import say
 from .runtime import WORKER_ENV
 from .model import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows, preprocess
 
@@ -224,9 +225,9 @@ def cache_small(datasets: dict, n_images: int, image_size: int, *, fraction: flo
     need = n_images * image_size * image_size * 3
     have = ray.cluster_resources().get("object_store_memory", 0)
     if need > fraction * have:
-        log.info("streaming %d images (%.0f MB) from storage every epoch", n_images, need / 1e6)
+        log.debug("streaming %d images (%.0f MB) from storage every epoch", n_images, need / 1e6)
         return datasets
-    log.info("caching %d images (%.0f MB) in the object store", n_images, need / 1e6)
+    log.debug("caching %d images (%.0f MB) in the object store", n_images, need / 1e6)
     return {name: ds.materialize() for name, ds in datasets.items()}
 
 
@@ -486,6 +487,8 @@ def train_loop(config: dict) -> None:
         update = broadcast_from_rank_zero(update)
         state = update["state"]
         state["history"].append(update["row"])
+        if rank == 0:
+            say(epoch_line(update["row"], cfg.epochs, best=update["improved"] and cfg.early_stopping))
         if update["improved"] and cfg.early_stopping:
             best_weights = model.get_weights()
         _report(model, state, update["row"], rank, best_weights=best_weights)
@@ -502,6 +505,14 @@ def train_loop(config: dict) -> None:
             parts.append(evaluate_shard(model, shard, cfg.class_weight).assign(split=name))
         predictions = pd.concat(parts, ignore_index=True)
     _report(model, state, {"epoch": state["epoch"], "final": True}, rank, predictions=predictions)
+
+
+def epoch_line(row: dict, epochs: int, *, best: bool = False) -> str:
+    """One training epoch as a person reads it."""
+    auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.3f}"
+    return (f"train: epoch {row['epoch'] + 1}/{epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}, "
+            f"val_loss {row['val_loss']:.4f}{' (best)' if best else ''}, val_auc {auc} "
+            f"({row['fit_s'] + row['val_s']:.1f} s)")
 
 
 def _judge_epoch(model, val_shard, cfg: TrainConfig, state: dict, epoch: int, fit_history: dict,
@@ -614,7 +625,8 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
             name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            worker_runtime_env={"env_vars": TRAIN_WORKER_ENV}),
+            worker_runtime_env={"env_vars": {**TRAIN_WORKER_ENV, "TF_CPP_MIN_LOG_LEVEL": os.environ.get(
+                "TF_CPP_MIN_LOG_LEVEL", TRAIN_WORKER_ENV["TF_CPP_MIN_LOG_LEVEL"])}}),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )

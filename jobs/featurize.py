@@ -11,10 +11,10 @@ import datetime as dt
 import logging
 
 from cough import __version__
-from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
 from cough.features import DEFAULT_PARAMS, MAX_WINDOW_S, WINDOWINGS, FeaturizerParams
 from cough.flags import integer, number
+from cough.runtime import add_ray_arguments
 
 HELP = "decode recordings and write mel-spectrogram image shards (Parquet)"
 EXAMPLE = "cough featurize data/sample/raw --labels data/sample/labels.csv --out out/features"
@@ -36,6 +36,8 @@ def add_arguments(p) -> None:
                         "recording channel's bandwidth cannot show in the images (e.g. 4000 for archives that "
                         "mix 8 kHz phone lines with wideband apps; default: off)")
     p.add_argument("--batch-size", type=integer(at_least=1), default=64, help="recordings per shard (default 64)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be read and written, and stop (no Ray, nothing written)")
     add_ray_arguments(p)
 
 
@@ -54,12 +56,26 @@ def recordings_frame(source: str, labels: str | None, group_pattern: str | None)
     return frame, index.metadata_columns
 
 
+def plan(frame, out: str) -> dict:
+    """What featurizing ``frame`` (see :func:`recordings_frame`) into ``out`` would do."""
+    import os
+
+    from cough.storage import exists
+
+    return {"dry_run": True, "would_read": len(frame),
+            "formats": frame["path"].map(lambda p: os.path.splitext(p)[1].lstrip(".").lower() or "none")
+                                   .value_counts().sort_index().to_dict(),
+            "labelled": int(frame["label"].notna().sum()), "participants": int(frame["group"].nunique()),
+            "would_write": out, "would_replace": exists(out)}
+
+
 def featurize(source: str, out: str, *, labels=None, group_pattern=None,
               params: FeaturizerParams = DEFAULT_PARAMS, batch_size: int = 64,
-              address: str | None = None, num_cpus: int | None = None) -> dict:
+              address: str | None = None, num_cpus: int | None = None, dry_run: bool = False) -> dict:
     """Featurize every recording under ``source`` into ``out`` (replaced atomically).
 
     Joins Ray at ``address`` or starts a local instance, unless Ray is already up.
+    ``dry_run``: only :func:`plan`.
     """
     from cough.audio import TASK_MEMORY
     from cough.runtime import archive_dataset, init_ray
@@ -71,6 +87,8 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     frame, metadata_columns = recordings_frame(source, labels, group_pattern)
     if frame.empty:
         raise CoughError(f"SOURCE {source} holds no recordings")
+    if dry_run:
+        return plan(frame, out)
     init_ray(address, num_cpus=num_cpus)
     log.info("featurizing %d recordings from %s", len(frame), source)
     with atomic_dir(out) as staging:
@@ -99,8 +117,10 @@ def run(args) -> dict:
                               bandwidth_hz=args.bandwidth_hz)
     return featurize(args.source, args.out, labels=args.labels, group_pattern=args.group_pattern,
                      params=params, batch_size=args.batch_size, address=args.address,
-                     num_cpus=args.num_cpus)
+                     num_cpus=args.num_cpus, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":
+    from cough.cli import run_module
+
     run_module("featurize")

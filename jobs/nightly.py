@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 
-from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
 from cough.flags import number
+from cough.runtime import add_ray_arguments
 
 HELP = "score tonight's new recordings, write the operational report next to PRED, fail on many errors"
 EXAMPLE = ("cough nightly data/sample/raw --model out/demo/model --pred out/nightly/pred "
@@ -60,8 +60,10 @@ def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=No
     rate = error_rate(pred, run_id=scored["run_id"])
     summary.update(report=report, error_rate=rate)
     if rate is not None and rate > max_error_rate:
-        raise CoughError(f"{rate:.1%} of tonight's {scored['scored']} recordings failed, over the "
-                         f"{max_error_rate:.1%} limit; reasons in {join(report, 'report.html')}")
+        alarm = CoughError(f"{rate:.1%} of tonight's {scored['scored']} recordings failed, over the "
+                           f"{max_error_rate:.1%} limit; reasons in {join(report, 'report.html')}")
+        alarm.summary = summary  # what --json prints beside the error
+        raise alarm
     return summary
 
 
@@ -71,4 +73,6 @@ def run(args) -> dict:
 
 
 if __name__ == "__main__":
+    from cough.cli import run_module
+
     run_module("nightly")

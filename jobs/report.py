@@ -7,7 +7,6 @@ the report is a pandas/scikit-learn job on the columns it needs (see docs/report
 
 from __future__ import annotations
 
-from cough.cli import run_module
 from cough.flags import integer, number
 
 HELP = "evaluate predictions against true labels and write an HTML report, metrics.json and plots"
@@ -44,4 +43,6 @@ def run(args) -> dict:
 
 
 if __name__ == "__main__":
+    from cough.cli import run_module
+
     run_module("report")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 
 from cough import __version__
-from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
 from cough.flags import integer, number
 from cough.quality import NO_GATE, QualityGate
+from cough.runtime import add_ray_arguments
 
 HELP = "score recordings with a MODEL into PRED (Parquet), incrementally and crash-safe"
 EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
@@ -47,6 +47,9 @@ def add_arguments(p) -> None:
     p.add_argument("--actor-cpus", type=number(above=0), default=1.0, help="CPUs reserved per inference actor (default 1)")
     p.add_argument("--actor-threads", type=integer(at_least=1, at_most=1024),
                    help="TensorFlow threads per inference actor (default: its reserved CPUs, at least 1)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be read, skipped (already scored) and written, and stop "
+                        "(no Ray, nothing written; reads every file to hash it)")
     add_ray_arguments(p)
 
 
@@ -54,6 +57,37 @@ def is_featurize_out(source: str) -> bool:
     from cough.storage import exists, is_dir, join
 
     return exists(join(source, "manifest.json")) and is_dir(join(source, "images"))
+
+
+def plan(source: str, pred: str, info, *, labels=None, group_pattern=None, rescore: bool = False) -> dict:
+    """What scoring ``source`` into ``pred`` with the model ``info`` would do: the files are
+    hashed (as a run does) to count those this model version already scored."""
+    import pyarrow.parquet as pq
+
+    from cough.audio import read_bytes
+    from cough.recording import recording_id
+    from cough.score import NOTHING_SCORED, scored_keys
+    from cough.storage import exists, join, resolve
+
+    if is_featurize_out(source):
+        fs, root = resolve(join(source, "recordings"))
+        rows = pq.read_table(root, filesystem=fs, columns=["recording_id", "path"]).to_pylist()
+        ids, paths = [r["recording_id"] for r in rows], [r["path"] for r in rows]
+    else:
+        from jobs.featurize import recordings_frame
+
+        paths = list(recordings_frame(source, labels, group_pattern)[0]["path"])
+        ids = []
+        for path in paths:
+            try:
+                ids.append(recording_id(read_bytes(path)))
+            except (OSError, CoughError):
+                ids.append(None)
+    scored = NOTHING_SCORED if rescore or not exists(pred) else scored_keys(pred, info.version)
+    known = scored.has_ids([i or "" for i in ids])
+    skip = sum(bool(k) if i else p in scored.unreadable for i, p, k in zip(ids, paths, known))
+    return {"dry_run": True, "would_read": len(paths), "would_skip": int(skip), "would_score": len(paths) - int(skip),
+            "model_version": info.version, "would_write": pred, "pred_exists": exists(pred)}
 
 
 def _inputs(source: str, labels, group_pattern, model_info):
@@ -64,9 +98,6 @@ def _inputs(source: str, labels, group_pattern, model_info):
     from cough.storage import join, read_json, resolve
 
     if is_featurize_out(source):
-        if labels or group_pattern:
-            raise UsageError("SOURCE is a featurize OUT whose labels and groups were attached when it was "
-                             "made; drop --labels/--group-pattern")
         manifest = read_json(join(source, "manifest.json"))
         if manifest.get("featurizer_version") != model_info.featurizer_version:
             raise CoughError(f"SOURCE {source} was featurized with featurizer version "
@@ -91,11 +122,14 @@ def _inputs(source: str, labels, group_pattern, model_info):
 
 def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
           gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0, actor_threads: int | None = None,
-          rows_per_file: int = 50_000, address: str | None = None, num_cpus: int | None = None) -> dict:
+          rows_per_file: int = 50_000, address: str | None = None, num_cpus: int | None = None,
+          dry_run: bool = False) -> dict:
     """Score SOURCE with MODEL into PRED; returns the run's counts.
 
     >>> score("data/sample/raw", "out/demo/model", "out/demo/pred")   # doctest: +SKIP
     {'inputs': 60, 'scored': 60, 'ok': 60, 'errors': 0, 'skipped': 0, ...}
+
+    ``dry_run``: only :func:`plan`.
     """
     import pyarrow as pa
     import ray
@@ -111,6 +145,11 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     info = read_model_info(model)
     if not exists(source):
         raise CoughError(f"SOURCE {source} does not exist")
+    if (labels or group_pattern) and is_featurize_out(source):
+        raise UsageError("SOURCE is a featurize OUT whose labels and groups were attached when it was "
+                         "made; drop --labels/--group-pattern")
+    if dry_run:
+        return plan(source, pred, info, labels=labels, group_pattern=group_pattern, rescore=rescore)
     ds, prepare, prepare_kwargs, n_inputs, metadata_columns, stage1_batch = _inputs(
         source, labels, group_pattern, info)
     init_ray(address, num_cpus=num_cpus)
@@ -197,8 +236,10 @@ def run(args) -> dict:
                  gate=NO_GATE if args.no_quality_gate else QualityGate(min_snr_db=args.min_snr_db,
                                                                      max_clipped_fraction=args.max_clipped_fraction), actors=args.actors,
                  actor_cpus=args.actor_cpus, actor_threads=args.actor_threads, address=args.address,
-                 num_cpus=args.num_cpus)
+                 num_cpus=args.num_cpus, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":
+    from cough.cli import run_module
+
     run_module("score")

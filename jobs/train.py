@@ -15,10 +15,10 @@ import os
 import time
 
 from cough import __version__
-from cough.cli import add_ray_arguments, run_module
 from cough.errors import CoughError, UsageError
 from cough.flags import integer, number
 from cough.model import ARCHITECTURES, CLASS_NAMES
+from cough.runtime import add_ray_arguments
 
 HELP = "train the CNN on featurize shards with Ray Train (group-wise splits, checkpoints)"
 EXAMPLE = "cough train out/features --out out/model --epochs 20 --workers 2"
@@ -117,6 +117,7 @@ def _prepare_run(run_dir: str, settings: dict, resume: bool) -> None:
 def train(shards: str, out: str, args) -> dict:
     import ray
 
+    from cough.logs import native_stderr_muted
     from cough.model import write_model
     from cough.runtime import init_ray
     from cough.storage import join
@@ -136,8 +137,11 @@ def train(shards: str, out: str, args) -> dict:
                          image_size=int(manifest["featurizer"]["image_size"]), class_weight=weights,
                          train_images=len(windows["train"]), eval_splits=[s for s in groups if s != "train"],
                          trace_dir=args.trace_dir)
-    log.info("splits: %s; class weights %s", {k: f"{len(v)} groups" for k, v in groups.items()}, weights)
+    log.info("splits (participants): %s; class weights %s", ", ".join(f"{k} {len(v)}" for k, v in groups.items()),
+             ", ".join(f"{CLASS_NAMES[k]} {w:.3g}" for k, w in weights.items()))
 
+    with native_stderr_muted():  # Ray Train's TensorFlow backend imports TensorFlow in the driver
+        import ray.train.tensorflow  # noqa: F401
     init_ray(args.address, num_cpus=args.num_cpus)
     storage, name, ours = _storage(args)
     run_dir = join(storage, name)
@@ -188,4 +192,6 @@ def run(args) -> dict:
 
 
 if __name__ == "__main__":
+    from cough.cli import run_module
+
     run_module("train")

@@ -1,0 +1,119 @@
+"""The command line's conventions: --version, no abbreviations, suggestions for mistyped
+jobs, one JSON object on stdout whatever happens, the gist of an unexpected error with
+its advice (all of it with -v), --dry-run, `python -m jobs.<name>`, a quiet default log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cough import __version__
+from cough.cli import JOBS, brief, main
+
+from .conftest import ROOT, SAMPLE
+from .test_score import model_dir, sample_pred  # noqa: F401 (fixtures)
+
+
+def _json(capsys) -> dict:
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out
+    return json.loads(out[0])
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"cough {__version__}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["featurise", "x", "--out", "y"], "did you mean 'featurize'?"),
+    (["featurize", "x", "--o", "y"], "the following arguments are required: --out"),
+    (["featurize", "x", "--out", "y", "--label", "l.csv"], "unrecognized arguments: --label"),
+    (["featurize", "x", "--out", "y", "--num-cpu", "2"], "unrecognized arguments: --num-cpu"),
+    (["featurize", "x", "--out", "y", "-v", "-q"], "not allowed with argument"),
+])
+def test_usage_errors_exit_2_with_one_json_object(capsys, argv, message):
+    assert main([*argv, "--json"]) == 2
+    summary = _json(capsys)
+    assert summary["status"] == "error" and summary["exit_code"] == 2 and message in summary["error"]
+
+
+def test_a_failed_job_prints_its_error_as_json(tmp_path, capsys):
+    assert main(["featurize", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--json"]) == 1
+    summary = _json(capsys)
+    assert (summary["status"], summary["exit_code"], summary["job"]) == ("error", 1, "featurize")
+    assert "does not exist" in summary["error"]
+
+
+def test_an_unexpected_error_keeps_its_gist_and_advice_and_all_of_it_with_v(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = ["synth", "--out", str(blocker / "archive"), "--n", "1"]  # a directory inside a file
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "NotADirectoryError" in err and "rerun with -v" in err and "Traceback" not in err
+    assert main([*argv, "-v"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    text = brief(RuntimeError("Could not connect.\n  at gcs_client.cc:210\nTo fix this, set RAY_ADDRESS."))
+    assert text == "RuntimeError: Could not connect.\nTo fix this, set RAY_ADDRESS."
+
+
+def test_dry_runs_say_what_would_happen_without_ray_or_writing(tmp_path, capsys, sample_pred, model_dir):
+    import ray
+
+    ray.shutdown()
+    out = tmp_path / "features"
+    assert main(["featurize", str(SAMPLE / "raw"), "--labels", str(SAMPLE / "labels.csv"), "--out", str(out),
+                 "--dry-run", "--json"]) == 0
+    plan = _json(capsys)
+    assert (plan["would_read"], plan["labelled"], plan["participants"]) == (60, 60, 22)
+    assert plan["formats"] == {"flac": 16, "mp3": 30, "ogg": 14} and not plan["would_replace"]
+    archive = tmp_path / "raw"
+    archive.mkdir()
+    for f in sorted((SAMPLE / "raw").iterdir())[:5]:  # five already in PRED
+        (archive / f.name).write_bytes(f.read_bytes())
+    (archive / "new.mp3").write_bytes(b"ID3" + b"\0" * 100)
+    before = sorted(p.name for p in sample_pred.iterdir())
+    assert main(["score", str(archive), "--model", str(model_dir), "--out", str(sample_pred), "--dry-run",
+                 "--json"]) == 0
+    plan = _json(capsys)
+    assert (plan["would_read"], plan["would_skip"], plan["would_score"]) == (6, 5, 1)
+    assert not out.exists() and sorted(p.name for p in sample_pred.iterdir()) == before
+    assert not ray.is_initialized()
+
+
+def test_every_job_runs_as_python_m_jobs_name():
+    for job in JOBS:
+        result = subprocess.run([sys.executable, "-m", f"jobs.{job}", "--help"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0 and f"cough {job}" in result.stdout, (job, result.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_training_logs_one_line_per_epoch_and_no_noise(tmp_path, sample_features, fresh_ray):
+    result = subprocess.run([sys.executable, "-m", "cough", "train", str(sample_features), "--out",
+                             str(tmp_path / "model"), "--epochs", "2", "--num-cpus", "2", "--address", "local"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if not line.startswith("cough train: ")] == [], lines
+    epochs = [line for line in lines if line.startswith("cough train: epoch ")]
+    assert len(epochs) == 2 and "val_auc" in epochs[0] and epochs[1].startswith("cough train: epoch 2/2: loss ")
+
+
+def test_quiet_keeps_only_warnings(tmp_path, capsys, ray_local):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in sorted((SAMPLE / "raw").iterdir())[:3]:
+        (raw / f.name).write_bytes(f.read_bytes())
+    (raw / "broken.mp3").write_bytes(b"ID3" + b"\0" * 100)
+    assert main(["featurize", str(raw), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "cough featurize: featurizing 4 recordings" in err and "cough featurize: warning: 1 of 4" in err
+    assert main(["featurize", str(raw), "--out", str(tmp_path / "b"), "-q"]) == 0
+    quiet = capsys.readouterr().err.strip().splitlines()
+    assert len(quiet) == 1 and quiet[0].startswith("cough featurize: warning: 1 of 4"), quiet
