@@ -64,7 +64,9 @@ def plan(source: str, pred: str, info, *, labels=None, group_pattern=None, resco
     hashed (as a run does) to count those this model version already scored."""
     import pyarrow.parquet as pq
 
-    from cough.audio import read_bytes
+    from cough.audio import RECORDING_BUDGET
+    from cough.errors import RecordingError
+    from cough.listing import Entry
     from cough.recording import recording_id
     from cough.score import NOTHING_SCORED, scored_keys
     from cough.storage import exists, join, resolve
@@ -76,12 +78,12 @@ def plan(source: str, pred: str, info, *, labels=None, group_pattern=None, resco
     else:
         from jobs.featurize import recordings_frame
 
-        paths = list(recordings_frame(source, labels, group_pattern)[0]["path"])
-        ids = []
-        for path in paths:
+        entries = recordings_frame(source, labels, group_pattern)[0].to_dict("records")
+        paths, ids = [e["path"] for e in entries], []
+        for entry in entries:  # read and hashed as a run does (cough.score.prepare_recordings)
             try:
-                ids.append(recording_id(read_bytes(path)))
-            except (OSError, CoughError):
+                ids.append(recording_id(Entry.from_dict(entry).read(max_bytes=RECORDING_BUDGET)))
+            except RecordingError:
                 ids.append(None)
     scored = NOTHING_SCORED if rescore or not exists(pred) else scored_keys(pred, info.version)
     known = scored.has_ids([i or "" for i in ids])
