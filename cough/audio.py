@@ -41,8 +41,8 @@ FFMPEG_TIMEOUT_S = 300
 class Budget:
     """Memory one recording may use from decoding to its images, in bytes.
 
-    Peak memory was measured with tracemalloc (decode + :func:`cough.features.featurize`,
-    numpy buffers) and is bounded by 18 bytes per decoded sample (samples, their float32
+    Peak memory was measured with tracemalloc (:func:`cough.recording.process`: decode,
+    quality, featurize; numpy buffers) and is bounded by 18 bytes per decoded sample (samples, their float32
     copy, the mono mix), 16 per sample at the featurizer's rate ``target_rate``
     (resampled signal, mel power, images), and a fixed workspace: the STFT's chunks of
     :data:`cough.melspec.FRAMES_PER_CHUNK` frames (two of them alive at once, ~50 MiB measured). Low rates are costly:

@@ -78,8 +78,10 @@ class Entry:
             if not stat.S_ISREG(st.st_mode):
                 raise RecordingError(f"not a regular file ({_kind(st.st_mode)})")
             _check_size(st.st_size, max_bytes)
-            try:
-                data = f.read(max_bytes + 1)
+            try:  # read(n) allocates n bytes up front: ask for the file's size, not the budget
+                data = f.read(st.st_size + 1)
+                if len(data) > st.st_size:  # growing while we read: at most what the budget allows
+                    data += f.read(max_bytes + 1 - len(data))
             except OSError as exc:
                 raise RecordingError(f"cannot read file: {exc.strerror or exc}") from None
         _check_size(len(data), max_bytes)
@@ -254,11 +256,13 @@ def _walk_store(source: str) -> list[Entry]:
 
 
 def _read_uri(uri: str, max_bytes: int) -> bytes:
-    from .storage import open_input
+    from .storage import resolve
 
     try:
-        with open_input(uri) as f:
-            data = f.read(max_bytes + 1)
+        fs, path = resolve(uri)
+        with fs.open_input_file(path) as f:
+            _check_size(f.size(), max_bytes)
+            data = f.read(f.size())
     except OSError as exc:
         raise RecordingError(f"cannot read file: {exc.strerror or exc}") from None
     except CoughError as exc:

@@ -41,26 +41,27 @@ class Processed:
 
 
 def process(entry: Entry | str, info: dict | None = None, *, params: FeaturizerParams = DEFAULT_PARAMS,
-            data: bytes | None = None) -> Processed:
+            data: bytes | None = None, budget: int = RECORDING_BUDGET) -> Processed:
     """Read, decode, measure (:mod:`cough.quality`) and featurize one recording (an
     :class:`~cough.listing.Entry` of SOURCE, or a path); a bad one gives an ``error`` row,
     never raises.
 
     ``info`` carries ``label``, ``group`` and metadata into the row; ``data``, the file's
-    bytes when the caller has read them already.
+    bytes when the caller has read them already; ``budget``, the bytes of memory the
+    recording may use, its file included (:class:`cough.audio.Budget`).
     """
     entry = entry if isinstance(entry, Entry) else Entry(entry)
     row = {"recording_id": None, "path": entry.path, "status": "error", "error": None, "duration_s": None,
            "sample_rate": None, "channels": None, "format": None, "n_windows": 0, **(info or {})}
     try:
         if data is None:
-            data = entry.read(max_bytes=RECORDING_BUDGET)
+            data = entry.read(max_bytes=budget)
     except RecordingError as exc:
         row["error"] = str(exc)
         return Processed(row)
     row["recording_id"] = recording_id(data)
     try:
-        audio = decode(data, budget=Budget(RECORDING_BUDGET - len(data), target_rate=params.sample_rate))
+        audio = decode(data, budget=Budget(budget - len(data), target_rate=params.sample_rate))
         row.update(duration_s=audio.duration_s, sample_rate=audio.sample_rate,
                    channels=audio.channels, format=audio.format)
         # One recording is small work: BLAS threads only fight the other Ray workers for cores

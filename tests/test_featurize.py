@@ -144,39 +144,40 @@ def test_decode_refuses_implausible_sample_rates(tmp_path, rate):
 
 @pytest.mark.parametrize("rate, channels, fmt", [
     (48000, 2, "wav"), (1000, 1, "wav"), (8000, 1, "flac"), (48000, 2, "webm"), (44100, 1, "m4a")])
-def test_decoding_and_featurizing_stay_within_the_budget_and_longer_recordings_are_refused(
-        tmp_path, rate, channels, fmt):
-    """The tested bound (docs/security.md): the largest recording a budget admits peaks below
-    the budget (numpy buffers, tracemalloc), and one second more is refused, in either decoder."""
+def test_one_recording_stays_within_its_budget_and_longer_ones_are_refused(tmp_path, rate, channels, fmt):
+    """The tested bound (docs/security.md): the largest recording a budget admits is read,
+    decoded, measured and featurized (cough.recording.process, the one featurizing path) with
+    a peak of numpy's buffers (tracemalloc) under the budget; one second more is refused."""
     import tracemalloc
 
     from cough.audio import Budget
+    from cough.recording import process
 
-    budget = Budget(96 << 20)
-    featurize_audio(decode(_bytes_of(np.full(22050, 0.1, np.float32))))  # imports and caches, not per recording
-    frames = budget.max_frames(rate, channels)
+    budget = 96 << 20
+    process(str(_cough(tmp_path / "warm.wav")))  # imports and caches, not per recording
 
-    def recording(n: int) -> bytes:
-        wav = tmp_path / f"{n}.wav"
-        y = np.random.default_rng(0).uniform(-0.5, 0.5, (n, channels)).astype(np.float32)
+    def recording(name: str, frames: int) -> Path:
+        wav = tmp_path / f"{name}.wav"
+        y = np.random.default_rng(0).uniform(-0.5, 0.5, (frames, channels)).astype(np.float32)
         sf.write(wav, y, rate, subtype="PCM_16", format="FLAC" if fmt == "flac" else "WAV")
         if fmt in ("webm", "m4a"):
-            wav = _ffmpeg_convert(wav, tmp_path / f"{n}.{fmt}", "-c:a", "libopus" if fmt == "webm" else "aac")
-        return wav.read_bytes()
+            wav = _ffmpeg_convert(wav, tmp_path / f"{name}.{fmt}", "-c:a", "libopus" if fmt == "webm" else "aac")
+        return wav
 
-    data = recording(frames - rate // 2)  # codecs pad a little
+    # the longest recording admitted (half a second less: codecs pad), the file's size counted in
+    size = recording("fits", Budget(budget).max_frames(rate, channels)).stat().st_size
+    fits = recording("fits", Budget(budget - size).max_frames(rate, channels) - rate // 2)
     tracemalloc.start()
     try:
-        audio = decode(data, budget=budget)
-        featurize_audio(audio)
+        done = process(str(fits), budget=budget)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert audio.channels == channels and audio.sample_rate == rate
-    assert audio.samples.shape[1] >= frames - rate // 2
-    assert peak <= budget.max_bytes
-    with pytest.raises(RecordingError, match="longer than the .* that fit in the 96 MiB"):
-        decode(recording(frames + rate), budget=budget)
+    assert done.row["status"] == "ok", done.row["error"]
+    assert done.row["channels"] == channels and done.row["sample_rate"] == rate
+    assert peak <= budget
+    too_long = process(str(recording("long", Budget(budget).max_frames(rate, channels) + rate)), budget=budget).row
+    assert too_long["status"] == "error" and re.search("longer than the .* that fit in the \\d+ MiB", too_long["error"])
 
 
 def test_a_one_hour_webm_of_3_mb_is_refused_after_bounded_work(tmp_path):
