@@ -28,6 +28,8 @@ JOBS = {
     "report": "jobs.report",
     "nightly": "jobs.nightly",
 }
+#: Arguments that name files or folders (checked by :func:`cough.runtime.check_paths`).
+PATH_ARGS = ("source", "shards", "pred", "out", "labels", "model", "storage", "trace_dir")
 #: Lines of an unexpected error's text that tell the user what to do; kept without -v.
 ADVICE = re.compile(r"\b(to fix|fix this|try|please|consider|make sure|you (can|may|should|need to|must)|"
                     r"hint|instead)\b", re.IGNORECASE)
@@ -114,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         from .logs import setup_logging
 
         setup_logging(verbose=args.verbose, quiet=args.quiet, job=job)
-        if hasattr(args, "num_cpus"):
-            from .runtime import check_ray_args
+        from .runtime import check_paths, check_ray_args
 
+        check_paths({name: getattr(args, name) for name in PATH_ARGS if getattr(args, name, None)})
+        if hasattr(args, "num_cpus"):
             check_ray_args(args.address, args.num_cpus)
         summary = args._module.run(args)
         code, error = 0, None

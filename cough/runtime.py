@@ -10,6 +10,9 @@ from .errors import UsageError
 from .logs import ray_log_level, tame_ray
 
 log = logging.getLogger("cough")
+#: Set by Ray's job supervisor for the entrypoint of a job submitted with ``ray job submit``
+#: (ray._private.runtime_env.constants.RAY_JOB_CONFIG_JSON_ENV_VAR; not imported: that loads Ray).
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 #: The address that always means a new, private local instance (Ray's own convention).
 LOCAL = "local"
 
@@ -38,6 +41,20 @@ def check_ray_args(address: str | None, num_cpus: int | None) -> None:
         raise UsageError(f"--num-cpus sizes a local instance that cough starts, but the job joins the Ray "
                          f"cluster at {_given_address(address)} (--address or RAY_ADDRESS), whose size is set "
                          f"by whoever started it: drop --num-cpus, or give --address {LOCAL} for a private instance")
+
+
+def check_paths(paths: dict[str, str]) -> None:
+    """Under ``ray job submit`` a job runs in Ray's copy of the submitter's working directory,
+    on whichever node runs the driver: a relative path would be read from, or written into,
+    that copy, and vanish with it. So there, every path must be absolute or a URI."""
+    if RAY_JOB_ENV not in os.environ:
+        return
+    relative = [f"{name.upper()} {path}" for name, path in paths.items()
+                if path and "://" not in path and not os.path.isabs(path)]
+    if relative:
+        raise UsageError(f"{', '.join(relative)}: a relative path under `ray job submit` would resolve in Ray's "
+                         f"copy of the working directory ({os.getcwd()}), and what is written there vanishes "
+                         "with it; give absolute paths (e.g. \"$PWD/...\") or URIs")
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
@@ -105,9 +122,7 @@ def _env_vars_not_set_by_job() -> dict:
     merge a driver's env var with the same key from ``ray job submit --runtime-env``."""
     import json
 
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
-
-    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR, "{}"))
+    job = json.loads(os.environ.get(RAY_JOB_ENV, "{}"))
     taken = (job.get("runtime_env") or {}).get("env_vars") or {}
     return {k: os.environ.get(k, v) for k, v in WORKER_ENV.items() if k not in taken}
 

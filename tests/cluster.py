@@ -7,7 +7,6 @@ Its own --temp-dir keeps a plain `ray.init()` elsewhere from joining it by accid
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -73,26 +72,3 @@ def ray_head(num_cpus: int = 2, temp_dir: str | None = None):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, 9)
         log.close()
-
-
-def submit(url: str, *entrypoint: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`ray job submit --working-dir . -- <entrypoint>`, waiting for the job to finish.
-
-    Right after start the node's dashboard agent may not be up yet; Ray then answers
-    'No available agent ... try again later', and we do.
-    """
-    deadline = time.time() + 90
-    while True:
-        job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".",
-                              "--", *entrypoint], cwd=cwd, env=_env(), capture_output=True, text=True,
-                             timeout=timeout)
-        if "No available agent" not in job.stderr or time.time() > deadline:
-            return job
-        time.sleep(2)
-
-
-def last_json(text: str) -> dict:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise AssertionError(f"no JSON summary in output:\n{text[-3000:]}")

@@ -1,34 +1,95 @@
-"""Jobs submitted to a real Ray cluster with `ray start --head` and `ray job submit`,
-as the README tells users to do."""
+"""The README's cluster walkthrough, run as written (`ray start` + `ray job submit`), beside
+another Ray instance that must survive it; plus what a submitted job refuses."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from .cluster import last_json, ray_head, submit
-from .conftest import ROOT, SAMPLE
+from .conftest import ROOT
 from .test_score import write_model
 
 pytestmark = pytest.mark.slow
+MARKER = "<!-- cluster walkthrough: tests/test_cluster_jobs.py runs this block as written -->"
+STOP = "kill $HEAD_PID"
+#: Run before the README's last line, while the head is up.
+EXTRA = """
+echo "head: $HEAD pid $HEAD_PID"
+ray job submit --address $DASHBOARD --working-dir . -- python -m jobs.featurize data/sample/raw \\
+    --out out/relative && echo "relative: 0" || echo "relative: $?"
+ray job submit --address $DASHBOARD --working-dir . -- python -m jobs.score "$PWD/data/sample/raw" \\
+    --model "$PWD/no-model" --out "$PWD/out/cluster/pred2" && echo "no model: 0" || echo "no model: $?"
+"""
 
 
-def test_featurize_and_score_submitted_as_ray_jobs(tmp_path, fresh_ray):
-    out, pred = tmp_path / "features", tmp_path / "pred"
-    model = write_model(tmp_path / "model")
-    with ray_head() as (_, url):
-        featurized = submit(url, sys.executable, "-m", "jobs.featurize", str(SAMPLE / "raw"),
-                            "--labels", str(SAMPLE / "labels.csv"), "--out", str(out), "--json", cwd=ROOT)
-        assert featurized.returncode == 0, featurized.stdout[-3000:] + featurized.stderr[-3000:]
-        scored = submit(url, sys.executable, "-m", "jobs.score", str(SAMPLE / "raw"), "--model", str(model),
-                        "--out", str(pred), "--json", cwd=ROOT)
-        assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
-        failed = submit(url, sys.executable, "-m", "jobs.score", str(SAMPLE / "raw"), "--model",
-                        str(tmp_path / "no-model"), "--out", str(tmp_path / "pred2"), cwd=ROOT)
-    summary = last_json(featurized.stdout)
-    assert summary["inputs"] == summary["ok"] == pq.read_table(out / "recordings").num_rows == 60
-    assert last_json(scored.stdout)["scored"] == 60 == pq.read_table(pred).num_rows
-    assert failed.returncode != 0 and "has no model.json" in failed.stdout + failed.stderr
-    assert not (tmp_path / "pred2").exists()
+def walkthrough() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text[text.index(MARKER):], re.S).group(1)
+    assert block.rstrip().splitlines()[-1].startswith(STOP)
+    return block
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of this machine's processes whose command line contains ``text`` (Linux /proc)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _gone(head_dir: str, timeout: float = 60) -> bool:
+    """No process left whose command line names the head's temp dir."""
+    deadline = time.time() + timeout
+    while _processes_naming(head_dir):
+        if time.time() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
+def test_the_readme_cluster_walkthrough_runs_as_written_beside_another_ray(tmp_path, ray_local):
+    repo = tmp_path / "repo"  # the files the block uses, so that its out/ lands here
+    for part in ("cough", "jobs", "data/sample"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / ".venv").symlink_to(sys.prefix)
+    write_model(repo / "out" / "demo" / "model")
+    block = walkthrough()
+    script = block.replace(STOP, EXTRA.strip() + "\n" + STOP)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
+    done = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    head = re.search(r"head: (\S+) pid (\d+)", done.stdout)
+    assert head, output[-5000:]
+    if _alive(int(head.group(2))):  # the README's last line did not stop it: clean up, then fail
+        os.kill(int(head.group(2)), 15)
+        pytest.fail(f"the head outlived `{STOP}`:\n{output[-3000:]}")
+    assert _gone(head.group(1)), "processes of the walkthrough's head are left"
+
+    features, pred = repo / "out" / "cluster" / "features", repo / "out" / "cluster" / "pred"
+    assert pq.read_table(features / "recordings").num_rows == 60, output[-5000:]
+    assert pq.read_table(pred).num_rows == 60
+    assert re.search(r"relative: [1-9]", done.stdout) and "relative path under `ray job submit`" in output
+    assert not (repo / "out" / "relative").exists()
+    assert re.search(r"no model: [1-9]", done.stdout) and "has no model.json" in output
+    assert not (repo / "out" / "cluster" / "pred2").exists()
+    assert ray_local.cluster_resources()["CPU"] == 2  # the other instance lives on
