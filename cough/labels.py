@@ -1,7 +1,8 @@
 """Labels, groups (participants) and metadata for recordings.
 
 A labels CSV has ``filename`` (basename or path relative to SOURCE) and ``label``;
-``group`` is optional; every other column is carried through as metadata.
+``group`` is optional; every other column is carried through as metadata, except that a
+column named like one of our tables' own (:func:`reserved_columns`) is refused.
 """
 
 from __future__ import annotations
@@ -22,8 +23,28 @@ POSITIVE = {"positive", "pos", "1", "true", "yes", "covid", "covid-19"}
 NEGATIVE = {"negative", "neg", "0", "false", "no", "healthy"}
 #: Parent-folder names that give the label when there is no CSV (Keras flow_from_directory).
 FOLDER_LABELS = {"pos": 1, "positive": 1, "neg": 0, "negative": 0}
-RESERVED = {"recording_id", "path", "window", "label", "group", "image", "log_mel", "status",
-            "error", "duration_s", "sample_rate", "channels", "n_windows", "format", "problem", "open_as"}
+#: The columns a labels CSV gives a meaning; every other one is metadata.
+INPUT_COLUMNS = ("filename", "label", "group")
+
+
+def reserved_columns() -> frozenset[str]:
+    """Column names that our tables (recordings, images, PRED, score's stage 1) or PRED's
+    readers (the report) give a meaning, besides :data:`INPUT_COLUMNS`: a metadata column
+    with one of these names would clash with ours, so a labels CSV may not use them.
+
+    >>> {"score", "threshold", "run_id", "window_scores", "n_windows"} <= reserved_columns()
+    True
+    >>> "site" in reserved_columns() or "label" in reserved_columns()
+    False
+    """
+    from .listing import ENTRY_COLUMNS
+    from .report import PRED_COLUMNS
+    from .schema import images_schema, recordings_schema
+    from .score import pred_schema, prepared_schema
+
+    names = {*recordings_schema([]).names, *images_schema([]).names, *prepared_schema([]).names,
+             *pred_schema([]).names, *ENTRY_COLUMNS, *PRED_COLUMNS}
+    return frozenset(names - set(INPUT_COLUMNS))
 
 
 def parse_label(value) -> int | None:
@@ -108,8 +129,8 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
     """Read a labels CSV (or none) into a :class:`LabelIndex` for ``source``.
 
     Filenames that escape SOURCE (``..`` or absolute paths elsewhere) are refused; so are
-    (exit 2) a column name that appears twice once trimmed, and two rows for one file that
-    disagree. Identical repeated rows are used once, with one warning.
+    (exit 2) a column name that appears twice once trimmed or is one of
+    :func:`reserved_columns`, and two rows for one file that disagree. Identical repeated rows are used once, with one warning.
     """
     index = LabelIndex(source=source, group_pattern=compile_group_pattern(group_pattern))
     if csv is None:
@@ -132,7 +153,11 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
     missing = {"filename", "label"} - set(table.columns)
     if missing:
         raise CoughError(f"labels CSV {csv} lacks column(s) {sorted(missing)}; it needs filename,label[,group,...]")
-    index.metadata_columns = [c for c in table.columns if c not in {"filename", "label", "group"} | RESERVED]
+    clash = [c for c in table.columns if c in reserved_columns()]
+    if clash:
+        raise UsageError(f"labels CSV {csv}: column(s) {', '.join(map(repr, clash))} would clash with the column(s) "
+                         "of that name in the tables cough writes (recordings, images, PRED); rename them")
+    index.metadata_columns = [c for c in table.columns if c not in INPUT_COLUMNS]
     root = PurePosixPath(_strip_scheme(source))
     first_line, repeats = {}, []
     for line, rec in enumerate(table.to_dict("records"), start=2):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,28 @@ def test_quiet_keeps_only_warnings(tmp_path, capsys, ray_local):
     assert main(["featurize", str(raw), "--out", str(tmp_path / "b"), "-q"]) == 0
     quiet = capsys.readouterr().err.strip().splitlines()
     assert len(quiet) == 1 and quiet[0].startswith("cough featurize: warning: 1 of 4"), quiet
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory) -> Path:
+    from .test_score import write_model
+
+    return write_model(tmp_path_factory.mktemp("untrained") / "model")
+
+
+@pytest.mark.parametrize("column", ["score", "threshold"])
+@pytest.mark.parametrize("job", ["featurize", "score"])
+def test_a_labels_column_named_like_ours_exits_2_naming_it_before_ray(tmp_path, capsys, untrained_model, job, column):
+    """A ``score`` column crashed `cough score` with an Arrow type error; a ``threshold`` column
+    silently became the report's decision threshold."""
+    import ray
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"filename,label,site,{column}\nx.mp3,positive,home,0.9\n")
+    model = ["--model", str(untrained_model)] if job == "score" else []
+    ray_was_up = ray.is_initialized()
+    code = main([job, str(SAMPLE / "raw"), "--labels", str(csv), "--out", str(tmp_path / "out"), *model, "--json"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"'{column}'" in err and "'site'" not in err
+    assert ray.is_initialized() == ray_was_up and not (tmp_path / "out").exists()

@@ -531,3 +531,14 @@ def test_log_mel_is_librosas_melspectrogram_in_db():
     ref = librosa.power_to_db(librosa.feature.melspectrogram(
         y=y, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels), ref=np.max, top_db=p.top_db)
     np.testing.assert_allclose(log_mel(y), ref, atol=1e-3)
+
+
+def test_labels_csv_columns_named_like_our_tables_are_refused_and_others_carried(tmp_path):
+    from cough.errors import UsageError
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text("filename,label,group,site,run_id,n_windows\na.wav,positive,p1,home,r,3\n")
+    with pytest.raises(UsageError, match="'run_id', 'n_windows' would clash"):
+        load_labels(str(csv), str(tmp_path))
+    csv.write_text("filename,label,group,site\na.wav,positive,p1,home\n")
+    assert load_labels(str(csv), str(tmp_path)).lookup(str(tmp_path / "a.wav"))["site"] == "home"
