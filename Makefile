@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest
 
 # The bundled sample trains the model; tonight's arrivals (a fresh synthetic archive of
 # other participants) are scored and reported, as a nightly run would.

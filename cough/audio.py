@@ -19,7 +19,6 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -100,9 +99,15 @@ def decode(data: bytes, *, budget: Budget = DEFAULT_BUDGET) -> Audio:
     Raises :class:`RecordingError` with a reason a person understands when the bytes
     are not usable audio, declare an implausible rate, or hold more than fits.
 
-    >>> audio = decode(Path("cough.wav").read_bytes())   # doctest: +SKIP
+    >>> import io, soundfile
+    >>> wav = io.BytesIO()
+    >>> soundfile.write(wav, np.zeros((22050, 2), "float32"), 22050, format="WAV")
+    >>> audio = decode(wav.getvalue())       # samples: (channels, n) float32
     >>> audio.samples.shape, audio.sample_rate
-    ((1, 44100), 44100)
+    ((2, 22050), 22050)
+    >>> decode(b"not audio")
+    Traceback (most recent call last):
+    cough.errors.RecordingError: not a recognised audio file (no audio stream found)
     """
     if len(data) == 0:
         raise RecordingError("empty file (0 bytes)")

@@ -4,8 +4,11 @@ says the flag's range in its own terms, before Ray or anything else starts.
 >>> import argparse
 >>> p = argparse.ArgumentParser()
 >>> _ = p.add_argument("--actors", type=integer(at_least=1))
->>> p.parse_args(["--actors", "0"])   # doctest: +SKIP
-error: argument --actors: must be at least 1, not 0
+>>> p.parse_args(["--actors", "2"]).actors
+2
+>>> integer(at_least=1)("0")   # argparse reports it as "argument --actors: must be ..." and exits 2
+Traceback (most recent call last):
+argparse.ArgumentTypeError: must be at least 1, not 0
 """
 
 from __future__ import annotations

@@ -64,8 +64,11 @@ def tensor_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
 def to_numpy(column) -> np.ndarray:
     """A fixed-shape tensor column (pyarrow or Ray's own numpy batch) → ``(n, *shape)`` ndarray.
 
-    >>> import pyarrow.parquet as pq
-    >>> images = to_numpy(pq.read_table("OUT/images", columns=["image"])["image"])  # doctest: +SKIP
+    >>> column = tensor_column(np.zeros((2, 4, 4, 3)), pa.fixed_shape_tensor(pa.uint8(), [4, 4, 3]))
+    >>> to_numpy(column).shape, to_numpy(column).dtype
+    ((2, 4, 4, 3), dtype('uint8'))
+
+    Read from a featurize OUT: ``to_numpy(pq.read_table("OUT/images", columns=["image"])["image"])``.
     """
     if isinstance(column, np.ndarray) and column.dtype != object:
         return column

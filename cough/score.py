@@ -77,7 +77,7 @@ def read_model_info(model_dir: str) -> ModelInfo:
     """Check a MODEL without loading TensorFlow; a :class:`CoughError` says what is wrong.
 
     >>> info = read_model_info("out/demo/model")   # doctest: +SKIP
-    >>> info.threshold, info.featurizer_version
+    >>> info.threshold, info.featurizer_version    # doctest: +SKIP
     (0.5, '3f1c...')
     """
     from .model import CLASS_NAMES, META_FILE, WEIGHTS_FILE, read_meta
