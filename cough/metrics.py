@@ -63,6 +63,38 @@ def bootstrap_weights(groups, *, n_boot: int = 1000, seed: int = 0) -> Iterator[
         yield counts[codes].astype(float)
 
 
+def bootstrap_draws(statistic: Callable[[np.ndarray], dict], groups, *, n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Every value ``statistic(sample_weight)`` returns, over ``n_boot`` group resamples
+    (NaN where undefined): ``{name: array of shape (n_boot,)}``."""
+    import sklearn
+
+    draws: dict[str, list[float]] = {}
+    # The inputs were validated once; skip sklearn's per-call checks in this hot loop.
+    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+        for weights in bootstrap_weights(groups, n_boot=n_boot, seed=seed):
+            for name, value in statistic(weights).items():
+                draws.setdefault(name, []).append(np.nan if value is None else float(value))
+    return {name: np.asarray(values) for name, values in draws.items()}
+
+
+def percentile_intervals(draws: dict[str, np.ndarray], *, level: float = LEVEL) -> tuple[dict, dict]:
+    """``(intervals, reasons)`` from :func:`bootstrap_draws`: ``intervals[name]`` is the
+    percentile interval ``[low, high]`` or None, and ``reasons[name]`` says why it is None."""
+    intervals, reasons = {}, {}
+    tail = 100 * (1 - level) / 2
+    for name, values in draws.items():
+        ok = np.isfinite(values)
+        if ok.mean() < MIN_VALID_RESAMPLES:
+            intervals[name] = None
+            reasons[name] = (f"defined in only {ok.mean():.0%} of {len(values)} bootstrap resamples of the "
+                             f"participants (too few participants of one class)")
+        else:
+            low, high = np.percentile(values[ok], [tail, 100 - tail])
+            intervals[name] = [float(low), float(high)]
+    return intervals, reasons
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], dict], groups, *, n_boot: int = 1000, seed: int = 0,
                  level: float = LEVEL) -> tuple[dict, dict]:
     """Percentile intervals of every value ``statistic(sample_weight)`` returns, over group resamples.
@@ -75,27 +107,62 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], dict], groups, *, n_boot: int
     >>> ci["auc"][0] < auc(y, s) < ci["auc"][1]
     True
     """
-    import sklearn
+    return percentile_intervals(bootstrap_draws(statistic, groups, n_boot=n_boot, seed=seed), level=level)
 
-    draws: dict[str, list[float]] = {}
-    # The inputs were validated once; skip sklearn's per-call checks in this hot loop.
-    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
-        for weights in bootstrap_weights(groups, n_boot=n_boot, seed=seed):
-            for name, value in statistic(weights).items():
-                draws.setdefault(name, []).append(np.nan if value is None else float(value))
-    intervals, reasons = {}, {}
-    tail = 100 * (1 - level) / 2
-    for name, values in draws.items():
-        values = np.asarray(values)
-        ok = np.isfinite(values)
-        if ok.mean() < MIN_VALID_RESAMPLES:
-            intervals[name] = None
-            reasons[name] = (f"defined in only {ok.mean():.0%} of {n_boot} bootstrap resamples of the "
-                             f"participants (too few participants of one class)")
-        else:
-            low, high = np.percentile(values[ok], [tail, 100 - tail])
-            intervals[name] = [float(low), float(high)]
-    return intervals, reasons
+
+def wilson(successes: float, n: float, *, level: float = LEVEL) -> list[float] | None:
+    """Wilson score interval ``[low, high]`` of the proportion ``successes / n`` (None when
+    ``n`` is 0). ``n`` may be an effective sample size (not whole). Unlike a percentile
+    bootstrap, it keeps its width at 0% and 100%: 26 of 26 gives about 87% to 100%.
+    (scipy's ``binomtest(...).proportion_ci(method="wilson")`` takes whole counts only.)
+
+    >>> [round(x, 3) for x in wilson(26, 26)]
+    [0.871, 1.0]
+    """
+    from scipy.stats import norm
+
+    if n <= 0:
+        return None
+    z = float(norm.ppf(0.5 + level / 2))
+    p, z2 = successes / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return [max(0.0, center - half), min(1.0, center + half)]
+
+
+def clustered_wilson(hits, groups, boot_values, *, level: float = LEVEL) -> list[float] | None:
+    """Wilson interval of the share of ``hits`` (bool per row of a rate's denominator) when
+    rows come in clusters (``groups``: recordings of one participant resemble each other).
+
+    The effective sample size is n / design effect. The design effect is the variance of the
+    rate over participant resamples (``boot_values``) over the binomial variance p(1-p)/n,
+    at least 1; at 0% or 100%, where both are 0, it is the mean number of rows per
+    participant (as if each participant's rows all agreed). With one row per participant
+    this is the plain Wilson interval.
+    """
+    hits = np.asarray(hits, dtype=bool)
+    n = len(hits)
+    if n == 0:
+        return None
+    p = hits.mean()
+    per_group = n / len(pd.unique(np.asarray(groups, dtype=object)))
+    boot = np.asarray(boot_values, dtype=float)
+    boot = boot[np.isfinite(boot)]
+    if 0 < p < 1 and len(boot) > 1:
+        deff = max(1.0, float(np.var(boot, ddof=1)) / (p * (1 - p) / n))
+    else:
+        deff = per_group
+    n_eff = n / deff
+    return wilson(p * n_eff, n_eff, level=level)
+
+
+#: How every interval in metrics.json and the report is computed (stated in both).
+CI_METHOD = {
+    "auc": "percentile bootstrap over participants (all recordings of a person drawn together)",
+    "rates": ("Wilson score interval on the effective sample size: n divided by the design effect (the variance "
+              "of the rate over participant resamples over the binomial variance, at least 1; at 0% or 100% the "
+              "mean number of recordings per participant). Keeps its width at 0% and 100%."),
+}
 
 
 def auc(y, score, sample_weight=None) -> float:
@@ -211,12 +278,14 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot:
             values["auc_difference"] = values["auc"] - values["baseline_auc"]
         return values
 
-    intervals, ci_why = bootstrap_ci(statistic, groups, n_boot=n_boot, seed=seed)
-    for name in ("auc", *RATES):
-        value = out[name]
-        out[f"{name}_ci"] = intervals.get(name) if value is not None else None
-        if value is not None and out[f"{name}_ci"] is None:
-            why[f"{name}_ci"] = ci_why.get(name, "not computable")
+    draws = bootstrap_draws(statistic, groups, n_boot=n_boot, seed=seed)
+    intervals, ci_why = percentile_intervals(draws)
+    out["auc_ci"] = intervals.get("auc") if out["auc"] is not None else None
+    if out["auc"] is not None and out["auc_ci"] is None:
+        why["auc_ci"] = ci_why.get("auc", "not computable")
+    for name, (rows, hits) in _rate_rows(y, predicted).items():
+        out[f"{name}_ci"] = (clustered_wilson(hits[rows], groups[rows], draws[name])
+                             if out[name] is not None else None)
     if baseline is not None:
         out["baseline_auc"] = finite(auc(y, baseline))
         out["baseline_auc_ci"] = intervals.get("baseline_auc") if out["baseline_auc"] is not None else None
@@ -225,6 +294,13 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot:
         out["auc_difference_ci"] = intervals.get("auc_difference") if diff is not None else None
     out["not_computable"] = why
     return out
+
+
+def _rate_rows(y: np.ndarray, predicted: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """For each of :data:`RATES`, ``(rows of its denominator, hit per row)``."""
+    pos, called = y == 1, predicted == 1
+    return {"sensitivity": (pos, called), "specificity": (~pos, ~called), "ppv": (called, pos),
+            "npv": (~called, ~pos), "accuracy": (np.ones(len(y), bool), pos == called)}
 
 
 def auc_with_ci(y, score, groups, *, n_boot: int = 1000, seed: int = 0) -> dict:

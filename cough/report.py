@@ -489,6 +489,7 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
         metrics["by_subgroup"][column] = result
 
     warnings += shortcut_warnings(metrics)
+    metrics["confounds"] = confound_warnings(metrics)
     metrics["warnings"] = warnings
     metrics["not_computable"] = not_computable
     arrays = {"rows": rows, "people": people, "baseline": base_scores, "alone": alone_scores, "current": current}
@@ -504,6 +505,14 @@ def shortcut_warnings(metrics: dict) -> list[str]:
                    "on this data there is no evidence that it separates positive from negative recordings.")
     if metrics["n_groups"] and metrics["n_groups"] < FEW_GROUPS and auc is not None:
         out.append(f"Only {metrics['n_groups']} participants: every interval in this report is rough.")
+    return out + confound_warnings(metrics)
+
+
+def confound_warnings(metrics: dict) -> list[str]:
+    """The warnings that the model's skill may come from how recordings were made (the
+    recording channel, a site) rather than from the cough."""
+    out = []
+    auc, ci = metrics.get("auc"), metrics.get("auc_ci")
     strat = metrics.get("stratified_auc") or {}
     if (ci is not None and ci[0] > 0.5 and strat.get("auc_ci") is not None and strat["auc_ci"][0] <= 0.5):
         out.append(f"Compared only with recordings of the same {strat['by']}, the model's AUC is {_num(strat['auc'])} "
@@ -552,14 +561,19 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
     from sklearn.calibration import CalibrationDisplay
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-    sns.set_theme(style="whitegrid", context="notebook")
+    # Legible on a phone: a figure is shown at most ~400 px wide there, so fonts are sized
+    # against the figure's width (about 1/30 of it), and legends are not shrunk below it.
+    sns.set_theme(style="whitegrid", context="notebook", rc={"font.size": 13, "axes.titlesize": 14,
+                                                            "axes.labelsize": 13, "legend.fontsize": 12,
+                                                            "legend.title_fontsize": 12,
+                                                            "xtick.labelsize": 12, "ytick.labelsize": 12})
     plt.rcParams["text.parse_math"] = False  # labels from metadata are text: "$5-$10" is not mathtext
     rows, people = arrays["rows"], arrays["people"]
     y, score = rows["label"].to_numpy(int), rows["score"].to_numpy(float)
     both = len(np.unique(y)) == 2
     plots = {}
     if both:
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig, ax = plt.subplots(figsize=(5, 4.6))
         RocCurveDisplay.from_predictions(y, score, ax=ax, name="model, recordings", plot_chance_level=True)
         if len(np.unique(people["label"])) == 2:
             RocCurveDisplay.from_predictions(people["label"].to_numpy(int), people["score"], ax=ax,
@@ -567,18 +581,20 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
         if arrays["baseline"] is not None:
             RocCurveDisplay.from_predictions(y, arrays["baseline"], ax=ax, name="metadata-only baseline",
                                              curve_kwargs={"linestyle": "--", "color": "grey"})
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right")
         ax.set_title("ROC curve")
         plots["roc.png"] = _png(fig)
 
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig, ax = plt.subplots(figsize=(5, 4.6))
         PrecisionRecallDisplay.from_predictions(y, score, ax=ax, name="model", plot_chance_level=True)
         ax.set_title("Precision–recall curve")
         plots["precision_recall.png"] = _png(fig)
 
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig, ax = plt.subplots(figsize=(5, 4.6))
         CalibrationDisplay.from_predictions(y, score, n_bins=10, ax=ax, name="model")
-        ax.set_title("Calibration: predicted vs observed share of positives")
+        ax.set_title("Calibration: score vs observed share")
+        ax.set_xlabel("mean score in the bin")
+        ax.set_ylabel("share truly positive")
         plots["calibration.png"] = _png(fig)
     if len(rows):
         fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -590,28 +606,29 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
         ax.set_title(f"At threshold {metrics['threshold']:g}")
         plots["confusion_matrix.png"] = _png(fig)
 
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(5, 3.8))
         data = pd.DataFrame({"score": score, "true label": np.where(y == 1, "positive", "negative")})
         sns.histplot(data, x="score", hue="true label", hue_order=["negative", "positive"], bins=20,
                      binrange=(0, 1), stat="density", common_norm=False, element="step", ax=ax)
         ax.axvline(metrics["threshold"], color="black", linestyle="--", label="threshold")
-        ax.set_title("Scores of truly negative and truly positive recordings")
+        ax.set_title("Scores by true label")
+        ax.set_xlabel("score (not a calibrated probability)")
         plots["score_by_class.png"] = _png(fig)
     for column, result in metrics["by_subgroup"].items():
         levels = [(k, v) for k, v in result["levels"].items()]
-        fig, ax = plt.subplots(figsize=(7, 0.5 * len(levels) + 1.5))
+        fig, ax = plt.subplots(figsize=(5, 0.5 * len(levels) + 1.6))
         for i, (name, v) in enumerate(levels):
             if v["auc"] is not None:
                 lo, hi = v["auc_ci"] if v["auc_ci"] else (v["auc"], v["auc"])
                 ax.errorbar(v["auc"], i, xerr=[[v["auc"] - lo], [hi - v["auc"]]], fmt="o", color="C0", capsize=4)
             else:
-                ax.text(0.5, i, "not computable", ha="center", va="center", color="grey", fontsize=9)
+                ax.text(0.5, i, "not computable", ha="center", va="center", color="grey")
         ax.set_yticks(range(len(levels)), [f"{k} (n={v['n']})" for k, v in levels])
         ax.set_ylim(-0.7, len(levels) - 0.3)
         ax.axvline(0.5, color="black", linestyle=":")
         if metrics["auc"] is not None:
             ax.axvline(metrics["auc"], color="C1", linestyle="--", label="all recordings")
-            ax.legend(fontsize=8, loc="lower left")
+            ax.legend(loc="lower left")
         ax.set_xlim(0, 1)
         ax.set_xlabel("AUC with 95% CI")
         ax.set_title(f"AUC within each {column} group")
@@ -619,19 +636,19 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
     ok = arrays["current"]
     ok = ok[ok["status"] == "ok"] if len(ok) else ok
     if len(ok):
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(5, 3.8))
         drift = ops["drift"]
         if drift.get("reference_run"):
             scored = frame[frame["status"] == "ok"]
             for run, label in ((drift["reference_run"], "previous run"), (drift["current_run"], "latest run")):
                 sns.histplot(scored.loc[scored["run_id"] == run, "score"].astype(float), bins=10, binrange=(0, 1),
                              stat="density", element="step", fill=False, ax=ax, label=f"{label} ({run})")
-            ax.legend(fontsize=8)
-            ax.set_title("Score distribution: latest run against the previous one")
+            ax.legend()
+            ax.set_title("Scores: latest run vs the previous")
         else:
             sns.histplot(ok["score"].astype(float), bins=20, binrange=(0, 1), ax=ax)
-            ax.set_title("Score distribution, every scored recording")
-        ax.set_xlabel("score (model's probability of positive)")
+            ax.set_title("Scores of every scored recording")
+        ax.set_xlabel("score (not a calibrated probability)")
         plots["score_distribution.png"] = _png(fig)
     return plots
 
@@ -663,8 +680,13 @@ def _ci(ci, pct: bool = False) -> str:
 
 def _table(header, rows) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f"<td{_nowrap(c)}>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _nowrap(cell) -> str:
+    """Short cells (numbers, intervals) stay on one line; a long table scrolls instead."""
+    return " class='n'" if len(str(cell)) <= 24 else ""
 
 
 def _img(plots: dict, name: str, alt: str) -> str:
@@ -675,21 +697,52 @@ def _img(plots: dict, name: str, alt: str) -> str:
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
-color:#222;line-height:1.5}h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}table{border-collapse:
-collapse;margin:.8rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}th{background:#f4f4f4}
+color:#222;line-height:1.5;overflow-wrap:anywhere}h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:.8rem 0}
+td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;overflow-wrap:normal}th{background:#f4f4f4}
+.n{white-space:nowrap}
 .warn{background:#fff4d6;border-left:5px solid #e0a800;padding:.6rem 1rem;margin:1rem 0}.note{color:#555;font-size:.92rem}
-figure{margin:1rem 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
-.big{font-size:1.15rem}"""
+.banner{background:#eef3fb;border-left:5px solid #3a6ec2;padding:.6rem 1rem;margin:1rem 0}
+.use{background:#fdecec;border-left:5px solid #c23a3a;padding:.6rem 1rem;margin:1rem 0}
+figure{margin:1rem 0}img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
+.big{font-size:1.15rem}@media (max-width:30rem){body{margin:1rem auto;padding:0 .6rem}h1{font-size:1.35rem}
+.big{font-size:1.05rem}}"""
+#: What the score is for, and what it must not be used for (the report's intended-use box).
+INTENDED_USE = ("A research screening signal, not a diagnosis. The score ranks recordings by how much they resemble "
+                "the positive recordings of the training data; it does not say whether a person has COVID-19. It has "
+                "not been validated clinically and must not be used to decide anyone's testing, treatment or "
+                "isolation.")
+
+
+def _provenance_html(prov: dict) -> str:
+    synthetic = {"yes": "<b>Synthetic data</b>: made by <code>cough synth</code>, not recordings of people. These "
+                        "numbers say whether the pipeline works, nothing about coughs.",
+                 "partly": "<b>Partly synthetic data</b>: some recordings were made by <code>cough synth</code>.",
+                 "no": "Not recognised as synthetic."}[prov["synthetic"]]
+    sources = ", ".join(html.escape(str(s)) for s in prov["sources"]) or "not recorded"
+    return (f"<div class='banner'><b>Data</b>: {sources}. {synthetic} "
+            f"<span class='note'>({html.escape(prov['evidence'])})</span><br><b>Labels</b>: "
+            f"{html.escape(prov['labels'])}.</div>")
+
+
+def _intended_use_html(confounds: list[str]) -> str:
+    text = f"<div class='use'><b>Intended use</b>: {html.escape(INTENDED_USE)}"
+    if confounds:
+        text += (f"<br><b>Confound warning</b>: {html.escape(confounds[0])}"
+                 + (f" ({len(confounds) - 1} more under 'Read this first'.)" if len(confounds) > 1 else ""))
+    return text + "</div>"
 
 
 def render_html(metrics: dict, plots: dict) -> str:
     """The report a person reads: plain words first, numbers with their uncertainty, every plot inline."""
     m, ops, meta = metrics, metrics["operations"], metrics["run"]
     g, base = m["group_level"], m["shortcut_baseline"]
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Cough model report</title>"
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>Cough model report</title>"
              f"<style>{CSS}</style></head><body><h1>Cough model report</h1>",
              f"<p class='note'>Predictions: {html.escape(str(meta['pred']))} · model version "
-             f"{html.escape(str(meta['model_version']))} · written {html.escape(meta['generated_at'])}</p>"]
+             f"{html.escape(str(meta['model_version']))} · written {html.escape(meta['generated_at'])}</p>",
+             _provenance_html(m["provenance"]), _intended_use_html(m["confounds"])]
     parts.append("<h2>In short</h2>")
     if m["excluded_training"]:
         parts.append(f"<p>{m['excluded_training']} of the {m['n_labelled_scored']} labelled recordings come from "
@@ -721,9 +774,11 @@ def render_html(metrics: dict, plots: dict) -> str:
 <li><b>AUC</b> (area under the ROC curve): the chance that a randomly chosen positive recording gets a higher score
 than a randomly chosen negative one. 0.5 is a coin toss, 1.0 is a perfect ranking.</li>
 <li><b>95% CI</b> (confidence interval): the range the value would likely take with other participants from the same
-population. It comes from 1000s of resamples of the <i>participants</i> (all recordings of a person are drawn
-together), because one person's coughs resemble each other and are not independent evidence. A wide interval means
-too little data to be sure; an AUC interval that includes 0.5 means no evidence of skill.</li>
+population. For the AUC it comes from 1000s of resamples of the <i>participants</i> (all recordings of a person are
+drawn together), because one person's coughs resemble each other and are not independent evidence. For rates it is a
+Wilson interval on as many independent observations as the recordings are worth (fewer than the recordings when a
+person's recordings agree), so that 26 of 26 reads "87% to 100%", not "100% to 100%". A wide interval means too little
+data to be sure; an AUC interval that includes 0.5 means no evidence of skill.</li>
 <li><b>Sensitivity</b>: of the truly positive recordings, the share the model calls positive.
 <b>Specificity</b>: of the truly negative ones, the share it calls negative.
 <b>PPV</b> (positive predictive value): of the recordings it calls positive, the share truly positive.
@@ -766,7 +821,8 @@ positive outranks a negative recorded the same way. A model that only recognises
         parts.append(_img(plots, "confusion_matrix.png", "Confusion matrix: rows are the truth, columns the model's call.")
                      + _img(plots, "score_by_class.png", "Score histograms of truly negative and truly positive "
                             "recordings; good separation means little overlap."))
-        parts.append("<h2>Can the scores be read as probabilities?</h2>")
+        parts.append("<h2>Can the scores be read as probabilities?</h2><p>Not unless this section shows they are "
+                     "calibrated: this report calls them scores.</p>")
         parts.append(f"<p>Brier score {_num(m['brier'], 3)} (participants {_num(g['brier'], 3)}). In the plot, points "
                      "on the diagonal mean that, among recordings scored about x, a share x is truly positive.</p>")
         parts.append(_img(plots, "calibration.png", "Calibration curve (10 equal-width score bins)."))
@@ -825,8 +881,10 @@ positive outranks a negative recorded the same way. A model that only recognises
     if m["not_computable"]:
         parts.append("<h2>What could not be computed, and why</h2>" + _table(
             ["value", "reason"], sorted(m["not_computable"].items())))
-    parts.append(f"<p class='note'>Labels: {html.escape(meta['labels'])}. Intervals: percentile bootstrap, "
-                 f"{meta['n_boot']} resamples of participants, seed {meta['seed']}. cough {html.escape(meta['cough_version'])}.</p>")
+    parts.append(f"<p class='note'>Labels: {html.escape(meta['labels'])}. 95% intervals: AUC, "
+                 f"{html.escape(m['ci_method']['auc'])}, {meta['n_boot']} resamples, seed {meta['seed']}; rates "
+                 f"(sensitivity, specificity, PPV, NPV, accuracy), {html.escape(m['ci_method']['rates'])} "
+                 f"cough {html.escape(meta['cough_version'])}.</p>")
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
 
@@ -846,6 +904,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     >>> m["auc"], m["auc_ci"], m["warnings"]                                # doctest: +SKIP
     """
     from . import __version__
+    from .provenance import describe
     from .storage import atomic_dir, join, resolve, write_json
 
     if n_boot < 100:
@@ -901,6 +960,10 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
         warnings.append(f"The scores of the latest run drifted from the previous run's (PSI {ops['drift']['psi']:.2f} "
                         f"> {M.PSI_WARN:g}): the incoming recordings, or how they are processed, have changed.")
     metrics["warnings"] = warnings + metrics["warnings"]
+    metrics["ci_method"] = M.CI_METHOD
+    metrics["provenance"] = describe(sorted({str(r["source"]) for r in records if r.get("source")}),
+                                     frame["group"].unique() if "group" in frame else [],
+                                     _label_source(labels_text, label_info, records))
     metrics["threshold_source"] = t_source
     metrics["operations"] = ops
     metrics["run"] = {"pred": pred, "model_version": version, "model": meta["_dir"] if meta else None,
@@ -919,6 +982,14 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
             f.write(page.encode())
         write_json(join(staging, "metrics.json"), {**metrics, "plots": sorted(plots)})
     return metrics
+
+
+def _label_source(text: str, label_info: dict | None, records) -> str:
+    """Where the evaluated labels came from, as far as PRED's run records tell."""
+    attached = sorted({str(r["labels"]) for r in records if r.get("labels")})
+    if label_info is not None or not attached:
+        return text
+    return f"{text}, attached by cough score from {', '.join(attached)}"
 
 
 def clean(obj):

@@ -10,6 +10,7 @@ tone, negative ones are brighter. Formats (mp3/wav/ogg/flac), sample rates
 from __future__ import annotations
 
 import csv
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import UsageError
+from .provenance import MARKER, synth_marker
 
 RATES = (8000, 16000, 22050, 44100, 48000)
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),
@@ -93,7 +95,8 @@ def _write_chunk(args) -> None:
 def synth_archive(out: str | Path, *, n: int, seed: int = 0, max_duration_s: float = 10.0,
                   positive_rate: float = 0.4, formats: tuple[str, ...] = tuple(FORMATS),
                   workers: int | None = None) -> dict:
-    """Write ``n`` recordings to ``out/raw`` and their labels to ``out/labels.csv``.
+    """Write ``n`` recordings to ``out/raw``, their labels to ``out/labels.csv``, and the
+    parameters to ``out/synth.json`` (:data:`cough.provenance.MARKER`: this is synthetic data).
 
     >>> synth_archive("/tmp/archive", n=20, seed=1)   # doctest: +SKIP
     {'out': '/tmp/archive', 'recordings': 20, 'participants': 8, 'positive': 9}
@@ -120,5 +123,8 @@ def synth_archive(out: str | Path, *, n: int, seed: int = 0, max_duration_s: flo
         writer.writeheader()
         for item in plan:
             writer.writerow({**item, "label": "positive" if item["label"] else "negative"})
+    with open(os.path.join(str(out), MARKER), "w") as f:  # how a report recognises synthetic data
+        json.dump(synth_marker(n=n, seed=seed, max_duration_s=max_duration_s, positive_rate=positive_rate,
+                               formats=list(formats)), f, indent=1)
     return {"out": str(out), "recordings": n, "participants": len({p["group"] for p in plan}),
             "positive": sum(p["label"] for p in plan)}

@@ -20,7 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("--by", nargs="+", default=[], metavar="COLUMN",
                    help="columns to break the metrics down by (e.g. source sample_rate)")
     p.add_argument("--threshold", type=number(at_least=0, at_most=1),
-                   help="decision threshold (default: PRED's threshold column, else 0.5)")
+                   help="decision threshold on the score (default: the threshold in the model.json of the MODEL "
+                        "that PRED's run records name, else 0.5)")
     p.add_argument("--model-version", help="which model's predictions (default: the latest)")
     p.add_argument("--include-training", action="store_true",
                    help="also evaluate recordings of participants the model was trained or tuned on (optimistic)")

@@ -205,7 +205,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         supersedes = [r["run_id"] for r in committed_runs(pred) if r["model_version"] == info.version] \
             if rescore else []
         committed = writer.commit({"model_version": info.version, "featurizer_version": info.featurizer_version,
-                                   "source": source, "model": model, "rescore": rescore,
+                                   "source": source, "model": model, "labels": labels, "rescore": rescore,
                                    "quality_gate": gate.to_dict(),
                                    "metadata_columns": metadata_columns, "cough_version": __version__,
                                    **counts}, supersedes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 import soundfile as sf
@@ -27,6 +28,8 @@ def test_archive_is_mixed_labelled_and_reproducible(tmp_path):
     assert len({i.samplerate for i in infos}) > 1 and {i.channels for i in infos} == {1, 2}
     assert len({f.suffix for f in files}) > 2
     assert all(0.25 <= i.duration <= 3.1 for i in infos)
+    marker = json.loads((tmp_path / "a" / "synth.json").read_text())  # how a report knows it is synthetic
+    assert marker["synthetic"] is True and (marker["seed"], marker["n"]) == (3, 24)
     synth_archive(tmp_path / "b", n=24, seed=3, max_duration_s=3)
     assert _digest(tmp_path / "a" / "raw") == _digest(tmp_path / "b" / "raw")  # same seed, same audio
 
