@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 DEMO   := out/demo
 
-.PHONY: install test demo bench lock sample clean
+.PHONY: install test test-fast demo bench lock sample clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("cough needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest
+
+# Pure functions and usage errors only: no Ray, no training, no whole report (tests/conftest.py).
+test-fast: install
+	$(BIN)/python -m pytest -m fast
 
 # The bundled sample trains the model; tonight's arrivals (a fresh synthetic archive of
 # other participants) are scored and reported, as a nightly run would.

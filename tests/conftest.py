@@ -21,6 +21,19 @@ for _k, _v in WORKER_ENV.items():
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 SHARED = Path(os.environ.get("COUGH_SHARED_DATA", ROOT.parent / "shared" / "data" / "covid19-cough"))
+#: Fixtures that start Ray or give a test the sample archive to run a job on. The fast tier
+#: (`make test-fast`, ``-m fast``) is every doctest and every test that uses none of them,
+#: directly or through another fixture, and is not marked slow, shared or whole_report.
+SLOW_FIXTURES = {"ray_local", "fresh_ray", "sample_archive", "sample_features", "shared_archive", "ray_tmpdir"}
+NOT_FAST_MARKERS = ("slow", "shared", "whole_report")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the marker
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())) and not any(
+                item.get_closest_marker(name) for name in NOT_FAST_MARKERS):
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ from cough.quality import QUALITY_COLUMNS
 from cough.report import error_rate, write_report
 from cough.score import pred_schema
 
+pytestmark = pytest.mark.whole_report  # each test renders a whole report: not in the fast tier
+
 N_BOOT = 200
 REQUIRED = ["n", "n_groups", "prevalence", "auc", "auc_ci", "pr_auc", "threshold", "confusion_matrix",
             "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "ppv", "ppv_ci", "npv", "npv_ci",
