@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: install
+	$(BIN)/ruff check cough jobs tests bench
 	$(BIN)/python -m pytest
 
 # Pure functions and usage errors only: no Ray, no training, no whole report (tests/conftest.py).

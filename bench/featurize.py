@@ -172,7 +172,7 @@ def main() -> None:
         print(f"(a) seed way, one process:       {rate_a:8.1f} files/s  ({a:.1f} s for {len(seed_files)} files, "
               f"{ok_a} ok; load {_load()})", flush=True)
 
-        for r in range(args.repeat):
+        for _ in range(args.repeat):
             if args.baseline:
                 rate, t1, tn, summary = marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus,
                                                  root=args.baseline)

@@ -76,8 +76,8 @@ def main() -> None:
             except RecordingError:
                 continue
             chunks = timed("windows", F.windows, db, params=p)
-            images = timed("image", lambda: np.stack([F.to_image(c, params=p) for c in chunks]))
-            mels = timed("windows", lambda: np.stack(chunks).astype(np.float16))
+            images = timed("image", lambda: np.stack([F.to_image(c, params=p) for c in chunks]))  # noqa: B023 (called here)
+            mels = timed("windows", lambda: np.stack(chunks).astype(np.float16))  # noqa: B023 (called here)
             images_all.append(images)
             mels_all.append(mels)
             n_images += len(images)

@@ -617,7 +617,7 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
     for column, result in metrics["by_subgroup"].items():
         levels = [(k, v) for k, v in result["levels"].items()]
         fig, ax = plt.subplots(figsize=(5, 0.5 * len(levels) + 1.6))
-        for i, (name, v) in enumerate(levels):
+        for i, (_, v) in enumerate(levels):
             if v["auc"] is not None:
                 lo, hi = v["auc_ci"] if v["auc_ci"] else (v["auc"], v["auc"])
                 ax.errorbar(v["auc"], i, xerr=[[v["auc"] - lo], [hi - v["auc"]]], fmt="o", color="C0", capsize=4)

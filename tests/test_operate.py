@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import jsonschema
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -25,7 +26,7 @@ def test_cluster_yaml_is_valid_for_rays_cluster_launcher():
     assert any("constraints.txt" in c for c in config["setup_commands"])
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
     broken = dict(config, available_node_types={"head": {"resources": {}, "nodeconfig": {}}})
-    with pytest.raises(Exception):
+    with pytest.raises(jsonschema.ValidationError):
         validate_config(fillout_defaults(broken))
 
 

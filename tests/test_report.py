@@ -236,7 +236,7 @@ def confounded(rng, n_groups=80, per=2):
     for p in range(n_groups):
         centre = p % 2 == 0
         label = int(rng.random() < (0.85 if centre else 0.15))
-        for k in range(per):
+        for _ in range(per):
             rows.append({"group": f"p{p}", "label": label, "site": "call-centre" if centre else "bot",
                          "sample_rate": 8000 if centre else 48000, "channels": 2 if centre else 1,
                          "format": "mp3", "duration_s": float(rng.uniform(1, 6))})
