@@ -30,6 +30,12 @@ PSI_MIN_SCORES = 20
 SHORTCUT_AUC = 0.6
 
 RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+#: ``confusion_matrix`` is ``[[tn, fp], [fn, tp]]``: rows the true label, columns the
+#: model's call, each in the order negative, positive (sklearn's, labels=[0, 1]).
+CONFUSION_LAYOUT = {"rows": "true label", "columns": "predicted label (score >= threshold)",
+                    "order": ["negative", "positive"],
+                    "cells": [["true_negative", "false_positive"], ["false_negative", "true_positive"]]}
+CONFUSION_CELLS = ("true_negative", "false_positive", "false_negative", "true_positive")
 
 
 def finite(value) -> float | None:
@@ -241,7 +247,7 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot:
     out: dict = {"n": int(len(y)), "n_groups": int(len(pd.unique(groups))), "threshold": float(threshold)}
     if len(y) == 0:
         reason = "no labelled recording was scored"
-        out.update({k: None for k in ("prevalence", "auc", "auc_ci", "pr_auc", "brier", "confusion_matrix",
+        out.update({k: None for k in ("prevalence", "auc", "auc_ci", "pr_auc", "brier", "confusion_matrix", "confusion",
                                       *RATES, *(f"{r}_ci" for r in RATES))})
         out["calibration"] = None
         out["not_computable"] = {k: reason for k in ("auc", "pr_auc", "brier", "confusion_matrix", *RATES,
@@ -251,6 +257,7 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot:
     out["prevalence"] = float(y.mean())
     cm = confusion(y, predicted)
     out["confusion_matrix"] = cm.astype(int).tolist()
+    out["confusion"] = dict(zip(CONFUSION_CELLS, (int(v) for v in cm.ravel())))
     point = rates(cm)
     why.update(rate_reasons(cm, threshold))
     out["auc"] = finite(auc(y, score))

@@ -134,7 +134,10 @@ def write_model(model_dir: str, weights_h5: bytes, meta: dict) -> str:
 
     from .storage import atomic_dir, join, resolve, write_json
 
-    meta = {**meta, "format": "tf_keras HDF5 weights only; the architecture is rebuilt from code by its name"}
+    from .schema import JSON_SCHEMA_VERSION
+
+    meta = {"schema_version": JSON_SCHEMA_VERSION, **meta,
+            "format": "tf_keras HDF5 weights only; the architecture is rebuilt from code by its name"}
     blob = json.dumps(meta, sort_keys=True, default=str).encode()
     meta["version"] = hashlib.sha256(weights_h5 + blob).hexdigest()[:16]
     with atomic_dir(model_dir) as staging:
@@ -162,6 +165,9 @@ def read_meta(model_dir: str) -> dict:
     except Exception as exc:
         raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete "
                          f"({type(exc).__name__}: {exc})") from None
+    from .schema import check_schema_version
+
+    check_schema_version(meta, f"MODEL {model_dir}: {META_FILE}")
     _check_meta(meta, f"MODEL {model_dir}: {META_FILE}")
     return meta
 

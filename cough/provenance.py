@@ -17,7 +17,6 @@ log = logging.getLogger("cough")
 MARKER = "synth.json"
 #: Participant ids that ``cough synth`` gives: s<seed>p<5 digits>.
 SYNTH_PARTICIPANT = re.compile(r"^s\d+p\d{5}$")
-SCHEMA_VERSION = 1
 
 
 def marker(source: str) -> dict | None:
@@ -67,6 +66,7 @@ def describe(sources: list[str], participants, labels: str) -> dict:
 def synth_marker(**params) -> dict:
     """What ``cough synth`` writes to :data:`MARKER`: its parameters."""
     from . import __version__
+    from .schema import JSON_SCHEMA_VERSION
 
-    return {"schema_version": SCHEMA_VERSION, "synthetic": True, "generator": "cough synth",
+    return {"schema_version": JSON_SCHEMA_VERSION, "synthetic": True, "generator": "cough synth",
             "cough_version": __version__, **params}

@@ -905,6 +905,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     """
     from . import __version__
     from .provenance import describe
+    from .schema import JSON_SCHEMA_VERSION
     from .storage import atomic_dir, join, resolve, write_json
 
     if n_boot < 100:
@@ -980,7 +981,9 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                 f.write(data)
         with fs.open_output_stream(f"{root}/report.html") as f:
             f.write(page.encode())
-        write_json(join(staging, "metrics.json"), {**metrics, "plots": sorted(plots)})
+        write_json(join(staging, "metrics.json"), {"schema_version": JSON_SCHEMA_VERSION, **metrics,
+                                                   "confusion_matrix_layout": M.CONFUSION_LAYOUT,
+                                                   "plots": sorted(plots)})
     return metrics
 
 

@@ -8,6 +8,23 @@ import pyarrow as pa
 
 from .features import DEFAULT_PARAMS, FeaturizerParams
 
+#: Version of the layout of every JSON file cough writes (featurize's manifest.json, a
+#: MODEL's model.json, a REPORT's metrics.json, cough synth's synth.json), in each as
+#: ``schema_version``; raised when a key changes meaning or goes away. Files without
+#: it are from cough 0.1 and read as version 1.
+JSON_SCHEMA_VERSION = 1
+
+
+def check_schema_version(doc: dict, where: str) -> None:
+    """A CoughError when ``doc`` was written by a newer cough than this one."""
+    from .errors import CoughError
+
+    version = doc.get("schema_version", 1)
+    if not isinstance(version, int) or version > JSON_SCHEMA_VERSION:
+        raise CoughError(f"{where} has schema_version {version!r}, newer than this cough reads "
+                         f"({JSON_SCHEMA_VERSION}): upgrade cough")
+
+
 RECORDING_FIELDS = [
     pa.field("recording_id", pa.string()),
     pa.field("path", pa.string()),

@@ -44,6 +44,7 @@ PREDICTIONS_FILE = "predictions.parquet"
 
 def read_manifest(shards: str) -> dict:
     """The manifest of a finished ``cough featurize`` OUT, or a CoughError saying what is wrong."""
+    from .schema import check_schema_version
     from .storage import exists, is_dir, join, read_json, resolve
 
     if not exists(shards):
@@ -65,6 +66,7 @@ def read_manifest(shards: str) -> dict:
         manifest["featurizer"]["image_size"], manifest["featurizer_version"], manifest["images"]
     except Exception as exc:
         raise CoughError(f"SHARDS {shards}: manifest.json is unreadable or incomplete ({exc})") from None
+    check_schema_version(manifest, f"SHARDS {shards}: manifest.json")
     return manifest
 
 

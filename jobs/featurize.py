@@ -79,6 +79,7 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     """
     from cough.audio import TASK_MEMORY
     from cough.runtime import archive_dataset, init_ray
+    from cough.schema import JSON_SCHEMA_VERSION
     from cough.shards import COUNTS, featurize_batch
     from cough.storage import atomic_dir, join, write_json
 
@@ -101,7 +102,7 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
                 totals[key] += sum(batch.column(key).to_pylist())
         if totals["inputs"] != len(frame):
             raise CoughError(f"lost recordings: {len(frame)} listed, {totals['inputs']} processed")
-        manifest = {**totals, "source": source, "labels": labels, "group_pattern": group_pattern,
+        manifest = {"schema_version": JSON_SCHEMA_VERSION, **totals, "source": source, "labels": labels, "group_pattern": group_pattern,
                     "featurizer": params.to_dict(), "featurizer_version": params.version,
                     "metadata_columns": metadata_columns, "cough_version": __version__,
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}

@@ -77,6 +77,11 @@ def test_the_report_says_where_the_data_come_from_and_what_the_score_is_for(tmp_
     assert "Synthetic data" in page and str(archive / "raw") in page and str(archive / "labels.csv") in page
     assert "name='viewport'" in page and "not a diagnosis" in page and "Intended use" in page
     assert "probability of positive" not in page and "Wilson" in page
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["schema_version"] == 1 and written["confusion_matrix_layout"]["rows"] == "true label"
+    (tn, fp), (fn, tp) = written["confusion_matrix"]
+    assert written["confusion"] == {"true_negative": tn, "false_positive": fp, "false_negative": fn,
+                                    "true_positive": tp}
     m, out = report(tmp_path / "b", _frame([f"s7p{i:05d}" for i in range(60)], rng))  # cough synth's ids
     assert m["provenance"]["synthetic"] == "yes" and "participant ids" in m["provenance"]["evidence"]
     frame = _frame([f"person{i}" for i in range(80)], rng, separation=0.0)

@@ -1,0 +1,62 @@
+"""Conventions of what cough ships and writes: the licence pyproject names, versioned JSON
+files that a cough refuses when a newer one wrote them, and the docs' figures for the
+shared archive computed from the archive itself."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import json
+import tomllib
+
+import pytest
+
+from cough.errors import CoughError
+
+from .conftest import ROOT
+
+
+def test_the_license_file_is_the_apache_2_text_pyproject_names():
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) > 190
+
+
+def test_json_written_by_a_newer_cough_is_refused(tmp_path, sample_features):
+    import shutil
+
+    from cough.model import read_meta
+    from cough.train import read_manifest
+
+    assert read_manifest(str(sample_features))["schema_version"] == 1
+    shards = tmp_path / "shards"
+    shutil.copytree(sample_features, shards)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    (shards / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 2}))
+    with pytest.raises(CoughError, match="newer than this cough reads"):
+        read_manifest(str(shards))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text(json.dumps({"schema_version": 2, "threshold": 0.5}))
+    with pytest.raises(CoughError, match="upgrade cough"):
+        read_meta(str(tmp_path / "model"))
+
+
+@pytest.mark.shared
+def test_the_docs_give_the_shared_archives_duplicates_as_computed(shared_archive):
+    digests = collections.defaultdict(list)
+    for f in sorted((shared_archive / "raw").iterdir()):
+        digests[hashlib.sha256(f.read_bytes()).hexdigest()].append(f.name)
+    labels = {r["filename"]: r["label"] for r in csv.DictReader(open(shared_archive / "labels.csv"))}
+    copied = [names for names in digests.values() if len(names) > 1]
+    clashing = [names for names in copied if len({labels[n] for n in names}) > 1]
+    files, distinct = sum(map(len, digests.values())), len(digests)
+    extra, top = sum(len(n) - 1 for n in copied), max(map(len, copied))
+    assert (files, distinct, len(copied), extra, len(clashing)) == (1324, 1201, 115, 123, 112)
+    for doc in ("results.md", "train.md", "score.md"):
+        text = " ".join((ROOT / "docs" / doc).read_text().split())
+        assert f"{len(copied)} recordings appear under 2–{top} names" in text and f"{extra} extra copies" in text, doc
+        assert f"{len(clashing)} of them" in text, doc
+    for doc in ("results.md", "train.md"):
+        assert f"{files} files hold {distinct} distinct recordings" in " ".join((ROOT / "docs" / doc).read_text().split())
