@@ -42,8 +42,8 @@ from cough.train import cpu_seconds, class_weights, read_index, read_manifest, r
 
 
 def load(shards: str):
-    manifest = read_manifest(shards)
-    index = read_index(shards, manifest)
+    out = read_manifest(shards)
+    index = read_index(out)
     recs, dropped = recordings(index)
     table = pq.read_table(Path(shards) / "images", columns=["recording_id", "path", "label", "group", "image"])
     frame = table.drop(["image"]).to_pandas()

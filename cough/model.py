@@ -1,8 +1,8 @@
 """The CNN architectures and the MODEL directory format shared by train and score.
 
-MODEL/ holds ``weights.h5`` (weights only: loading runs no code from the file, no
-pickles, no Lambda layers) and ``model.json``; the architecture is rebuilt from code by
-its name. TensorFlow runs with tf_keras (``TF_USE_LEGACY_KERAS=1``) because Keras 3
+MODEL/ holds ``weights-<version>.h5`` (weights only: loading runs no code from the file,
+no pickles, no Lambda layers) and ``model.json``, written last: it names the weights file
+and is the commit (see docs/storage.md); the architecture is rebuilt from code by its name. TensorFlow runs with tf_keras (``TF_USE_LEGACY_KERAS=1``) because Keras 3
 cannot train under MultiWorkerMirroredStrategy (keras-team/keras#20585).
 """
 
@@ -15,8 +15,10 @@ import numpy as np
 from .errors import CoughError
 
 CLASS_NAMES = ["negative", "positive"]
+#: The weights file of a model.json that names none (cough 0.1's MODELs).
 WEIGHTS_FILE = "weights.h5"
 META_FILE = "model.json"
+KIND = "train"
 
 
 def tensorflow(threads: int | None = None):
@@ -126,49 +128,59 @@ def aggregate_windows(scores) -> float:
     return float(scores.mean())
 
 
-def write_model(model_dir: str, weights_h5: bytes, meta: dict) -> str:
-    """Write MODEL atomically (``weights.h5`` + ``model.json``); returns its version: a content
-    hash of the weights and the metadata, recorded in model.json as ``version``."""
+def write_model(model_dir, weights_h5: bytes, meta: dict) -> str:
+    """Write MODEL (a location, or the :class:`cough.storage.Output` that ``claim`` gave):
+    ``weights-<version>.h5``, then ``model.json`` naming it (the commit), then delete the
+    weights of the model it replaced. Returns the version: a content hash of the weights
+    and the metadata, recorded in model.json as ``version``."""
     import hashlib
     import json
 
-    from .storage import atomic_dir, join, resolve, write_json
-
     from .schema import JSON_SCHEMA_VERSION
+    from .storage import Output, claim, remove_stale
 
-    meta = {"schema_version": JSON_SCHEMA_VERSION, **meta,
-            "format": "tf_keras HDF5 weights only; the architecture is rebuilt from code by its name"}
+    output = model_dir if isinstance(model_dir, Output) else claim(model_dir, KIND)
+    meta = {**meta, "format": "tf_keras HDF5 weights only; the architecture is rebuilt from code by its name"}
     blob = json.dumps(meta, sort_keys=True, default=str).encode()
-    meta["version"] = hashlib.sha256(weights_h5 + blob).hexdigest()[:16]
-    with atomic_dir(model_dir) as staging:
-        fs, path = resolve(join(staging, WEIGHTS_FILE))
-        with fs.open_output_stream(path) as f:
-            f.write(weights_h5)
-        write_json(join(staging, META_FILE), meta)
-    return meta["version"]
+    version = hashlib.sha256(weights_h5 + blob).hexdigest()[:16]
+    weights = f"weights-{version}.h5"
+    meta.update(version=version, weights=weights, kind=KIND, schema_version=JSON_SCHEMA_VERSION)
+    with output.writing(META_FILE) as loc:
+        loc.join(weights).write_bytes(weights_h5)
+        loc.join(META_FILE).write_json(meta)  # the commit point
+    remove_stale(loc, {weights}, prefix="weights")
+    return version
 
 
-def read_meta(model_dir: str) -> dict:
+def weights_location(model_dir, meta: dict):
+    """The weights file that ``meta`` (MODEL's model.json) names."""
+    from .storage import Location
+
+    return Location.of(model_dir).join(str(meta.get("weights", WEIGHTS_FILE)))
+
+
+def read_meta(model_dir) -> dict:
     """MODEL's ``model.json``, checked without TensorFlow: the architecture it names is one
     this cough builds, its threshold a number in [0, 1], its featurizer parameters valid
     (each when present: which fields a job needs is the job's check). A clear CoughError
     says what is wrong, so jobs refuse a bad model before Ray starts."""
-    from .storage import exists, join, read_json
+    from .storage import Location
 
-    meta_uri = join(model_dir, META_FILE)
-    if not exists(meta_uri):
-        raise CoughError(f"MODEL {model_dir} has no {META_FILE}: is it a finished `cough train` output?")
+    loc = Location.of(model_dir)
+    meta_loc = loc.join(META_FILE)
+    if not meta_loc.exists():
+        raise CoughError(f"MODEL {loc.uri} has no {META_FILE}: is it a finished `cough train` output?")
     try:
-        meta = read_json(meta_uri)
+        meta = meta_loc.read_json()
         if not isinstance(meta, dict):
             raise TypeError(f"a JSON {type(meta).__name__}, not an object")
     except Exception as exc:
-        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete "
+        raise CoughError(f"MODEL {loc.uri}: {META_FILE} is unreadable or incomplete "
                          f"({type(exc).__name__}: {exc})") from None
     from .schema import check_schema_version
 
-    check_schema_version(meta, f"MODEL {model_dir}: {META_FILE}")
-    _check_meta(meta, f"MODEL {model_dir}: {META_FILE}")
+    check_schema_version(meta, f"MODEL {loc.uri}: {META_FILE}")
+    _check_meta(meta, f"MODEL {loc.uri}: {META_FILE}")
     return meta
 
 
@@ -192,9 +204,7 @@ def _check_meta(meta: dict, where: str) -> None:
 
 def load_model(model_dir: str):
     """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
-    import pyarrow.fs as pafs
-
-    from .storage import join, resolve
+    import tempfile
 
     meta = read_meta(model_dir)
     try:
@@ -202,16 +212,15 @@ def load_model(model_dir: str):
     except Exception as exc:
         raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete ({exc})") from None
     model = build_model(arch, image_size=size)
-    fs, path = resolve(join(model_dir, WEIGHTS_FILE))
-    local = path
-    if not isinstance(fs, pafs.LocalFileSystem):  # h5py needs a local file
-        import tempfile
-
-        local = os.path.join(tempfile.mkdtemp(prefix="cough-model-"), WEIGHTS_FILE)
-        with fs.open_input_stream(path) as src, open(local, "wb") as dst:
-            dst.write(src.read())
-    try:
-        model.load_weights(local)
-    except Exception as exc:
-        raise CoughError(f"MODEL {model_dir}: cannot load {WEIGHTS_FILE} ({type(exc).__name__}: {exc})") from None
+    weights = weights_location(model_dir, meta)
+    with tempfile.TemporaryDirectory(prefix="cough-model-") as tmp:
+        local = weights.path
+        if not weights.local:  # h5py needs a local file
+            local = os.path.join(tmp, weights.name)
+            with open(local, "wb") as dst:
+                dst.write(weights.read_bytes())
+        try:
+            model.load_weights(local)
+        except Exception as exc:
+            raise CoughError(f"MODEL {model_dir}: cannot load {weights.name} ({type(exc).__name__}: {exc})") from None
     return model, meta

@@ -1,9 +1,9 @@
 """Evaluation and operational reports on PRED (the output of ``cough score``).
 
-:func:`write_report` reads PRED (only the columns it needs), takes TRUE labels from
-PRED or a labels CSV, computes the metrics of :mod:`cough.metrics`, draws the plots and
-writes REPORT/ atomically: ``report.html`` (self-contained), ``metrics.json`` and one PNG
-per plot. Predictions are never used as labels. See docs/report.md.
+:func:`write_report` reads PRED (the Delta table of ``cough score``, only the columns it
+needs), takes TRUE labels from PRED or a labels CSV, computes the metrics of
+:mod:`cough.metrics`, draws the plots and writes REPORT/: one PNG per plot, ``report.html``
+(self-contained), then ``metrics.json``, the commit (docs/storage.md). Predictions are never used as labels. See docs/report.md.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ TOP_ERRORS = 10
 #: Most levels shown per --by column; smaller levels are pooled as OTHER_LEVELS.
 MAX_SUBGROUPS = 20
 OTHER_LEVELS = "(other levels)"
+KIND = "report"
+#: Written last: the commit point of REPORT.
+METRICS_FILE = "metrics.json"
 #: Fewer participants than this: the report says its intervals are rough.
 FEW_GROUPS = 30
 #: The confounder the stratified AUC matches on when --by names none: the recording channel,
@@ -45,31 +48,27 @@ STRATIFY_DEFAULT = "sample_rate"
 
 # ---------------------------------------------------------------------------- reading
 
-def read_predictions(pred: str, *, columns=()) -> pd.DataFrame:
-    """PRED as a DataFrame of the report's columns (plus ``columns``), all runs.
+def read_predictions(pred, *, columns=()) -> pd.DataFrame:
+    """PRED (a Delta table) as a DataFrame of the report's columns (plus ``columns``), all runs.
 
     >>> frame = read_predictions("out/demo/pred", columns=["site"])   # doctest: +SKIP
     """
-    import pyarrow.parquet as pq
+    from .pred import open_pred
 
-    from .storage import is_dir, resolve
-
-    if not is_dir(pred):
-        raise CoughError(f"PRED {pred} is not a directory: give the --out of `cough score`")
-    fs, path = resolve(pred)
-    try:
-        schema = pq.ParquetDataset(path, filesystem=fs).schema
-    except Exception as exc:
-        raise CoughError(f"cannot read PRED {pred}: {exc}") from None
-    names = set(schema.names)
-    missing = {"status", "score"} - names
-    if len(schema.names) == 0:
+    target = open_pred(pred)
+    table = target.table()
+    if table is None:  # no run has committed yet
         return pd.DataFrame({"status": pd.Series(dtype="string"), "score": pd.Series(dtype=float)})
+    try:
+        data = table.to_pyarrow_dataset()
+    except Exception as exc:
+        raise CoughError(f"cannot read PRED {target.loc.uri}: {exc}") from None
+    names = set(data.schema.names)
+    missing = {"status", "score"} - names
     if missing:
-        raise CoughError(f"PRED {pred} lacks column(s) {sorted(missing)}: is it the output of `cough score`?")
+        raise CoughError(f"PRED {target.loc.uri} lacks column(s) {sorted(missing)}: is it the output of `cough score`?")
     wanted = [c for c in dict.fromkeys([*PRED_COLUMNS, *columns]) if c in names]
-    table = pq.read_table(path, filesystem=fs, columns=wanted)
-    frame = table.to_pandas()
+    frame = data.to_table(columns=wanted).to_pandas()
     for col in ("label", "predicted"):
         if col in frame:
             frame[col] = frame[col].astype("Int8")
@@ -161,12 +160,13 @@ def current_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates("_key", keep="last").drop(columns="_key").sort_index()
 
 
-def run_records(pred: str, version: str | None) -> list[dict]:
-    """The commit records (``PRED/_runs/*.json``) of ``version``'s runs, oldest first."""
-    from .score import committed_runs
+def run_records(pred, version: str | None) -> list[dict]:
+    """The run records in PRED's Delta log (each commit's ``cough.run``) of ``version``'s
+    runs, oldest first."""
+    from .pred import committed_runs, open_pred
 
     try:
-        records = committed_runs(pred)
+        records = committed_runs(open_pred(pred))
     except Exception as exc:  # unreadable housekeeping must not stop an evaluation
         log.warning("cannot read the run records of %s: %s", pred, exc)
         return []
@@ -240,7 +240,7 @@ def error_rate(pred, *, run_id: str | None = None) -> float | None:
 
     For the nightly wrapper: ``error_rate("out/pred") > 0.05`` means more than 5% failed.
     """
-    frame = read_predictions(pred) if isinstance(pred, str) else pred
+    frame = pred if isinstance(pred, pd.DataFrame) else read_predictions(pred)
     runs = run_table(frame)
     if frame.empty:
         return None
@@ -894,8 +894,9 @@ positive outranks a negative recorded the same way. A model that only recognises
 def write_report(pred: str, out: str, *, labels: str | None = None, by=(), threshold: float | None = None,
                  model_version: str | None = None, include_training: bool = False, n_boot: int = 1000,
                  seed: int = 0) -> dict:
-    """Read PRED, compute every metric, and write REPORT (report.html, metrics.json, PNGs)
-    atomically. Returns the metrics.
+    """Read PRED, compute every metric, and write REPORT (PNGs, report.html, then metrics.json,
+    the commit). REPORT must be new, empty, or an earlier report, which this one replaces.
+    Returns the metrics.
 
     Recordings of participants in the model's ``train`` and ``val`` splits (its model.json,
     found through PRED's run records) are left out unless ``include_training``.
@@ -906,10 +907,12 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     from . import __version__
     from .provenance import describe
     from .schema import JSON_SCHEMA_VERSION
-    from .storage import atomic_dir, join, resolve, write_json
+    from .storage import claim
 
     if n_boot < 100:
         raise UsageError(f"--n-boot {n_boot} is too few for a 95% interval; use at least 100")
+    output = claim(out, KIND, inputs={"PRED": pred})
+    previous_plots = _previous_plots(output)
     by = list(dict.fromkeys(by))
     frame = read_predictions(pred, columns=by)
     if labels:
@@ -974,16 +977,15 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     metrics = clean(metrics)
     plots = draw_plots(metrics, arrays, ops, frame)
     page = render_html(metrics, plots)
-    with atomic_dir(out) as staging:
-        fs, root = resolve(staging)
+    with output.writing(METRICS_FILE) as loc:
         for name, data in plots.items():
-            with fs.open_output_stream(f"{root}/{name}") as f:
-                f.write(data)
-        with fs.open_output_stream(f"{root}/report.html") as f:
-            f.write(page.encode())
-        write_json(join(staging, "metrics.json"), {"schema_version": JSON_SCHEMA_VERSION, **metrics,
-                                                   "confusion_matrix_layout": M.CONFUSION_LAYOUT,
-                                                   "plots": sorted(plots)})
+            loc.join(name).write_bytes(data)
+        loc.join("report.html").write_bytes(page.encode())
+        loc.join(METRICS_FILE).write_json({"schema_version": JSON_SCHEMA_VERSION, "kind": KIND, **metrics,
+                                           "confusion_matrix_layout": M.CONFUSION_LAYOUT,
+                                           "plots": sorted(plots)})  # the commit point
+    for name in set(previous_plots) - set(plots):  # plots of the report this one replaced
+        loc.join(name).delete()
     return metrics
 
 
@@ -993,6 +995,17 @@ def _label_source(text: str, label_info: dict | None, records) -> str:
     if label_info is not None or not attached:
         return text
     return f"{text}, attached by cough score from {', '.join(attached)}"
+
+
+def _previous_plots(output) -> list[str]:
+    """The PNGs an earlier report in ``output`` wrote (its metrics.json lists them)."""
+    if output.state != "ours":
+        return []
+    try:
+        plots = output.loc.join(METRICS_FILE).read_json().get("plots", [])
+        return [str(p) for p in plots if str(p).endswith(".png") and "/" not in str(p)]
+    except (CoughError, ValueError, AttributeError):
+        return []
 
 
 def clean(obj):

@@ -1,98 +1,331 @@
-"""Local paths and pyarrow-filesystem URIs, and atomic outputs (listing: cough.listing).
+"""Locations on local disks and object stores, and how a job claims and commits its output
+(what SOURCE holds: cough.listing).
 
-Every job reads and writes through these few functions so that ``/data/x``,
-``file:///data/x``, ``s3://bucket/x`` and ``gs://bucket/x`` all work the same.
+Every job resolves each location it is given once, into a :class:`Location` (a pyarrow
+filesystem, the path on it and the absolute URI), and passes that object down, so that
+``/data/x``, ``file:///data/x``, ``s3://bucket/x`` and ``gs://bucket/x`` go through one
+code path. Nothing here renames a directory: object stores cannot (pyarrow's S3 and GCS
+filesystems refuse or half-do it). Outputs commit by writing one small object last (see
+:class:`Output` and docs/storage.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import logging
 import os
 import uuid
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Iterator
 
 import pyarrow.fs as pafs
 
-from .errors import CoughError
+from .errors import CoughError, UsageError
+
+log = logging.getLogger("cough.storage")
+
+#: The object a job writes into its output before anything else: whose output this is
+#: (cough 0.1's outputs had none).
+OWNER_FILE = ".cough-output.json"
 
 
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` for a local path or a URI pyarrow understands."""
-    if "://" in uri:
+def _cause(exc: BaseException) -> str:
+    """The first line of a storage error."""
+    text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
+    return text.splitlines()[0]
+
+
+def _no_aws_credentials() -> bool:
+    """Whether none of the usual places holds AWS credentials (the likely cause of an s3 error)."""
+    if any(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                                       "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")):
+        return False
+    shared = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", os.path.expanduser("~/.aws/credentials"))
+    return not os.path.isfile(shared)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A file or folder: ``fs`` (a pyarrow filesystem), ``path`` on it, and ``uri``, the absolute
+    form recorded in manifests (an absolute local path, or ``scheme://bucket/key``).
+
+    >>> loc = Location.of("out/features")                # doctest: +SKIP
+    >>> loc.uri, loc.join("manifest.json").uri            # doctest: +SKIP
+    ('/home/me/out/features', '/home/me/out/features/manifest.json')
+    """
+
+    uri: str
+    fs: pafs.FileSystem
+    path: str
+
+    @classmethod
+    def of(cls, where: "str | Location") -> "Location":
+        """Resolve a local path or URI once; a :class:`UsageError` for a scheme pyarrow lacks."""
+        if isinstance(where, Location):
+            return where
+        where = str(where)
+        if "://" not in where:
+            path = os.path.abspath(where)
+            return cls(path, pafs.LocalFileSystem(), path)
+        scheme = where.split("://", 1)[0].lower()
         try:
-            return pafs.FileSystem.from_uri(uri)
+            fs, path = pafs.FileSystem.from_uri(where)
         except Exception as exc:
-            raise CoughError(f"cannot open {uri}: {exc}") from None
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+            raise UsageError(f"{where}: {scheme}:// is not a storage scheme cough can use ({_cause(exc)}); "
+                             "use a local path, file://, s3:// or gs://") from None
+        path = path.rstrip("/") or path
+        return cls(f"{scheme}://{path}", fs, path)
 
+    def __str__(self) -> str:
+        return self.uri
 
-def exists(uri: str) -> bool:
-    fs, path = resolve(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
 
+    @property
+    def scheme(self) -> str:
+        """``s3``, ``gs``, ``file``; empty for a local path."""
+        return self.uri.split("://", 1)[0] if "://" in self.uri else ""
 
-def is_dir(uri: str) -> bool:
-    fs, path = resolve(uri)
-    return fs.get_file_info(path).type == pafs.FileType.Directory
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
 
+    def join(self, *parts: str) -> "Location":
+        tail = "/".join(p.strip("/") for p in parts)
+        return Location(f"{self.uri.rstrip('/')}/{tail}", self.fs, f"{self.path.rstrip('/')}/{tail}")
 
-def open_input(uri: str):
-    fs, path = resolve(uri)
-    return fs.open_input_stream(path)
+    def like(self, path: str) -> "Location":
+        """Another path on the same filesystem (e.g. an entry a listing returned)."""
+        uri = f"{self.scheme}://{path}" if self.scheme else path
+        return Location(uri, self.fs, path)
+
+    def error(self, verb: str, exc: BaseException) -> CoughError:
+        """One line naming this location and the cause (and missing AWS credentials, if so)."""
+        hint = ""
+        if self.scheme == "s3" and _no_aws_credentials():
+            hint = " (no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+        return CoughError(f"cannot {verb} {self.uri}: {_cause(exc)}{hint}")
+
+    # -------------------------------------------------------------- reading
+
+    def info(self) -> pafs.FileInfo:
+        try:
+            return self.fs.get_file_info(self.path)
+        except Exception as exc:
+            raise self.error("reach", exc) from None
+
+    def exists(self) -> bool:
+        return self.info().type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.info().type == pafs.FileType.Directory
+
+    def is_file(self) -> bool:
+        return self.info().type == pafs.FileType.File
+
+    def listdir(self, *, recursive: bool = False) -> list[pafs.FileInfo]:
+        """Entries under this folder (none when it does not exist)."""
+        try:
+            return self.fs.get_file_info(pafs.FileSelector(self.path, recursive=recursive, allow_not_found=True))
+        except Exception as exc:
+            raise self.error("list", exc) from None
+
+    def open_input(self):
+        return self.fs.open_input_stream(self.path)
+
+    def read_bytes(self) -> bytes:
+        try:
+            with self.open_input() as f:
+                return f.read()
+        except Exception as exc:
+            raise self.error("read", exc) from None
+
+    def read_json(self):
+        return json.loads(self.read_bytes())
+
+    # -------------------------------------------------------------- writing
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write a whole object: readers see the old one or the new one, never half of one.
+        Object stores publish an upload only when it completes; a local file is written
+        beside its target and renamed over it (a file rename, atomic on POSIX)."""
+        try:
+            if self.local:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                tmp = f"{os.path.dirname(self.path)}/.{self.name}.tmp-{uuid.uuid4().hex[:12]}"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self.path)
+            else:
+                with self.fs.open_output_stream(self.path) as f:
+                    f.write(data)
+        except CoughError:
+            raise
+        except Exception as exc:
+            raise self.error("write", exc) from None
+
+    def write_json(self, obj) -> None:
+        self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def delete(self) -> None:
+        """Remove this file or folder (and what is under it), if it exists."""
+        kind = self.info().type
+        if kind == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path)
+        elif kind != pafs.FileType.NotFound:
+            self.fs.delete_file(self.path)
+
+    # -------------------------------------------------------------- relations
+
+    def contains(self, other: "Location") -> bool:
+        """Whether ``other`` is this location or lies under it (same store)."""
+        if type(self.fs) is not type(other.fs) or self.scheme != other.scheme:
+            return False
+        mine, theirs = PurePosixPath(self.path), PurePosixPath(other.path)
+        return mine == theirs or mine in theirs.parents
 
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-def write_json(uri: str, obj) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    fs, path = resolve(uri)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
-    fs.move(tmp, path)
+def open_input(uri: str):
+    """A stream of one file, for code that gets single file URIs (a recording, a labels CSV)."""
+    return Location.of(uri).open_input()
 
 
-def read_json(uri: str):
-    with open_input(uri) as f:
-        return json.loads(f.read())
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path)`` of a single URI (what a listed entry is read through)."""
+    loc = Location.of(uri)
+    return loc.fs, loc.path
 
 
-@contextlib.contextmanager
-def atomic_dir(out: str) -> Iterator[str]:
-    """Build a directory aside and swap it in as ``out`` only when the block succeeds.
+# ------------------------------------------------------------------------------ outputs
 
-    A crash leaves ``out`` as it was (absent, or the previous complete run) plus a
-    hidden ``.name.tmp-*`` folder; a rerun replaces ``out`` whole.
+def _hidden_under(outer: Location, inner: Location) -> bool:
+    """Whether ``inner`` lies in a ``_``/``.`` folder of ``outer``, which every reader of
+    ``outer`` skips (recordings listing, Delta and Parquet readers)."""
+    first = PurePosixPath(inner.path).relative_to(PurePosixPath(outer.path)).parts[:1]
+    return bool(first) and first[0].startswith(("_", "."))
+
+
+@dataclass
+class Output:
+    """A job's output location, checked before any work (:func:`claim`).
+
+    ``state`` is ``absent``, ``empty`` or ``ours`` (a previous output of the same job,
+    which this run replaces). :meth:`writing` writes the owner marker before the first
+    byte of output and, when the run fails before its commit (``commit``, the object a
+    run writes last, is not there), removes what it wrote into a location that held
+    nothing before.
     """
-    fs, path = resolve(out)
-    parent, name = os.path.split(path.rstrip("/"))
-    try:
-        fs.create_dir(parent, recursive=True)
-        staging = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
-        fs.create_dir(staging)
-    except OSError as exc:
-        raise CoughError(f"cannot write {out}: {exc.strerror or exc}") from None
-    staging_uri = _like(out, staging)
-    try:
-        yield staging_uri
-    except BaseException:
-        fs.delete_dir(staging)
-        raise
-    old = None
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        old = f"{parent}/.{name}.old-{uuid.uuid4().hex[:12]}"
-        fs.move(path, old)
-    fs.move(staging, path)
-    if old:
-        fs.delete_dir(old)
+
+    loc: Location
+    kind: str
+    state: str
+    previous: dict | None = None
+
+    @contextlib.contextmanager
+    def writing(self, commit: str) -> Iterator[Location]:
+        if self.state != "ours":
+            self.loc.join(OWNER_FILE).write_json(owner_record(self.kind))
+        try:
+            yield self.loc
+        except BaseException:
+            if self.state != "ours" and not self.loc.join(commit).exists():
+                with contextlib.suppress(Exception):
+                    for entry in self.loc.listdir():
+                        self.loc.like(entry.path).delete()
+                    if self.state == "absent":
+                        self.loc.delete()
+            raise
 
 
-def _like(template: str, path: str) -> str:
-    """``path`` written in the same scheme as ``template``."""
-    if "://" in template:
-        scheme = template.split("://", 1)[0]
-        return f"{scheme}://{path}"
-    return path
+def owner_record(kind: str) -> dict:
+    from . import __version__
+    from .schema import JSON_SCHEMA_VERSION
+
+    return {"kind": kind, "schema_version": JSON_SCHEMA_VERSION, "cough_version": __version__,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+
+
+def claim(out: "str | Location", kind: str, *, flag: str = "--out", inputs: dict | None = None,
+          marker: "callable | None" = None) -> Output:
+    """Check that ``out`` may receive ``kind``'s output: it is absent, an empty folder, or a
+    previous output of the same job (its owner marker names ``kind``). Anything else, and an
+    ``out`` that is, holds or lies inside one of ``inputs`` (``{"SOURCE": location, ...}``)
+    except in a ``_``/``.`` folder its readers skip, is a :class:`UsageError` (exit 2) that
+    names what is there. ``marker(loc)`` recognises outputs with their own marker (PRED: a
+    Delta table) and returns ``"ours"``, ``None`` (not ours) or raises.
+    """
+    loc = Location.of(out)
+    for name, given in (inputs or {}).items():
+        if given is None:
+            continue
+        other = Location.of(given)
+        if loc.contains(other):
+            raise UsageError(f"{flag} {loc.uri} {'is' if loc.uri == other.uri else 'contains'} {name} "
+                             f"{other.uri}: writing there would destroy the input; choose another {flag}")
+        if other.contains(loc) and not _hidden_under(other, loc):
+            raise UsageError(f"{flag} {loc.uri} lies inside {name} {other.uri}: choose a location outside it")
+    info = loc.info()
+    if info.type == pafs.FileType.NotFound:
+        _check_bucket(loc, flag)
+        return Output(loc, kind, "absent")
+    if info.type != pafs.FileType.Directory:
+        raise UsageError(f"{flag} {loc.uri} is a file, not a folder: choose another {flag} (the file is left as it is)")
+    entries = loc.listdir()
+    if not entries:
+        return Output(loc, kind, "empty")
+    names = sorted(PurePosixPath(e.path).name for e in entries)
+    owner = None
+    if OWNER_FILE in names:
+        try:
+            owner = loc.join(OWNER_FILE).read_json()
+        except (CoughError, ValueError):
+            owner = None
+    if isinstance(owner, dict) and owner.get("kind") == kind:
+        from .schema import check_schema_version
+
+        try:
+            check_schema_version(owner, f"{flag} {loc.uri}")
+        except CoughError as exc:  # a newer cough's output: not this one's to replace
+            raise UsageError(f"{exc}; or choose another {flag}") from None
+        log.info("%s %s holds an earlier `cough %s` output: this run replaces it when it commits",
+                 flag, loc.uri, kind)
+        return Output(loc, kind, "ours", owner)
+    if marker is not None and marker(loc) == "ours":
+        return Output(loc, kind, "ours")
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} entries)" if len(names) > 5 else "")
+    what = (f"the output of `cough {owner['kind']}`" if isinstance(owner, dict) and owner.get("kind")
+            else f"files that `cough {kind}` did not write ({shown})")
+    raise UsageError(f"{flag} {loc.uri} holds {what}; cough writes only into a new or empty folder or its own "
+                     f"earlier {kind} output: choose another {flag}, or empty that folder yourself")
+
+
+def _check_bucket(loc: Location, flag: str) -> None:
+    """On an object store, the bucket of a new output must exist (cough never creates buckets)."""
+    if loc.local:
+        return
+    bucket = loc.path.split("/", 1)[0]
+    if loc.like(bucket).info().type == pafs.FileType.NotFound:
+        raise CoughError(f"{flag} {loc.uri}: bucket {bucket} does not exist (or these credentials cannot see it)")
+
+
+def remove_stale(loc: Location, keep: set[str], *, prefix: str = "") -> None:
+    """After a commit: delete the entries of folder ``loc`` whose names start with ``prefix``
+    and are not in ``keep`` (earlier versions that the commit replaced)."""
+    for entry in loc.listdir():
+        name = PurePosixPath(entry.path).name
+        if name.startswith(prefix) and name not in keep:
+            loc.like(entry.path).delete()
+
+
+def new_version() -> str:
+    """Sortable and unique: ``20260101T020000Z-1a2b3c``."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]

@@ -42,35 +42,22 @@ PREDICTIONS_FILE = "predictions.parquet"
 # --------------------------------------------------------------------------- input checks
 
 
-def read_manifest(shards: str) -> dict:
-    """The manifest of a finished ``cough featurize`` OUT, or a CoughError saying what is wrong."""
-    from .schema import check_schema_version
-    from .storage import exists, is_dir, join, read_json, resolve
+def read_manifest(shards: str):
+    """The committed ``cough featurize`` OUT at ``shards`` (:class:`cough.shards.FeaturesOut`),
+    or a CoughError saying what is wrong."""
+    from .shards import read_out
 
-    if not exists(shards):
-        raise CoughError(f"SHARDS {shards} does not exist; pass the --out directory of `cough featurize`")
-    if not exists(join(shards, "manifest.json")):
-        raise CoughError(f"SHARDS {shards} has no manifest.json: is it a finished `cough featurize` output?")
-    if not is_dir(join(shards, "images")):
-        raise CoughError(f"SHARDS {shards} has no images/ folder: is it a `cough featurize` output?")
-    import pyarrow.fs as pafs
-
-    fs, root = resolve(join(shards, "images"))
-    nested = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-              if i.path.endswith("manifest.json")]
+    out = read_out(shards)
+    if not out.images.is_dir():
+        raise CoughError(f"SHARDS {out.loc.uri} has no {out.manifest['tables']['images']}/ folder: is it complete?")
+    nested = [i.path for i in out.images.listdir(recursive=True) if i.path.endswith("manifest.json")]
     if nested:
-        raise CoughError(f"SHARDS {shards}/images holds another featurize output ({nested[0]}): "
+        raise CoughError(f"SHARDS {out.images.uri} holds another featurize output ({nested[0]}): "
                          "shards of several runs cannot be mixed; featurize them together instead")
-    try:
-        manifest = read_json(join(shards, "manifest.json"))
-        manifest["featurizer"]["image_size"], manifest["featurizer_version"], manifest["images"]
-    except Exception as exc:
-        raise CoughError(f"SHARDS {shards}: manifest.json is unreadable or incomplete ({exc})") from None
-    check_schema_version(manifest, f"SHARDS {shards}: manifest.json")
-    return manifest
+    return out
 
 
-def read_index(shards: str, manifest: dict) -> pd.DataFrame:
+def read_index(out) -> pd.DataFrame:
     """One row per image (no tensors): recording_id, path, window, label, group.
 
     Refuses shards that disagree with their manifest (image count or image shape): those
@@ -78,11 +65,10 @@ def read_index(shards: str, manifest: dict) -> pd.DataFrame:
     """
     import pyarrow.dataset as pads
 
-    from .storage import join, resolve
-
-    fs, path = resolve(join(shards, "images"))
+    shards, manifest = out.loc.uri, out.manifest
     try:
-        dataset = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False)
+        dataset = pads.dataset(out.images.path, filesystem=out.images.fs, format="parquet",
+                               exclude_invalid_files=False)
         fragments = list(dataset.get_fragments())
     except Exception as exc:
         raise CoughError(f"SHARDS {shards}: cannot read images/ ({exc})") from None
@@ -198,15 +184,14 @@ def class_weights(labels) -> dict[int, float]:
     return {0: float(weights[0]), 1: float(weights[1])}
 
 
-def split_datasets(images_uri: str, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
-    """One Ray Dataset per split: the images of its groups, read lazily (the filter is pushed
-    down into the Parquet scan; ``log_mel`` is not read)."""
+def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
+    """One Ray Dataset per split: the images of its groups (a :class:`cough.storage.Location`
+    of an OUT's images folder), read lazily (the filter is pushed down into the Parquet
+    scan; ``log_mel`` is not read)."""
     import ray
     from ray.data.expressions import col
 
-    from .storage import resolve
-
-    fs, path = resolve(images_uri)
+    fs, path = images.fs, images.path
     out = {}
     for name, members in groups.items():
         keep = col("group").is_in(list(members)) & col("label").is_not_null()

@@ -1,8 +1,9 @@
 """featurize: decode every recording under SOURCE and write Parquet shards of mel images.
 
-Driver: list the archive, attach labels, map batches of recordings through
-:func:`cough.shards.featurize_batch` (which writes shards), sum the per-batch counts,
-write the manifest last, and swap OUT in atomically.
+Driver: check OUT (new, empty, or an earlier featurize output), list the archive, attach
+labels, map batches of recordings through :func:`cough.shards.featurize_batch` (which
+writes shards under a new version folder), sum the per-batch counts, and commit by
+writing the manifest last; then delete the version it replaced (cough/shards.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ log = logging.getLogger("cough.featurize")
 
 def add_arguments(p) -> None:
     p.add_argument("source", metavar="SOURCE", help="directory of recordings (searched recursively) or URI")
-    p.add_argument("--out", required=True, help="output directory: images/, recordings/, manifest.json")
+    p.add_argument("--out", required=True,
+                   help="output folder (images/, recordings/, manifest.json): new, empty, or an earlier "
+                        "`cough featurize` output, which this run replaces when it commits; anything else is refused")
     p.add_argument("--labels", help="CSV with filename,label[,group,...]")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--window-s", type=number(at_least=DEFAULT_PARAMS.min_tail_s, at_most=MAX_WINDOW_S, unit="seconds"),
@@ -56,23 +59,23 @@ def recordings_frame(source: str, labels: str | None, group_pattern: str | None)
     return frame, index.metadata_columns
 
 
-def plan(frame, out: str) -> dict:
-    """What featurizing ``frame`` (see :func:`recordings_frame`) into ``out`` would do."""
+def plan(frame, output) -> dict:
+    """What featurizing ``frame`` (see :func:`recordings_frame`) into ``output`` (what
+    :func:`cough.storage.claim` gave) would do."""
     import os
-
-    from cough.storage import exists
 
     return {"dry_run": True, "would_read": len(frame),
             "formats": frame["path"].map(lambda p: os.path.splitext(p)[1].lstrip(".").lower() or "none")
                                    .value_counts().sort_index().to_dict(),
             "labelled": int(frame["label"].notna().sum()), "participants": int(frame["group"].nunique()),
-            "would_write": out, "would_replace": exists(out)}
+            "would_write": output.loc.uri, "would_replace": output.state == "ours"}
 
 
 def featurize(source: str, out: str, *, labels=None, group_pattern=None,
               params: FeaturizerParams = DEFAULT_PARAMS, batch_size: int = 64,
               address: str | None = None, num_cpus: int | None = None, dry_run: bool = False) -> dict:
-    """Featurize every recording under ``source`` into ``out`` (replaced atomically).
+    """Featurize every recording under ``source`` into ``out``; readers of ``out`` see the
+    previous complete output until this one commits.
 
     Joins Ray at ``address`` or starts a local instance, unless Ray is already up.
     ``dry_run``: only :func:`plan`.
@@ -80,33 +83,42 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     from cough.audio import TASK_MEMORY
     from cough.runtime import archive_dataset, init_ray
     from cough.schema import JSON_SCHEMA_VERSION
-    from cough.shards import COUNTS, featurize_batch
-    from cough.storage import atomic_dir, join, write_json
+    from cough.shards import COUNTS, KIND, MANIFEST_FILE, TABLES, featurize_batch
+    from cough.storage import Location, claim, new_version, remove_stale
 
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    frame, metadata_columns = recordings_frame(source, labels, group_pattern)
+    source_loc = Location.of(source)
+    output = claim(out, KIND, inputs={"SOURCE": source_loc})
+    frame, metadata_columns = recordings_frame(source_loc.uri, labels, group_pattern)
     if frame.empty:
-        raise CoughError(f"SOURCE {source} holds no recordings")
+        raise CoughError(f"SOURCE {source_loc.uri} holds no recordings")
     if dry_run:
-        return plan(frame, out)
+        return plan(frame, output)
+    labels_uri = Location.of(labels).uri if labels else None
     init_ray(address, num_cpus=num_cpus)
-    log.info("featurizing %d recordings from %s", len(frame), source)
-    with atomic_dir(out) as staging:
+    log.info("featurizing %d recordings from %s", len(frame), source_loc.uri)
+    version = new_version()
+    with output.writing(MANIFEST_FILE) as loc:
         ds, batch_size = archive_dataset(frame, batch_size)
+        folders = {t: loc.join(t, version) for t in TABLES}
         counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pyarrow", memory=TASK_MEMORY,
-                                fn_kwargs={"out": staging, "params": params, "metadata_columns": metadata_columns})
+                                fn_kwargs={**folders, "params": params, "metadata_columns": metadata_columns})
         totals = dict.fromkeys(COUNTS, 0)
         for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
             for key in totals:
                 totals[key] += sum(batch.column(key).to_pylist())
         if totals["inputs"] != len(frame):
             raise CoughError(f"lost recordings: {len(frame)} listed, {totals['inputs']} processed")
-        manifest = {"schema_version": JSON_SCHEMA_VERSION, **totals, "source": source, "labels": labels, "group_pattern": group_pattern,
+        manifest = {"schema_version": JSON_SCHEMA_VERSION, **totals, "kind": KIND, "version": version,
+                    "tables": {t: f"{t}/{version}" for t in TABLES},
+                    "source": source_loc.uri, "labels": labels_uri, "group_pattern": group_pattern,
                     "featurizer": params.to_dict(), "featurizer_version": params.version,
                     "metadata_columns": metadata_columns, "cough_version": __version__,
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        write_json(join(staging, "manifest.json"), manifest)
+        loc.join(MANIFEST_FILE).write_json(manifest)  # the commit point
+    for table in TABLES:  # the version this run replaced, and any a crashed run left
+        remove_stale(loc.join(table), {version})
     if totals["errors"]:
         log.warning("%d of %d recordings could not be featurized; their reasons are in %s/recordings "
                     "(status == 'error')", totals["errors"], totals["inputs"], out)

@@ -2,7 +2,7 @@
 
 Scores what arrived in SOURCE since the last run (``cough score``), writes that night's
 operational report next to the predictions (``PRED/_reports/<run_id>/``, ignored by
-Parquet readers), and exits 1 when the night's error rate passes ``--max-error-rate``,
+Delta readers), and exits 1 when the night's error rate passes ``--max-error-rate``,
 so the scheduler raises the alarm. Recipe (cron, on a machine that can reach the head):
 
     0 2 * * *  cd /opt/cough && RAY_AUTH_MODE=token .venv/bin/ray job submit \\
@@ -31,7 +31,7 @@ log = logging.getLogger("cough.nightly")
 def add_arguments(p) -> None:
     p.add_argument("source", metavar="SOURCE", help="the archive new recordings arrive in")
     p.add_argument("--model", required=True, help="MODEL directory written by `cough train`")
-    p.add_argument("--pred", required=True, help="PRED directory, extended run after run")
+    p.add_argument("--pred", required=True, help="PRED (a Delta Lake table), extended run after run")
     p.add_argument("--labels", help="CSV with filename,label[,group,...] when labels are known")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
@@ -44,7 +44,7 @@ def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=No
     """Score, report, and judge one night. Raises CoughError when the error rate is too high
     (after the report is written, so the reason is there to read)."""
     from cough.report import error_rate, write_report
-    from cough.storage import join
+    from cough.storage import Location
     from jobs.score import score
 
     if not 0 <= max_error_rate <= 1:
@@ -55,13 +55,13 @@ def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=No
     if scored["run_id"] is None:
         log.info("nothing new in %s since the last run: no report tonight", source)
         return summary
-    report = join(pred, REPORTS_DIR, scored["run_id"])
-    write_report(pred, report)
-    rate = error_rate(pred, run_id=scored["run_id"])
+    report = Location.of(scored["pred"]).join(REPORTS_DIR, scored["run_id"]).uri
+    write_report(scored["pred"], report)
+    rate = error_rate(scored["pred"], run_id=scored["run_id"])
     summary.update(report=report, error_rate=rate)
     if rate is not None and rate > max_error_rate:
         alarm = CoughError(f"{rate:.1%} of tonight's {scored['scored']} recordings failed, over the "
-                           f"{max_error_rate:.1%} limit; reasons in {join(report, 'report.html')}")
+                           f"{max_error_rate:.1%} limit; reasons in {report}/report.html")
         alarm.summary = summary  # what --json prints beside the error
         raise alarm
     return summary

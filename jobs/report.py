@@ -1,7 +1,7 @@
 """report: evaluate PRED (the output of `cough score`) against TRUE labels and describe the run.
 
 Driver: read PRED, attach labels, compute metrics with participant-level bootstrap CIs,
-a metadata-only shortcut baseline and score drift, and write REPORT atomically. No Ray:
+a metadata-only shortcut baseline and score drift, and write REPORT (metrics.json last). No Ray:
 the report is a pandas/scikit-learn job on the columns it needs (see docs/report.md).
 """
 
@@ -14,8 +14,10 @@ EXAMPLE = "cough report out/demo/pred --out out/demo/report --by site"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("pred", metavar="PRED", help="output directory of `cough score` (Parquet)")
-    p.add_argument("--out", required=True, help="report directory: report.html, metrics.json, *.png")
+    p.add_argument("pred", metavar="PRED", help="output of `cough score` (a Delta Lake table)")
+    p.add_argument("--out", required=True,
+                   help="report folder (report.html, metrics.json, *.png): new, empty, or an earlier `cough report` "
+                        "output, which this run replaces; anything else is refused")
     p.add_argument("--labels", help="CSV with filename,label[,group,...]; wins over PRED's labels")
     p.add_argument("--by", nargs="+", default=[], metavar="COLUMN",
                    help="columns to break the metrics down by (e.g. source sample_rate)")

@@ -1,10 +1,10 @@
 """score: predict every recording under SOURCE with MODEL into PRED, incrementally.
 
-Driver: check MODEL, list SOURCE (a raw archive or an OUT of ``cough featurize``), take
-PRED's lock, finish or discard what a crashed run left, then stream two Ray Data stages
-(featurize with tasks, predict with an actor pool) into one new PRED partition that is
-committed atomically. Recordings this model version already scored are skipped by
-content hash; a run with nothing new writes nothing. See docs/score.md.
+Driver: check MODEL and PRED (a Delta table this job owns), list SOURCE (a raw archive or
+an OUT of ``cough featurize``), read what this model version already scored, then stream
+two Ray Data stages (featurize with tasks, predict with an actor pool) and commit the run's
+rows to PRED in one Delta commit (cough/pred.py). Recordings this model version already
+scored are skipped by content hash; a run with nothing new writes nothing. See docs/score.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cough.flags import integer, number
 from cough.quality import NO_GATE, QualityGate
 from cough.runtime import add_ray_arguments
 
-HELP = "score recordings with a MODEL into PRED (Parquet), incrementally and crash-safe"
+HELP = "score recordings with a MODEL into PRED (a Delta Lake table), incrementally and crash-safe"
 EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
            "--labels data/sample/labels.csv")
 log = logging.getLogger("cough.score")
@@ -27,7 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("source", metavar="SOURCE",
                    help="directory of recordings (searched recursively), URI, or an OUT of `cough featurize`")
     p.add_argument("--model", required=True, help="MODEL directory written by `cough train`")
-    p.add_argument("--out", required=True, help="PRED directory (Parquet); created or extended")
+    p.add_argument("--out", required=True,
+                   help="PRED, a Delta Lake table: created when absent or empty, extended when it is an earlier "
+                        "`cough score` output; anything else is refused")
     p.add_argument("--labels", help="CSV with filename,label[,group,...] (raw SOURCE only)")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--rescore", action="store_true",
@@ -53,78 +55,72 @@ def add_arguments(p) -> None:
     add_ray_arguments(p)
 
 
-def is_featurize_out(source: str) -> bool:
-    from cough.storage import exists, is_dir, join
-
-    return exists(join(source, "manifest.json")) and is_dir(join(source, "images"))
-
-
-def plan(source: str, pred: str, info, *, labels=None, group_pattern=None, rescore: bool = False) -> dict:
-    """What scoring ``source`` into ``pred`` with the model ``info`` would do: the files are
-    hashed (as a run does) to count those this model version already scored."""
+def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool = False) -> dict:
+    """What scoring ``source`` into PRED ``target`` (a :class:`cough.pred.Pred`) with the model
+    ``info`` would do: the files are hashed (as a run does) to count those this model version
+    already scored."""
     import pyarrow.parquet as pq
 
     from cough.audio import RECORDING_BUDGET
     from cough.errors import RecordingError
     from cough.listing import Entry
+    from cough.pred import NOTHING_SCORED, scored_keys
     from cough.recording import recording_id
-    from cough.score import NOTHING_SCORED, scored_keys
-    from cough.storage import exists, join, resolve
+    from cough.shards import is_out, read_out
 
-    if is_featurize_out(source):
-        fs, root = resolve(join(source, "recordings"))
-        rows = pq.read_table(root, filesystem=fs, columns=["recording_id", "path"]).to_pylist()
+    if is_out(source):
+        recordings = read_out(source, what="SOURCE").recordings
+        rows = pq.read_table(recordings.path, filesystem=recordings.fs, columns=["recording_id", "path"]).to_pylist()
         ids, paths = [r["recording_id"] for r in rows], [r["path"] for r in rows]
     else:
         from jobs.featurize import recordings_frame
 
-        entries = recordings_frame(source, labels, group_pattern)[0].to_dict("records")
+        entries = recordings_frame(source.uri, labels, group_pattern)[0].to_dict("records")
         paths, ids = [e["path"] for e in entries], []
         for entry in entries:  # read and hashed as a run does (cough.score.prepare_recordings)
             try:
                 ids.append(recording_id(Entry.from_dict(entry).read(max_bytes=RECORDING_BUDGET)))
             except RecordingError:
                 ids.append(None)
-    scored = NOTHING_SCORED if rescore or not exists(pred) else scored_keys(pred, info.version)
+    table = target.table()
+    scored = NOTHING_SCORED if rescore else scored_keys(table, info.version)
     known = scored.has_ids([i or "" for i in ids])
     skip = sum(bool(k) if i else p in scored.unreadable for i, p, k in zip(ids, paths, known))
     return {"dry_run": True, "would_read": len(paths), "would_skip": int(skip), "would_score": len(paths) - int(skip),
-            "model_version": info.version, "would_write": pred, "pred_exists": exists(pred)}
+            "model_version": info.version, "would_write": target.loc.uri, "pred_exists": table is not None}
 
 
-def _inputs(source: str, labels, group_pattern, model_info):
+def _inputs(source, labels, group_pattern, model_info):
     """``(ray dataset of inputs, stage-1 function, its kwargs, n_inputs, metadata_columns)``."""
     import ray
 
     from cough.score import prepare_recordings, prepare_shards
-    from cough.storage import join, read_json, resolve
+    from cough.shards import is_out, read_out, shard_names
 
-    if is_featurize_out(source):
-        manifest = read_json(join(source, "manifest.json"))
+    if is_out(source):
+        out = read_out(source, what="SOURCE")
+        manifest = out.manifest
         if manifest.get("featurizer_version") != model_info.featurizer_version:
-            raise CoughError(f"SOURCE {source} was featurized with featurizer version "
+            raise CoughError(f"SOURCE {source.uri} was featurized with featurizer version "
                              f"{manifest.get('featurizer_version')}, MODEL {model_info.model_dir} expects "
                              f"{model_info.featurizer_version}: score the raw archive instead, or re-featurize")
-        import pyarrow.fs as pafs
-
-        fs, root = resolve(source)
-        shards = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{root}/recordings"))
-                        if i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_")))
+        shards = shard_names(out.recordings)
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
         columns = manifest.get("metadata_columns", [])
-        return ds, prepare_shards, {"features": source}, int(manifest["inputs"]), columns, 1
+        kwargs = {"recordings": out.recordings, "images": out.images}
+        return ds, prepare_shards, kwargs, int(manifest["inputs"]), columns, 1
 
     from jobs.featurize import recordings_frame
 
-    frame, columns = recordings_frame(source, labels, group_pattern)
+    frame, columns = recordings_frame(source.uri, labels, group_pattern)
     if frame.empty:
-        raise CoughError(f"SOURCE {source} holds no recordings")
+        raise CoughError(f"SOURCE {source.uri} holds no recordings")
     return frame, prepare_recordings, {"params": model_info.params}, len(frame), columns, None
 
 
 def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
-          gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0, actor_threads: int | None = None,
-          rows_per_file: int = 50_000, address: str | None = None, num_cpus: int | None = None,
+          gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0,
+          actor_threads: int | None = None, address: str | None = None, num_cpus: int | None = None,
           dry_run: bool = False) -> dict:
     """Score SOURCE with MODEL into PRED; returns the run's counts.
 
@@ -137,21 +133,24 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     import ray
 
     from cough.audio import TASK_MEMORY
+    from cough.pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred, scored_keys
     from cough.runtime import archive_dataset, cpus, init_ray
-    from cough.score import (NOTHING_SCORED, Predictor, RunWriter, committed_runs, new_run_id,
-                             pred_lock, pred_schema, read_model_info, recover, scored_keys)
-    from cough.storage import exists
+    from cough.score import Predictor, pred_schema, read_model_info
+    from cough.shards import is_out
+    from cough.storage import Location, new_version
 
     if batch_size < 1 or (actors is not None and actors < 1) or actor_cpus <= 0:
         raise UsageError("--batch-size and --actors must be at least 1, --actor-cpus above 0")
+    source, model = Location.of(source), Location.of(model)
     info = read_model_info(model)
-    if not exists(source):
-        raise CoughError(f"SOURCE {source} does not exist")
-    if (labels or group_pattern) and is_featurize_out(source):
+    target, output = claim_pred(pred, inputs={"SOURCE": source, "MODEL": model})
+    if not source.exists():
+        raise CoughError(f"SOURCE {source.uri} does not exist")
+    if (labels or group_pattern) and is_out(source):
         raise UsageError("SOURCE is a featurize OUT whose labels and groups were attached when it was "
                          "made; drop --labels/--group-pattern")
     if dry_run:
-        return plan(source, pred, info, labels=labels, group_pattern=group_pattern, rescore=rescore)
+        return plan(source, target, info, labels=labels, group_pattern=group_pattern, rescore=rescore)
     ds, prepare, prepare_kwargs, n_inputs, metadata_columns, stage1_batch = _inputs(
         source, labels, group_pattern, info)
     init_ray(address, num_cpus=num_cpus)
@@ -162,12 +161,14 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
                          f"actor of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
     actors = actors or max(1, cpus() // 4)
 
-    with pred_lock(pred):
-        recover(pred)
-        scored = NOTHING_SCORED if rescore else scored_keys(pred, info.version)
-        run_id = new_run_id()
-        log.info("run %s: %d inputs from %s, model %s (%d recordings already scored)",
-                 run_id, n_inputs, source, info.version, len(scored.ids))
+    with output.writing(LOG_DIR):
+        table = target.table()
+        read_version = table.version() if table is not None else None
+        scored = NOTHING_SCORED if rescore else scored_keys(table, info.version)
+        run_id = new_version()
+        log.info("run %s: %d inputs from %s, model %s (%d recordings already scored)%s",
+                 run_id, n_inputs, source.uri, info.version, len(scored.ids),
+                 "; --rescore replaces this model version's rows" if rescore else "")
         # The memory reservation sizes decoding (long recordings) and, being a remote
         # argument the actors lack, keeps Ray from fusing the two stages into one.
         stage1 = ds.map_batches(prepare, batch_size=stage1_batch, batch_format="pyarrow", num_cpus=1,
@@ -176,9 +177,10 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         predictions = stage1.map_batches(
             Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-            fn_constructor_kwargs={"model_dir": model, "run_id": run_id, "threads": actor_threads or max(1, int(actor_cpus)),
+            fn_constructor_kwargs={"model_dir": model.uri, "run_id": run_id,
+                                   "threads": actor_threads or max(1, int(actor_cpus)),
                                    "metadata_columns": metadata_columns})
-        writer = RunWriter(pred, run_id, pred_schema(metadata_columns), rows_per_file=rows_per_file)
+        writer = RunWriter(target, run_id, pred_schema(metadata_columns), read_version=read_version)
         counts = {"inputs": 0, "scored": 0, "ok": 0, "errors": 0, "rejected": 0, "skipped": 0}
         seen: set[int] = set()  # guards against a retried batch delivering a path twice
         try:
@@ -196,23 +198,27 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
             counts["scored"] = counts["ok"] + counts["errors"] + counts["rejected"]
             if counts["inputs"] != n_inputs:
                 raise CoughError(f"lost recordings: {n_inputs} listed, {counts['inputs']} came back")
+            committed = writer.commit({"model_version": info.version, "featurizer_version": info.featurizer_version,
+                                       "source": source.uri, "model": model.uri, "rescore": rescore,
+                                       "labels": Location.of(labels).uri if labels else None,
+                                       "quality_gate": gate.to_dict(),
+                                       "metadata_columns": metadata_columns, "cough_version": __version__,
+                                       **counts}, model_version=info.version, rescore=rescore)
         except BaseException as exc:
-            writer.abort()
             clean = _job_error(exc)
             if clean is exc:
                 raise
             raise clean from None
-        supersedes = [r["run_id"] for r in committed_runs(pred) if r["model_version"] == info.version] \
-            if rescore else []
-        committed = writer.commit({"model_version": info.version, "featurizer_version": info.featurizer_version,
-                                   "source": source, "model": model, "labels": labels, "rescore": rescore,
-                                   "quality_gate": gate.to_dict(),
-                                   "metadata_columns": metadata_columns, "cough_version": __version__,
-                                   **counts}, supersedes)
+        finally:
+            writer.close()
+    if committed < counts["scored"]:  # a concurrent run committed some of them first
+        counts["skipped"] += counts["scored"] - committed
+        counts["scored"] = committed
     if counts["errors"]:
         log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
-                    counts["errors"], counts["scored"], pred)
-    return {**counts, "run_id": run_id if committed else None, "pred": pred, "model_version": info.version}
+                    counts["errors"], counts["inputs"], target.loc.uri)
+    return {**counts, "run_id": run_id if committed else None, "pred": target.loc.uri,
+            "model_version": info.version}
 
 
 def _job_error(exc: BaseException) -> BaseException:

@@ -4,7 +4,7 @@ Driver: check SHARDS, read its small columns, split the groups (participants) in
 train/val/test, stream each split's images to Ray Train's TensorflowTrainer (one shard of
 the training images per worker, gradients all-reduced every step), then score the
 validation and test recordings against their true labels, pick the threshold on
-validation, and swap MODEL/ in atomically.
+validation, and commit MODEL/ by writing model.json last (cough.model.write_model).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ log = logging.getLogger("cough.train")
 
 def add_arguments(p) -> None:
     p.add_argument("shards", metavar="SHARDS", help="output directory of `cough featurize` (images/, manifest.json)")
-    p.add_argument("--out", required=True, metavar="MODEL", help="model directory to write (weights.h5, model.json)")
+    p.add_argument("--out", required=True, metavar="MODEL",
+                   help="model folder to write (weights-<version>.h5, model.json): new, empty, or an earlier "
+                        "`cough train` output, which this run replaces when it commits; anything else is refused")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCH,
                    help=f"network: 'seed' is the seed article's CNN (75.8M parameters); 'pooled' pools "
                         f"before its head (65k parameters); default {DEFAULT_ARCH} (see docs/train.md)")
@@ -80,53 +82,53 @@ def _storage(args) -> tuple[str, str, bool]:
 
 def _remove_run(run_dir: str) -> None:
     """Delete a finished run's checkpoints, and the hidden storage folder once it is empty."""
-    import pyarrow.fs as pafs
+    from cough.storage import Location
 
-    from cough.storage import resolve
-
-    fs, path = resolve(run_dir)
-    fs.delete_dir(path)
-    parent = path.rsplit("/", 1)[0]
-    if not fs.get_file_info(pafs.FileSelector(parent)):
-        fs.delete_dir(parent)
+    run = Location.of(run_dir)
+    run.delete()
+    parent = run.like(run.path.rsplit("/", 1)[0])
+    if not parent.listdir():
+        parent.delete()
 
 
 def _prepare_run(run_dir: str, settings: dict, resume: bool) -> None:
     """Start fresh, or check that the interrupted run in ``run_dir`` had the same settings."""
-    from cough.storage import exists, join, read_json, resolve, write_json
+    from cough.storage import Location
 
-    fs, path = resolve(run_dir)
-    if exists(join(run_dir, RUN_FILE)) and resume:
-        before = read_json(join(run_dir, RUN_FILE))
+    run = Location.of(run_dir)
+    record = run.join(RUN_FILE)
+    if record.exists() and resume:
+        before = record.read_json()
         changed = [k for k in RESUME_KEYS if before.get(k) != settings.get(k)]
         if changed:
             raise CoughError(f"cannot --resume: the interrupted run used {', '.join(f'{k}={before.get(k)!r}' for k in changed)}; "
                              "rerun with the same settings, or without --resume to start afresh")
         log.info("resuming the run in %s", run_dir)
         return
-    if exists(run_dir):
+    if run.exists():
         log.info("%s: starting afresh (an earlier run's checkpoints are discarded%s)", run_dir,
                  "" if resume else "; --resume would continue it")
-        fs.delete_dir(path)
+        run.delete()
     elif resume:
         log.info("no interrupted run in %s: starting afresh", run_dir)
-    fs.create_dir(path, recursive=True)
-    write_json(join(run_dir, RUN_FILE), settings)
+    record.write_json(settings)
 
 
 def train(shards: str, out: str, args) -> dict:
     import ray
 
     from cough.logs import native_stderr_muted
-    from cough.model import write_model
+    from cough.model import KIND, write_model
     from cough.runtime import init_ray
-    from cough.storage import join
+    from cough.storage import claim, join
     from cough.train import (TrainConfig, cache_small, class_weights, evaluate, fit, final_checkpoint,
                              read_index, read_manifest, recordings, split_datasets, split_groups, split_windows)
 
     started = time.perf_counter()
-    manifest = read_manifest(shards)
-    index = read_index(shards, manifest)
+    features = read_manifest(shards)
+    output = claim(out, KIND, inputs={"SHARDS": features.loc})
+    manifest, shards = features.manifest, features.loc.uri
+    index = read_index(features)
     recs, dropped_paths = recordings(index)
     groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
     windows = split_windows(index, groups, dropped_paths)
@@ -147,7 +149,7 @@ def train(shards: str, out: str, args) -> dict:
     run_dir = join(storage, name)
     _prepare_run(run_dir, {"shards": shards, "featurizer_version": manifest["featurizer_version"],
                            **{k: getattr(args, k) for k in RESUME_KEYS[2:]}}, args.resume)
-    datasets = cache_small(split_datasets(join(shards, "images"), groups, dropped_paths),
+    datasets = cache_small(split_datasets(features.images, groups, dropped_paths),
                            sum(map(len, windows.values())), config.image_size)
     result = fit(datasets, config, workers=args.workers, storage=storage, name=name,
                  max_failures=args.max_failures)
@@ -177,10 +179,10 @@ def train(shards: str, out: str, args) -> dict:
         "cough_version": __version__, "ray_version": ray.__version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
-    version = write_model(out, weights_h5, meta)
+    version = write_model(output, weights_h5, meta)
     if ours:  # the checkpoints served their purpose once MODEL is complete
         _remove_run(run_dir)
-    return {"out": out, "version": version, "arch": args.arch, "epochs_run": len(state["history"]),
+    return {"out": output.loc.uri, "version": version, "arch": args.arch, "epochs_run": len(state["history"]),
             "threshold": round(threshold, 4), "val_auc": metrics["val"]["auc"],
             "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
             "wall_s": meta["training"]["wall_s"]}

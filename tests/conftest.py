@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local Ray instance, the bundled sample archive, its features.
+"""Shared fixtures: a real local Ray instance, the bundled sample archive, its features, and
+a real S3-API server (moto's, its own process on a loopback port) for object storage.
 
 Ray on 2 cores: one 2-CPU local instance is shared by the in-process tests; tests that
 need another topology (a multi-node Cluster, `ray start`) shut it down first and the
@@ -7,8 +8,15 @@ next test that asks for ``ray_local`` starts it again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,6 +25,24 @@ from cough.runtime import WORKER_ENV
 
 for _k, _v in WORKER_ENV.items():
     os.environ.setdefault(_k, _v)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Every AWS variable points at the loopback S3 server from the first line of the session, before
+# any Ray worker starts: no test, and no worker, can reach a real store or a cloud metadata
+# service (delta-rs asks one when it finds no credentials; here it is a closed loopback port).
+S3_ENDPOINT = f"http://127.0.0.1:{free_port()}"
+for _k in [k for k in os.environ if k.startswith(("AWS_", "GOOGLE_"))]:
+    del os.environ[_k]
+os.environ.update({"AWS_ENDPOINT_URL": S3_ENDPOINT, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_EC2_METADATA_DISABLED": "true", "AWS_METADATA_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                   "AWS_ACCESS_KEY_ID": "not-yet", "AWS_SECRET_ACCESS_KEY": "not-yet",
+                   "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": os.devnull})
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -84,3 +110,63 @@ def shared_archive() -> Path:
     if not (SHARED / "raw").is_dir():
         pytest.skip(f"shared archive not found at {SHARED}")
     return SHARED
+
+
+@dataclass
+class S3:
+    """The loopback S3 server: ``bucket()`` makes a new bucket and returns its ``s3://`` URI."""
+
+    endpoint: str
+    credentials: dict
+
+    def bucket(self) -> str:
+        import boto3
+
+        name = f"cough-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.endpoint, **self.credentials).create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def upload(self, local: Path, uri: str) -> str:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(uri)
+        if local.is_dir():
+            pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        else:
+            with fs.open_output_stream(path) as f:
+                f.write(local.read_bytes())
+        return uri
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3:
+    """moto's S3 server as its own process on a free loopback port, with authentication on:
+    one IAM user whose keys go into AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (requests without
+    valid keys are refused, as on a real store). Tests that run Ray against it start a fresh
+    instance (``fresh_ray``) so that its workers inherit these variables."""
+    import boto3
+
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    port = S3_ENDPOINT.rsplit(":", 1)[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("moto's S3 server did not start")
+            time.sleep(0.2)
+    iam = boto3.client("iam", endpoint_url=S3_ENDPOINT)  # the three actions allowed without keys
+    iam.create_user(UserName="cough")
+    iam.put_user_policy(UserName="cough", PolicyName="s3", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="cough")["AccessKey"]
+    credentials = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    os.environ.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+    yield S3(S3_ENDPOINT, credentials)
+    server.terminate()
+    server.wait(timeout=30)

@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from cough.runtime import WORKER_ENV
+from cough.storage import OWNER_FILE
 
 from .conftest import SAMPLE
 from .test_score import write_model
@@ -57,7 +59,7 @@ def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
 
     out = tmp_path / "out"
     with three_nodes() as (cluster, workers):
-        killer = NodeKiller(cluster, workers[1], lambda: any(tmp_path.glob(".out.tmp-*/recordings/*.parquet")))
+        killer = NodeKiller(cluster, workers[1], lambda: any(out.glob("recordings/*/*.parquet")))
         killer.start()
         summary = featurize(str(SAMPLE / "raw"), str(out), labels=str(SAMPLE / "labels.csv"), batch_size=2)
         finished = time.time()
@@ -75,14 +77,14 @@ def test_score_survives_losing_a_worker_node(tmp_path, fresh_ray):
     model = write_model(tmp_path / "model")
     pred = tmp_path / "pred"
     with three_nodes() as (cluster, workers):
-        killer = NodeKiller(cluster, workers[1], lambda: any(pred.glob(".staging-*")))
+        killer = NodeKiller(cluster, workers[1], lambda: (pred / OWNER_FILE).exists())  # the run has begun
         killer.start()
         summary = score(str(SAMPLE / "raw"), str(model), str(pred), labels=str(SAMPLE / "labels.csv"),
                         batch_size=2, actors=2, actor_cpus=0.5)
         finished = time.time()
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
-    rows = pq.read_table(pred).to_pandas()
+    rows = DeltaTable(str(pred)).to_pandas()
     assert summary["scored"] == N_FILES == len(rows) and rows.path.is_unique
     assert (rows.status == "ok").all() and rows.score.notna().all()
     assert sorted(Path(p).name for p in rows.path) == sorted(p.name for p in (SAMPLE / "raw").iterdir())

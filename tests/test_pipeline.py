@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-import pyarrow.parquet as pq
+from deltalake import DeltaTable
 import pytest
 
 from cough.cli import main
@@ -27,11 +27,11 @@ def test_featurize_train_score_report_with_file_uris(tmp_path, ray_local, capsys
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["report", uri("pred"), "--out", uri("report"), "--by", "site", "--include-training"]) == 0
 
-    assert (tmp_path / "model" / "weights.h5").is_file() and trained
     model = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert (tmp_path / "model" / model["weights"]).is_file() and trained
     assert model["featurizer_version"] == json.loads((tmp_path / "features" / "manifest.json").read_text())[
         "featurizer_version"]
-    assert scored["scored"] == 60 == pq.read_table(tmp_path / "pred").num_rows
+    assert scored["scored"] == 60 == DeltaTable(str(tmp_path / "pred")).to_pyarrow_table().num_rows
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["n"] == 60 and sum(map(sum, metrics["confusion_matrix"])) == 60
     assert "site" in metrics["by_subgroup"] and (tmp_path / "report" / "report.html").is_file()

@@ -1,8 +1,8 @@
 """cough report: metrics from TRUE labels with participant-level CIs, the shortcut check,
 subgroups, the operational (nightly) view, and degenerate inputs.
 
-PRED tables are built here in the exact layout `cough score` writes (cough.score.pred_schema,
-PRED/run-<id>/part-*.parquet, PRED/_runs/<id>.json), small enough to report in seconds.
+PRED tables are built here as `cough score` writes them (a Delta table of cough.score.pred_schema,
+one commit per run carrying its run record), small enough to report in seconds.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import json
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from deltalake import CommitProperties, write_deltalake
 
 from cough import metrics as M
 from cough.cli import main
+from cough.pred import RUN_KEY
 from cough.quality import QUALITY_COLUMNS
 from cough.report import error_rate, write_report
 from cough.score import pred_schema
@@ -49,16 +50,13 @@ def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata
     schema = pred_schema(list(meta_columns))
     if not recording_metadata:  # as a PRED written without the recordings' own columns
         schema = pa.schema([f for f in schema if f.name not in METADATA])
-    pred.mkdir(parents=True, exist_ok=True)
-    (pred / "_runs").mkdir(exist_ok=True)
     start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     for k, (run_id, rows) in enumerate(frame.groupby("run_id", sort=True)):
         rows = rows.assign(scored_at=start + dt.timedelta(days=k))
         table = pa.Table.from_pandas(rows[schema.names], schema=schema, preserve_index=False)
-        (pred / f"run-{run_id}").mkdir()
-        pq.write_table(table, pred / f"run-{run_id}" / "part-00000.parquet")
         record = {"run_id": run_id, "model_version": "m1", "skipped": 0, **(record_extra or {})}
-        (pred / "_runs" / f"{run_id}.json").write_text(json.dumps(record))
+        write_deltalake(str(pred), table, mode="append", schema_mode="merge",
+                        commit_properties=CommitProperties(custom_metadata={RUN_KEY: record}))
     return pred
 
 
@@ -349,7 +347,7 @@ def test_degenerate_input_gives_a_report_that_says_why(tmp_path, make):
 
 
 def test_empty_pred_is_a_report_not_a_crash(tmp_path):
-    (tmp_path / "pred" / "_runs").mkdir(parents=True)
+    (tmp_path / "pred").mkdir()  # a PRED whose first run has not committed yet
     m = write_report(str(tmp_path / "pred"), str(tmp_path / "report"), n_boot=100)
     assert m["n"] == 0 and m["operations"]["recordings"] == 0 and m["operations"]["error_rate"] is None
     strict_json(tmp_path / "report" / "metrics.json")
@@ -474,20 +472,18 @@ def test_copies_of_training_recordings_and_contradicting_labels_are_left_out(tmp
 
 # ----------------------------------------------------------------------------- the files
 
-def test_report_files_are_self_contained_and_atomic(tmp_path, capsys):
+def test_report_files_are_self_contained_and_a_rerun_replaces_them(tmp_path, capsys):
     rng = np.random.default_rng(12)
     frame = confounded(rng, n_groups=40)
     frame["score"] = scores_for(frame["label"], rng, 3.0)
     pred = write_pred(tmp_path / "pred", frame, meta_columns=["site"], recording_metadata=True)
     out = tmp_path / "report"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an older report")
     rc = main(["report", str(pred), "--out", str(out), "--by", "site", "--n-boot", "100", "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == len(frame) and summary["report"] == str(out)
-    assert not (out / "stale.txt").exists()  # REPORT is replaced whole
     written = strict_json(out / "metrics.json")
+    assert (written["kind"], written["schema_version"]) == ("report", 2)  # the commit marker
     page = (out / "report.html").read_text()
     for name in written["plots"]:
         data = (out / name).read_bytes()
@@ -498,7 +494,13 @@ def test_report_files_are_self_contained_and_atomic(tmp_path, capsys):
     assert {"roc.png", "calibration.png", "confusion_matrix.png", "score_by_class.png",
             "subgroups_site.png"} <= set(written["plots"])
     assert "src=\"http" not in page and "<script" not in page
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no staging left
+
+    (out / "notes.txt").write_text("a reader's notes")  # not ours: a rerun leaves it alone
+    assert main(["report", str(pred), "--out", str(out), "--n-boot", "100"]) == 0
+    again = strict_json(out / "metrics.json")
+    assert not (out / "subgroups_site.png").exists() and "subgroups_site.png" not in again["plots"]
+    assert (out / "notes.txt").read_text() == "a reader's notes"
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]  # no temporary files left
 
 
 def test_metadata_text_is_rendered_literally_in_plots_and_escaped_in_html(tmp_path):

@@ -1,4 +1,5 @@
-"""score: PRED's rows, both kinds of SOURCE, incremental reruns, the lock, crash safety, bad input."""
+"""score: PRED's rows, both kinds of SOURCE, incremental reruns, the Delta commit (exactly once,
+concurrent runs, retried commits), PRED ownership, bad input. The same on s3://: test_s3.py."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ import soundfile as sf
 from cough.cli import main as cli
 from cough.features import DEFAULT_PARAMS
 from cough.schema import to_numpy
-from cough.score import (NOTHING_SCORED, RUN_PREFIX, STAGING_PREFIX, prepare_recordings, prepare_shards,
-                         recover, scored_keys)
+from cough.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, convert_v01, scored_keys
+from cough.score import pred_schema, prepare_recordings, prepare_shards
+from cough.shards import read_out, shard_names
+from cough.storage import Location
 from cough.synth import cough_signal, synth_archive
 from jobs.featurize import recordings_frame
 from jobs.score import score
@@ -72,8 +75,11 @@ def sample_pred(tmp_path_factory, model_dir, sample_features) -> Path:
     return pred
 
 
-def _rows(pred: Path) -> pd.DataFrame:
-    return pq.read_table(pred).to_pandas().sort_values("path").reset_index(drop=True)
+def _rows(pred) -> pd.DataFrame:
+    """PRED's rows, read as any Delta reader would."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(pred)).to_pandas().sort_values("path").reset_index(drop=True)
 
 
 def _snapshot(root: Path) -> dict:
@@ -99,7 +105,9 @@ def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, 
     rows = _rows(sample_pred)
     labels = pd.read_csv(SAMPLE / "labels.csv").set_index("filename")
     assert len(rows) == 60 and rows.path.is_unique and (rows.status == "ok").all()
-    assert {p.name for p in sample_pred.iterdir()} == {"_runs", RUN_PREFIX + rows.run_id[0]}
+    (record,) = committed_runs(Pred(Location.of(str(sample_pred))))  # one run, one Delta commit
+    assert (record["run_id"], record["scored"], record["model"]) == (rows.run_id[0], 60, str(model_dir))
+    assert record["source"] == str(SAMPLE / "raw")  # absolute URIs in the record
     meta = json.loads((model_dir / "model.json").read_text())
     assert (rows.model_version == meta["version"]).all() and (rows.featurizer_version == DEFAULT_PARAMS.version).all()
     for r in rows.itertuples():
@@ -120,9 +128,9 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
     frame, meta_cols = recordings_frame(str(SAMPLE / "raw"), str(SAMPLE / "labels.csv"), None)
     raw = prepare_recordings(pa.Table.from_pandas(frame, preserve_index=False), params=DEFAULT_PARAMS,
                              scored=NOTHING_SCORED, metadata_columns=meta_cols)
-    shards = sorted(p.name for p in (sample_features / "recordings").iterdir())
-    out = prepare_shards(pa.table({"shard": shards}), features=str(sample_features), scored=NOTHING_SCORED,
-                         metadata_columns=meta_cols)
+    features = read_out(str(sample_features))
+    out = prepare_shards(pa.table({"shard": shard_names(features.recordings)}), recordings=features.recordings,
+                         images=features.images, scored=NOTHING_SCORED, metadata_columns=meta_cols)
     raw_images = dict(zip(raw["path"].to_pylist(), raw["images"].to_pylist()))
     out_images = dict(zip(out["path"].to_pylist(), out["images"].to_pylist()))
     assert raw_images.keys() == out_images.keys() and len(raw_images) == 60
@@ -139,11 +147,7 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
 def test_a_rerun_with_nothing_new_changes_nothing(sample_pred, model_dir, tmp_path):
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # a lock left by a killed run on this host is taken over
-    (pred / "_lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started_at": "x"}))
     before = _snapshot(pred)
-    before.pop("_lock")
     summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
     assert (summary["skipped"], summary["scored"], summary["run_id"]) == (60, 0, None)
     assert _snapshot(pred) == before
@@ -175,61 +179,72 @@ def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_
     rows = _rows(pred)
     assert summary["scored"] == 65 and (rows.run_id == summary["run_id"]).all() and len(rows) == 65
     assert sorted(rows.path) == sorted(str(p) for p in raw.iterdir())
-    assert [p.name for p in (pred / "_runs").iterdir()] == [summary["run_id"] + ".json"]
+    from deltalake import DeltaTable
+
+    last = DeltaTable(str(pred)).history(1)[0]  # replaced in one commit
+    assert last["operationParameters"]["mode"] == "Overwrite" and last["cough.run"]["run_id"] == summary["run_id"]
 
 
-def test_a_second_run_on_the_same_pred_is_refused_and_changes_nothing(sample_pred, model_dir, tmp_path, capsys):
+def _writer(pred: Path, rows: pd.DataFrame, run_id: str, read_version):
+    schema = pred_schema(["site"])
+    writer = RunWriter(Pred(Location.of(str(pred))), run_id, schema, read_version=read_version)
+    writer.add(pa.Table.from_pandas(rows.assign(run_id=run_id)[schema.names], schema=schema, preserve_index=False))
+    return writer
+
+
+def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, tmp_path):
+    """Both read PRED at the same version and scored the same new files; the second to commit
+    adds only what the first did not."""
+    from deltalake import DeltaTable
+
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
-    (pred / "_lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
-                                            "started_at": "2026-01-01T02:00:00+00:00"}))
+    rows = _rows(pred).assign(model_version="m2")
+    version = DeltaTable(str(pred)).version()
+    first, second = _writer(pred, rows[:40], "r1", version), _writer(pred, rows[20:], "r2", version)
+    record = {"model_version": "m2"}
+    assert first.commit(record, model_version="m2", rescore=False) == 40
+    assert second.commit(record, model_version="m2", rescore=False) == 20  # after one refused attempt
+    m2 = _rows(pred).query("model_version == 'm2'")
+    assert len(m2) == 60 and m2.recording_id.is_unique
+    assert list(m2.sort_values("path").run_id) == ["r1"] * 40 + ["r2"] * 20
+    assert len(scored_keys(DeltaTable(str(pred)), "m2").ids) == 60
+
+
+def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_path):
+    from deltalake import DeltaTable
+
+    pred = tmp_path / "pred"
+    shutil.copytree(sample_pred, pred)
+    rows = _rows(pred).assign(model_version="m2")
+    writer = _writer(pred, rows, "r1", DeltaTable(str(pred)).version())
+    assert writer.commit({"model_version": "m2"}, model_version="m2", rescore=False) == 60
     before = _snapshot(pred)
-    code = cli(["score", str(SAMPLE / "raw"), "--model", str(model_dir), "--out", str(pred)])
+    assert writer.commit({"model_version": "m2"}, model_version="m2", rescore=False) == 60  # found in the log
+    assert _snapshot(pred) == before and DeltaTable(str(pred)).transaction_version("cough-score-r1") == 1
+
+
+def test_a_cough_0_1_pred_is_refused_with_how_to_convert_and_the_conversion_works(sample_pred, model_dir,
+                                                                                   tmp_path, capsys):
+    old = tmp_path / "old"
+    rows = _rows(sample_pred)
+    (old / "_runs").mkdir(parents=True)
+    for run_id, part in (("20250101T000000Z-aaaaaa", rows[:30]), ("20250102T000000Z-bbbbbb", rows[30:])):
+        (old / f"run-{run_id}").mkdir()
+        pq.write_table(pa.Table.from_pandas(part.drop(columns="run_id").assign(run_id=run_id), preserve_index=False),
+                       old / f"run-{run_id}" / "part-00000.parquet")
+        (old / "_runs" / f"{run_id}.json").write_text(json.dumps({"run_id": run_id, "model_version": "test-model"}))
+    before = _snapshot(old)
+    code = cli(["score", str(SAMPLE / "raw"), "--model", str(model_dir), "--out", str(old)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and "in use by another `cough score`" in err[-1] and f"pid {os.getpid()}" in err[-1]
-    assert _snapshot(pred) == before
-
-
-# --- crashes --------------------------------------------------------------------------------
-
-def test_kill_9_mid_run_then_rerun_gives_the_rows_of_an_uninterrupted_run(sample_pred, model_dir, tmp_path):
-    pred = tmp_path / "pred"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.score", str(SAMPLE / "raw"), "--model", str(model_dir),
-                             "--out", str(pred), "--labels", str(SAMPLE / "labels.csv"), "--num-cpus", "2",
-                             "--batch-size", "2"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and not any(pred.glob(STAGING_PREFIX + "*")):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # the driver, mid-run
-    proc.wait()
-    os.killpg(proc.pid, signal.SIGKILL)  # then the local Ray it started: the whole machine is gone
-    assert any(pred.glob(STAGING_PREFIX + "*")), "the run never started writing"
-    assert not any(pred.glob(RUN_PREFIX + "*")) and not pq.read_table(pred).num_rows  # nothing half-visible
-
-    summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
-    assert summary["scored"] == 60
-    assert not any(pred.glob(STAGING_PREFIX + "*")) and not (pred / "_lock").exists()
-    _same_rows(_rows(pred), _rows(sample_pred))
-
-
-def test_recovery_completes_committed_runs_and_discards_the_rest(sample_pred, tmp_path):
-    """Every state a crash can leave between writing parts and dropping superseded runs."""
-    pred = tmp_path / "pred"
-    shutil.copytree(sample_pred, pred)
-    (old,) = [p.name[len(RUN_PREFIX):] for p in pred.glob(RUN_PREFIX + "*")]
-    # died before committing: staging without a record
-    shutil.copytree(pred / (RUN_PREFIX + old), pred / (STAGING_PREFIX + "20990101T000000Z-aaaaaa"))
-    # died after the commit record (a --rescore run replacing `old`), before the rename
-    shutil.copytree(pred / (RUN_PREFIX + old), pred / (STAGING_PREFIX + "20990101T000001Z-bbbbbb"))
-    record = json.loads((pred / "_runs" / f"{old}.json").read_text())
-    record.update(run_id="20990101T000001Z-bbbbbb", supersedes=[old])
-    (pred / "_runs" / "20990101T000001Z-bbbbbb.json").write_text(json.dumps(record))
-    assert recover(str(pred)) == {"completed": 1, "discarded": 1, "superseded": 1}
-    assert sorted(p.name for p in pred.iterdir()) == ["_runs", RUN_PREFIX + "20990101T000001Z-bbbbbb"]
-    assert len(pq.read_table(pred)) == 60
-    assert len(scored_keys(str(pred), record["model_version"]).ids) == 60
-    assert recover(str(pred)) == {"completed": 0, "discarded": 0, "superseded": 0}
+    assert code == 2 and "cough 0.1" in err[-1] and "convert_v01" in err[-1] and _snapshot(old) == before
+    new = tmp_path / "new"
+    command = err[-1].split("python -c ", 1)[1].replace("NEW_PRED", str(new))
+    subprocess.run(f"{sys.executable} -c {command}", shell=True, check=True, cwd=ROOT)
+    converted = _rows(new)
+    assert len(converted) == 60 and _snapshot(old) == before
+    assert [r["run_id"] for r in committed_runs(Pred(Location.of(str(new))))] == sorted(set(converted.run_id))
+    assert score(str(SAMPLE / "raw"), str(model_dir), str(new))["scored"] == 0  # nothing lost, nothing twice
 
 
 # --- bad input ------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def _cli(capsys, *argv):
 def _copy_features(src: Path, dst: Path, *, transform=None) -> Path:
     shutil.copytree(src, dst)
     if transform:
-        for part in (dst / "images").glob("*.parquet"):
+        for part in (dst / "images").glob("*/*.parquet"):
             pq.write_table(transform(pq.read_table(part)), part)
     return dst
 
@@ -171,11 +171,15 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, samp
         _copy_features(sample_features, src)
         other = tmp_path / "other"
         raw = sorted((Path(__file__).parents[1] / "data" / "sample" / "raw").iterdir())[:2]
+        from cough.storage import Location
+
         featurize_batch(pa.table({"path": [str(p) for p in raw], "label": pa.array([1, 0], pa.int8()),
-                                  "group": ["x", "y"], "site": ["a", "a"]}),
-                        out=str(other), params=FeaturizerParams(window_s=1.0, hop_s=1.0), metadata_columns=["site"])
+                                  "group": ["x", "y"], "site": ["a", "a"]}), images=Location.of(str(other / "images")),
+                        recordings=Location.of(str(other / "recordings")),
+                        params=FeaturizerParams(window_s=1.0, hop_s=1.0), metadata_columns=["site"])
+        (version,) = (src / "images").iterdir()
         for part in (other / "images").iterdir():
-            shutil.copy(part, src / "images" / ("other-" + part.name))
+            shutil.copy(part, version / ("other-" + part.name))
     out = tmp_path / "model"
     code, err = _cli(capsys, src, "--out", out, "--epochs", 1)
     assert code == 1
@@ -229,7 +233,9 @@ def _check_model(out: Path, sample_features: Path, workers: int):
         assert again[key] == pytest.approx(meta["metrics"]["val"][key], abs=1e-4), key
     assert meta["metrics"]["test"]["n"] == meta["splits"]["test"]["recordings"]
     assert not (out.parent / ".cough-train" / out.name).exists()  # checkpoints cleaned up
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.h5"]
+    assert sorted(p.name for p in out.iterdir()) == [".cough-output.json", "model.json", f"weights-{meta['version']}.h5"]
+    assert (meta["weights"], meta["kind"], meta["shards"]) == (f"weights-{meta['version']}.h5", "train",
+                                                               str(sample_features))  # absolute URI
     return meta
 
 

@@ -1,0 +1,296 @@
+"""PRED, the predictions table of ``cough score``: a Delta Lake table (delta-rs, ``deltalake``).
+
+::
+
+    PRED/.cough-output.json    owner marker (written first: PRED belongs to `cough score`)
+    PRED/_delta_log/           the table's log: one commit per scoring run
+    PRED/part-*.parquet        data files; read them through Delta (files of a run that died
+                               before its commit, or of rows a --rescore replaced, lie beside them)
+    PRED/_reports/<run_id>/    reports of `cough nightly` (Delta and Parquet readers skip `_` names)
+
+Each run's rows land in **one** Delta commit (:meth:`RunWriter.commit`) that carries
+
+* an application transaction ``cough-score-<run_id>``, version 1: a commit retried after an
+  error that hid its success finds its own transaction in the log and does nothing;
+* the run record (counts, absolute MODEL and SOURCE URIs, ...) in the commit's metadata
+  under ``cough.run`` (:func:`committed_runs` reads them back).
+
+Commits are optimistic: a run commits against the table version it read, with no automatic
+retry (``max_commit_retries=0``; Delta's log entry is a put-if-absent on every store). When
+another run committed first, this one reloads PRED, drops the rows that run already added
+for the same model version, and commits the rest: two runs at once leave every recording
+exactly once. ``--rescore`` replaces the model version's rows in the same single commit.
+A later ledger table (issue 11) can live beside the predictions as ``PRED/_ledger/``. See
+docs/score.md and docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .errors import CoughError, UsageError
+from .storage import Location, claim
+
+log = logging.getLogger("cough.score")
+
+KIND = "score"
+#: Key of the run record in each commit's metadata.
+RUN_KEY = "cough.run"
+LOG_DIR = "_delta_log"
+#: Attempts to commit a run when other runs keep committing first (or an error hides the outcome).
+COMMIT_ATTEMPTS = 5
+
+
+# ------------------------------------------------------------------ what is scored
+
+@dataclass(frozen=True)
+class Scored:
+    """Keys this model version already scored: sorted ``recording_id`` bytes, plus the paths
+    of files that could not even be read (they have no ``recording_id``)."""
+
+    ids: np.ndarray
+    unreadable: frozenset
+
+    def has_ids(self, ids: list[str]) -> np.ndarray:
+        keys = np.array([i.encode() for i in ids], dtype="S32")
+        if len(self.ids) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), bool)
+        pos = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
+        return self.ids[pos] == keys
+
+    def has_rows(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """Which rows of a PRED batch (recording_id, path) this set holds."""
+        ids = batch.column("recording_id").to_pylist()
+        known = self.has_ids([i or "" for i in ids])
+        paths = batch.column("path").to_pylist()
+        return np.array([(i is not None and k) or (i is None and p in self.unreadable)
+                         for i, k, p in zip(ids, known, paths)], dtype=bool)
+
+
+NOTHING_SCORED = Scored(np.zeros(0, "S32"), frozenset())
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def scored_keys(table, model_version: str) -> Scored:
+    """What ``model_version`` has scored in PRED (a DeltaTable, or None before the first
+    commit); streams two columns of that version's rows."""
+    import pyarrow.dataset as pads
+
+    if table is None:
+        return NOTHING_SCORED
+    data = table.to_pyarrow_dataset()
+    ids, unreadable = [np.zeros(0, "S32")], set()
+    for batch in data.to_batches(columns=["recording_id", "path"],
+                                 filter=pads.field("model_version") == model_version):
+        rid = batch.column("recording_id")
+        ok = rid.is_valid()
+        ids.append(np.array(rid.filter(ok).to_pylist(), dtype="S32"))
+        unreadable.update(batch.column("path").filter(pc.invert(ok)).to_pylist())
+    return Scored(np.unique(np.concatenate(ids)), frozenset(unreadable))
+
+
+# ------------------------------------------------------------------------- the table
+
+def _storage_options() -> dict:
+    """delta-rs reads the AWS_* variables itself; it wants plain-HTTP endpoints (a test server,
+    an on-premises store) allowed explicitly, which pyarrow does not."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return {"AWS_ALLOW_HTTP": "true"} if endpoint.startswith("http://") else {}
+
+
+@dataclass(frozen=True)
+class Pred:
+    """PRED's location and how delta-rs reaches it."""
+
+    loc: Location
+
+    @property
+    def table_uri(self) -> str:
+        return self.loc.path if self.loc.local else self.loc.uri
+
+    def table(self, version: int | None = None):
+        """The DeltaTable (latest version, or ``version``); None before the first commit."""
+        from deltalake import DeltaTable
+
+        if not self.loc.join(LOG_DIR).exists():
+            return None
+        try:
+            return DeltaTable(self.table_uri, version=version, storage_options=_storage_options())
+        except Exception as exc:
+            raise CoughError(f"cannot read PRED {self.loc.uri} as a Delta table: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _v01_message(loc: Location) -> str:
+    return (f"PRED {loc.uri} was written by cough 0.1 (run-* folders); this cough keeps PRED as a Delta table. "
+            f"Convert it into a new location, then use that one: python -c \"from cough.pred import convert_v01; "
+            f"convert_v01('{loc.uri}', 'NEW_PRED')\"")
+
+
+def is_v01(loc: Location) -> bool:
+    """A cough 0.1 PRED: ``_runs/`` and ``run-*`` folders, no Delta log."""
+    names = {PurePosixPath(e.path).name for e in loc.listdir()}
+    return LOG_DIR not in names and ("_runs" in names or any(n.startswith("run-") for n in names))
+
+
+def claim_pred(out, *, inputs: dict | None = None) -> "tuple[Pred, object]":
+    """Check PRED before any work: ``(Pred, Output)``, or a UsageError (exit 2) naming what is
+    there (another job's files, a cough 0.1 PRED with how to convert it)."""
+    loc = Location.of(out)
+    if loc.is_dir() and is_v01(loc):
+        raise UsageError(_v01_message(loc))
+    output = claim(loc, KIND, flag="--out", inputs=inputs)
+    return Pred(output.loc), output
+
+
+def open_pred(pred, *, what: str = "PRED") -> Pred:
+    """A PRED to read (report, nightly): refuses what is not one, and 0.1 PREDs with how to convert."""
+    loc = Location.of(pred)
+    if not loc.is_dir():
+        raise CoughError(f"{what} {loc.uri} is not a folder: give the --out of `cough score`")
+    if is_v01(loc):
+        raise CoughError(_v01_message(loc))
+    return Pred(loc)
+
+
+def committed_runs(pred: Pred, table=None) -> list[dict]:
+    """The run records of PRED's commits, oldest first (rows of runs a --rescore replaced are
+    gone from the table; their records stay in the log's history)."""
+    table = table if table is not None else pred.table()
+    if table is None:
+        return []
+    return [dict(c[RUN_KEY]) for c in reversed(table.history()) if isinstance(c.get(RUN_KEY), dict)]
+
+
+# ------------------------------------------------------------------------- writing
+
+class RunWriter:
+    """One run's rows: collected in a local Parquet file on the driver while the run streams,
+    then committed to PRED in one Delta commit (:meth:`commit`). Nothing reaches PRED before
+    the commit, so a run that dies leaves PRED as it was."""
+
+    def __init__(self, pred: Pred, run_id: str, schema: pa.Schema, *, read_version: int | None):
+        self.pred, self.run_id, self.schema, self.read_version = pred, run_id, schema, read_version
+        self.app_id = f"cough-score-{run_id}"
+        self.scratch = tempfile.mkdtemp(prefix=f"cough-score-{run_id}-")
+        self.path = os.path.join(self.scratch, "rows.parquet")
+        self.writer = None
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(table.select(self.schema.names).cast(self.schema))
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _rows(self, drop: Scored) -> tuple[pa.RecordBatchReader, list]:
+        """The run's rows minus those ``drop`` holds, as a stream; and a one-item list that
+        counts the rows streamed."""
+        kept = [0]
+
+        def batches():
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=10_000):
+                batch = batch.filter(pa.array(~drop.has_rows(batch))) if len(drop.ids) or drop.unreadable else batch
+                kept[0] += batch.num_rows
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(self.schema, batches()), kept
+
+    def commit(self, record: dict, *, model_version: str, rescore: bool) -> int:
+        """Commit the run's rows in one Delta commit; returns how many rows it added (0: nothing
+        to commit, or all of it already committed by a concurrent run). A ``--rescore`` run
+        replaces every row of ``model_version``."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self.rows == 0:
+            return 0
+        error = None
+        for attempt in range(COMMIT_ATTEMPTS):
+            table = self.pred.table()
+            if table is not None and table.transaction_version(self.app_id) is not None:
+                log.info("run %s was already committed to %s", self.run_id, self.pred.loc.uri)
+                return next((int(c.get("operationMetrics", {}).get("num_added_rows", self.rows))
+                             for c in table.history() if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id),
+                            self.rows)
+            moved = table is not None and table.version() != self.read_version
+            drop = scored_keys(table, model_version) if moved and not rescore else NOTHING_SCORED
+            reader, kept = self._rows(drop)
+            props = CommitProperties(custom_metadata={RUN_KEY: {**record, "run_id": self.run_id}},
+                                     max_commit_retries=0, app_transactions=[Transaction(self.app_id, 1)])
+            if drop is not NOTHING_SCORED and drop.ids.size + len(drop.unreadable):
+                log.info("PRED %s gained rows of model %s from another run while this one went; "
+                         "committing only what it lacks", self.pred.loc.uri, model_version)
+            try:
+                write_deltalake(table if table is not None else self.pred.table_uri, reader,
+                                mode="overwrite" if rescore else "append", schema_mode="merge",
+                                predicate=f"model_version = {_quote(model_version)}" if rescore else None,
+                                storage_options=_storage_options() if table is None else None,
+                                commit_properties=props)
+            except CommitFailedError as exc:  # another run committed first: look again
+                error = exc
+                log.info("PRED %s changed while run %s committed (attempt %d): reloading",
+                         self.pred.loc.uri, self.run_id, attempt + 1)
+                continue
+            except Exception as exc:  # the outcome is unknown: the log says, next attempt
+                error = exc
+                log.warning("committing run %s to %s failed (%s): checking the log", self.run_id,
+                            self.pred.loc.uri, _first_line(exc))
+                continue
+            return kept[0]
+        raise CoughError(f"cannot commit to PRED {self.pred.loc.uri} after {COMMIT_ATTEMPTS} attempts: "
+                         f"{_first_line(error)}")
+
+
+def convert_v01(old: str, new: str) -> int:
+    """Copy a cough 0.1 PRED (``run-*`` folders and ``_runs/`` records) into a new Delta PRED,
+    one commit per committed run, oldest first, leaving ``old`` as it is. Returns the rows."""
+    from deltalake import CommitProperties, write_deltalake
+
+    src = Location.of(old)
+    if not is_v01(src):
+        raise CoughError(f"{src.uri} is not a cough 0.1 PRED")
+    dst, output = claim_pred(new, inputs={"the old PRED": src})
+    records = sorted((src.join("_runs", e.base_name).read_json() for e in src.join("_runs").listdir()
+                      if e.base_name.endswith(".json")), key=lambda r: r["run_id"])
+    gone = {old_id for r in records for old_id in r.get("supersedes", [])}
+    rows = 0
+    with output.writing(LOG_DIR):
+        for record in records:
+            run = next((src.join(f"{p}{record['run_id']}") for p in ("run-", ".staging-")
+                        if src.join(f"{p}{record['run_id']}").is_dir()), None)
+            if record["run_id"] in gone or run is None:
+                continue
+            table, target = pq.read_table(run.path, filesystem=run.fs), dst.table()
+            write_deltalake(target if target is not None else dst.table_uri, table, mode="append", schema_mode="merge",
+                            storage_options=_storage_options(),
+                            commit_properties=CommitProperties(custom_metadata={RUN_KEY: record}))
+            rows += table.num_rows
+    return rows
