@@ -18,9 +18,15 @@ The networks have untrained weights: the timing does not depend on what they lea
 other names, so every copy is decoded) and reports the peak RSS of the driver and of the
 Ray worker processes, sampled every 0.2 s.
 
+``--s3`` instead runs (b) on local paths and on s3:// (SOURCE, MODEL and PRED in a bucket of
+moto's S3 server, its own process on a loopback port; needs the test dependencies), in turns,
+twice each, with the pooled architecture (whose cheap inference leaves storage a larger share);
+target: s3:// at least 0.8x the local throughput.
+
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw [--limit N] [--num-cpus 2]
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --arch pooled
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --memory [--limit N]
+    .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --s3 [--limit N]
 """
 
 from __future__ import annotations
@@ -218,6 +224,67 @@ def memory(files: list[str], tmp: Path, num_cpus: int) -> None:
               f"all workers together {sampler.workers_total / mb:6.0f} MB")
 
 
+def s3_server() -> tuple:
+    """(server process, endpoint): moto's S3 server on a free loopback port, the AWS_* variables
+    pointing at it (set before Ray starts, so that its workers inherit them)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                      AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{port}/no-metadata")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, endpoint
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("moto's S3 server did not start")
+
+
+def storage(files: list[str], tmp: Path, num_cpus: int) -> None:
+    import boto3
+    import pyarrow.fs as pafs
+    import ray
+
+    from cough.runtime import init_ray
+
+    server, endpoint = s3_server()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        subset = link_copies(files, tmp / "subset", 1)
+        model_dir = make_model(tmp / "model", arch="pooled")
+        s3fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http")
+        for src, dst in ((subset, "bench/raw"), (model_dir, "bench/model")):
+            pafs.copy_files(str(src), dst, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3fs)
+        init_ray(num_cpus=num_cpus)
+        where = {"local": (str(subset), str(model_dir), lambda k: str(tmp / f"pred-{k}")),
+                 "s3": ("s3://bench/raw", "s3://bench/model", lambda k: f"s3://bench/pred-{k}")}
+        best = {}
+        for k in range(2):  # in turns: the machine's load changes under both alike
+            for name, (source, model, pred) in where.items():
+                summary, seconds = run_score(source, model, pred(k))
+                assert summary["scored"] == len(files), summary
+                best[name] = min(best.get(name, seconds), seconds)
+                print(f"  run {k + 1} {name:5s}: {len(files) / seconds:6.1f} clips/s ({seconds:.1f} s)", flush=True)
+        ray.shutdown()
+    finally:
+        server.terminate()
+        server.wait()
+    n = len(files)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; {n} files "
+          f"from {Path(files[0]).parent}; pooled architecture, untrained weights; best of two runs each")
+    print(f"local paths:  {n / best['local']:6.1f} clips/s ({best['local']:.1f} s)")
+    print(f"s3:// (moto): {n / best['s3']:6.1f} clips/s ({best['s3']:.1f} s)   s3/local = {best['local'] / best['s3']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source")
@@ -229,6 +296,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs of (b), (c), (f), interleaved (default 1)")
     ap.add_argument("--seed-every", type=int, default=1, help="(a) on every K-th file only (default 1: all)")
     ap.add_argument("--baseline", type=Path, help="another checkout of cough whose `cough score` runs as (b0)")
+    ap.add_argument("--s3", action="store_true", help="`cough score` on local paths versus s3:// (loopback moto)")
     args = ap.parse_args()
 
     from cough.listing import recording_paths
@@ -237,6 +305,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.memory:
             memory(files, Path(tmp), args.num_cpus)
+        elif args.s3:
+            storage(files, Path(tmp), args.num_cpus)
         else:
             compare(files, Path(tmp), args)
 

@@ -155,7 +155,7 @@ def claim_pred(out, *, inputs: dict | None = None) -> "tuple[Pred, object]":
     loc = Location.of(out)
     if loc.is_dir() and is_v01(loc):
         raise UsageError(_v01_message(loc))
-    output = claim(loc, KIND, flag="--out", inputs=inputs)
+    output = claim(loc, KIND, flag="--out", inputs=inputs, extends=True)
     return Pred(output.loc), output
 
 

@@ -228,7 +228,6 @@ class Output:
     loc: Location
     kind: str
     state: str
-    previous: dict | None = None
 
     @contextlib.contextmanager
     def writing(self, commit: str) -> Iterator[Location]:
@@ -255,13 +254,13 @@ def owner_record(kind: str) -> dict:
 
 
 def claim(out: "str | Location", kind: str, *, flag: str = "--out", inputs: dict | None = None,
-          marker: "callable | None" = None) -> Output:
+          extends: bool = False) -> Output:
     """Check that ``out`` may receive ``kind``'s output: it is absent, an empty folder, or a
     previous output of the same job (its owner marker names ``kind``). Anything else, and an
     ``out`` that is, holds or lies inside one of ``inputs`` (``{"SOURCE": location, ...}``)
     except in a ``_``/``.`` folder its readers skip, is a :class:`UsageError` (exit 2) that
-    names what is there. ``marker(loc)`` recognises outputs with their own marker (PRED: a
-    Delta table) and returns ``"ours"``, ``None`` (not ours) or raises.
+    names what is there. ``extends``: the job adds to its earlier output (PRED) instead of
+    replacing it.
     """
     loc = Location.of(out)
     for name, given in (inputs or {}).items():
@@ -296,10 +295,8 @@ def claim(out: "str | Location", kind: str, *, flag: str = "--out", inputs: dict
             check_schema_version(owner, f"{flag} {loc.uri}")
         except CoughError as exc:  # a newer cough's output: not this one's to replace
             raise UsageError(f"{exc}; or choose another {flag}") from None
-        log.info("%s %s holds an earlier `cough %s` output: this run replaces it when it commits",
-                 flag, loc.uri, kind)
-        return Output(loc, kind, "ours", owner)
-    if marker is not None and marker(loc) == "ours":
+        log.info("%s %s holds an earlier `cough %s` output: this run %s when it commits", flag, loc.uri, kind,
+                 "adds to it" if extends else "replaces it")
         return Output(loc, kind, "ours")
     shown = ", ".join(names[:5]) + (f", ... ({len(names)} entries)" if len(names) > 5 else "")
     what = (f"the output of `cough {owner['kind']}`" if isinstance(owner, dict) and owner.get("kind")

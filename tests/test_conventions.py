@@ -30,7 +30,7 @@ def test_json_written_by_a_newer_cough_is_refused(tmp_path, sample_features):
     from cough.model import read_meta
     from cough.train import read_manifest
 
-    assert read_manifest(str(sample_features))["schema_version"] == 1
+    assert read_manifest(str(sample_features)).manifest["schema_version"] == 1
     shards = tmp_path / "shards"
     shutil.copytree(sample_features, shards)
     manifest = json.loads((shards / "manifest.json").read_text())

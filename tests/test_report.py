@@ -483,7 +483,7 @@ def test_report_files_are_self_contained_and_a_rerun_replaces_them(tmp_path, cap
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == len(frame) and summary["report"] == str(out)
     written = strict_json(out / "metrics.json")
-    assert (written["kind"], written["schema_version"]) == ("report", 2)  # the commit marker
+    assert (written["kind"], written["schema_version"]) == ("report", 1)  # the commit marker
     page = (out / "report.html").read_text()
     for name in written["plots"]:
         data = (out / name).read_bytes()

@@ -123,6 +123,19 @@ def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, 
     assert (rows.duration_s > 0).all() and rows.format.notna().all()
 
 
+def test_pred_reads_with_pandas_duckdb_and_ray_as_the_readme_shows(sample_pred, ray_local):
+    import deltalake
+    import duckdb
+    import ray
+
+    pred = str(sample_pred)
+    frame = deltalake.DeltaTable(pred).to_pandas()
+    table = deltalake.DeltaTable(pred).to_pyarrow_dataset()  # noqa: F841  (DuckDB finds it by name)
+    counts = duckdb.sql("SELECT status, count(*) AS n FROM table GROUP BY status").fetchall()
+    assert len(frame) == 60 and counts == [("ok", 60)]
+    assert ray.data.read_delta(pred).count() == 60
+
+
 def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_features, sample_pred, model_dir,
                                                                        tmp_path):
     frame, meta_cols = recordings_frame(str(SAMPLE / "raw"), str(SAMPLE / "labels.csv"), None)
