@@ -255,6 +255,7 @@ def storage(files: list[str], tmp: Path, num_cpus: int) -> None:
     import ray
 
     from cough.runtime import init_ray
+    from featurize import link_copies
 
     server, endpoint = s3_server()
     try:
