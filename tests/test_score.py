@@ -128,12 +128,12 @@ def test_pred_reads_with_pandas_duckdb_and_ray_as_the_readme_shows(sample_pred, 
     import duckdb
     import ray
 
-    pred = str(sample_pred)
-    frame = deltalake.DeltaTable(pred).to_pandas()
-    table = deltalake.DeltaTable(pred).to_pyarrow_dataset()  # noqa: F841  (DuckDB finds it by name)
-    counts = duckdb.sql("SELECT status, count(*) AS n FROM table GROUP BY status").fetchall()
+    location = str(sample_pred)
+    frame = deltalake.DeltaTable(location).to_pandas()
+    pred = deltalake.DeltaTable(location).to_pyarrow_dataset()  # noqa: F841  (DuckDB finds it by name)
+    counts = duckdb.sql("SELECT status, count(*) FROM pred GROUP BY status").fetchall()
     assert len(frame) == 60 and counts == [("ok", 60)]
-    assert ray.data.read_delta(pred).count() == 60
+    assert ray.data.read_delta(location).count() == 60
 
 
 def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_features, sample_pred, model_dir,
