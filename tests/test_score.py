@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,7 @@ import soundfile as sf
 from cough.cli import main as cli
 from cough.features import DEFAULT_PARAMS
 from cough.schema import to_numpy
-from cough.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, convert_v01, scored_keys
+from cough.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, scored_keys
 from cough.score import pred_schema, prepare_recordings, prepare_shards
 from cough.shards import read_out, shard_names
 from cough.storage import Location
