@@ -22,20 +22,20 @@ SYNTH_PARTICIPANT = re.compile(r"^s\d+p\d{5}$")
 def marker(source: str) -> dict | None:
     """The :data:`MARKER` of the archive ``source`` belongs to (``source`` itself, its parent,
     or, for an OUT of ``cough featurize``, the SOURCE its manifest names); None if none."""
-    from .storage import exists, join, read_json
+    from .storage import Location
 
-    def parent(uri: str) -> str:
-        return uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri.rstrip("/") else "."
+    def parent(loc: Location) -> Location:
+        return loc.like(loc.path.rsplit("/", 1)[0]) if "/" in loc.path.strip("/") else loc
 
-    candidates = [source, parent(source)]
     try:
-        if exists(join(source, "manifest.json")):
-            featurized = read_json(join(source, "manifest.json")).get("source")
+        candidates = [Location.of(source), parent(Location.of(source))]
+        if candidates[0].join("manifest.json").exists():
+            featurized = candidates[0].join("manifest.json").read_json().get("source")
             if featurized:
-                candidates += [featurized, parent(featurized)]
+                candidates += [Location.of(featurized), parent(Location.of(featurized))]
         for folder in candidates:
-            if exists(join(folder, MARKER)):
-                return read_json(join(folder, MARKER))
+            if folder.join(MARKER).exists():
+                return folder.join(MARKER).read_json()
     except Exception as exc:  # a moved or unreadable SOURCE: the participant ids still speak
         log.debug("no synthetic marker for %s: %s", source, exc)
     return None
