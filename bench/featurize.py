@@ -13,6 +13,10 @@
 
 Ways (b), (p), (c) run ``--repeat`` times, interleaved, so that a change in the machine's
 load hits them alike; the ratios use the medians. The load average is printed with each.
+Every way is also measured in CPU seconds (of all its processes: Ray's daemons and workers,
+the pool's processes, ffmpeg): on a machine that other jobs share, wall time tells the
+share the scheduler gave a way, CPU time the work it did; rates "by CPU" are files per CPU
+second times the CPUs the way may use (one for (a) and (c)).
 
     .venv/bin/python bench/featurize.py ../shared/data/covid19-cough/raw [--limit N] [--num-cpus 2]
 """
@@ -28,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -75,29 +80,82 @@ def decode_only(files: list[str]) -> int:
     return done
 
 
-def run_cli(job: str, source: Path, out: Path, *args: str, num_cpus: int, root: Path = ROOT) -> tuple[float, dict]:
-    """Seconds of a fresh ``python -m cough JOB SOURCE --out OUT ARGS`` of the checkout at
-    ``root`` with a private local Ray instance, and its summary."""
+class TreeCPU(threading.Thread):
+    """CPU seconds (user + system) used by process ``pid`` and all its descendants (Ray's
+    daemons and workers included), read from /proc every 0.1 s until :meth:`done`. On a
+    machine that other jobs share, wall time measures the share the scheduler gave a way;
+    CPU seconds measure the work the way did."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, pid: int, *, descendants_only: bool = False):
+        super().__init__(daemon=True)
+        self.root, self.seen, self.stop, self.skip_root = pid, {}, threading.Event(), descendants_only
+        self.start()
+
+    def _sample(self) -> None:
+        stats = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                # after the name: state ppid ... utime(12th) stime(13th) ... starttime(20th)
+                stats[int(name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), fields[19])
+        tree, grew = {self.root}, True
+        while grew:
+            more = {pid for pid, (ppid, _, _) in stats.items() if ppid in tree} - tree
+            tree |= more
+            grew = bool(more)
+        for pid in tree & stats.keys() - ({self.root} if self.skip_root else set()):
+            self.seen[(pid, stats[pid][2])] = stats[pid][1] / self.TICK
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            self._sample()
+
+    def done(self) -> float:
+        self.stop.set()
+        self.join()
+        return sum(self.seen.values())
+
+
+def run_cli(job: str, source: Path, out: Path, *args: str, num_cpus: int,
+            root: Path = ROOT) -> tuple[float, float, dict]:
+    """``(seconds, CPU seconds of the whole process tree, summary)`` of a fresh ``python -m
+    cough JOB SOURCE --out OUT ARGS`` of the checkout at ``root`` with a private local Ray."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     shutil.rmtree(out, ignore_errors=True)
     private = ["--address", "local"] if "LOCAL" in (root / "cough" / "runtime.py").read_text() else []
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cough", job, str(source), "--out", str(out), *args,
-                           *private, "--num-cpus", str(num_cpus), "--json"],
-                          capture_output=True, text=True, env=env, cwd=root)
-    seconds = time.perf_counter() - t
-    if done.returncode != 0:
-        sys.exit(f"cough {job} failed:\n{done.stderr[-2000:]}")
-    return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, "-m", "cough", job, str(source), "--out", str(out), *args,
+                             *private, "--num-cpus", str(num_cpus), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    cpu = TreeCPU(proc.pid)
+    stdout, stderr = proc.communicate()
+    seconds, cpu_seconds = time.perf_counter() - t, cpu.done()
+    if proc.returncode != 0:
+        sys.exit(f"cough {job} failed:\n{stderr[-2000:]}")
+    return seconds, cpu_seconds, json.loads(stdout.strip().splitlines()[-1])
 
 
-def marginal(job: str, one: Path, everything: Path, n: int, out: Path, *args: str, num_cpus: int,
-             root: Path = ROOT) -> tuple[float, float, float, dict]:
-    """``(files/s beyond start-up, one-file seconds, all-files seconds, summary)`` of ``cough JOB``
-    run fresh on one file and on all ``n``: ``(n - 1) / (T_n - T_1)``."""
-    t1, _ = run_cli(job, one, out, *args, num_cpus=num_cpus, root=root)
-    tn, summary = run_cli(job, everything, out, *args, num_cpus=num_cpus, root=root)
-    return (n - 1) / (tn - t1), t1, tn, summary
+class Marginal:
+    """``cough JOB`` run fresh on one file and on all ``n``; rates per file beyond the one-file
+    run's start-up: by wall time ``(n - 1) / (T_n - T_1)``, and by CPU ``cpus · (n - 1) /
+    (C_n - C_1)`` (the rate if every CPU did only this job's work)."""
+
+    def __init__(self, job: str, one: Path, everything: Path, n: int, out: Path, *args: str, num_cpus: int,
+                 root: Path = ROOT):
+        self.t1, self.c1, _ = run_cli(job, one, out, *args, num_cpus=num_cpus, root=root)
+        self.tn, self.cn, self.summary = run_cli(job, everything, out, *args, num_cpus=num_cpus, root=root)
+        self.rate = (n - 1) / (self.tn - self.t1)
+        self.cpu_rate = num_cpus * (n - 1) / (self.cn - self.c1)
+
+    def __str__(self) -> str:
+        return (f"{self.rate:8.1f} files/s, by CPU {self.cpu_rate:6.1f}  (all {self.tn:.1f} s / {self.cn:.1f} CPU s, "
+                f"one file {self.t1:.1f} s / {self.c1:.1f} CPU s; load {_load()})")
 
 
 def _pool_batch(args) -> int:
@@ -113,13 +171,17 @@ def _pool_batch(args) -> int:
     return int(counts["images"][0].as_py())
 
 
-def pool_featurize(files: list[str], out: Path, num_cpus: int, batch: int = 64) -> int:
+def pool_featurize(files: list[str], out: Path, num_cpus: int, batch: int = 64) -> tuple[int, float]:
+    """``(images, CPU seconds of the pool's processes)``."""
     import multiprocessing
 
     shutil.rmtree(out, ignore_errors=True)
     batches = [(files[i:i + batch], str(out)) for i in range(0, len(files), batch)]
+    cpu = TreeCPU(os.getpid(), descendants_only=True)
     with multiprocessing.get_context("forkserver").Pool(num_cpus) as pool:
-        return sum(pool.imap_unordered(_pool_batch, batches))
+        images = sum(pool.imap_unordered(_pool_batch, batches))
+        cpu_seconds = cpu.done()  # before the pool's processes exit
+    return images, cpu_seconds
 
 
 def link_copies(files: list[str], dst: Path, copies: int) -> Path:
@@ -157,7 +219,8 @@ def main() -> None:
     n = len(files)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{n} files from {args.source}; {args.num_cpus} CPUs; load average (1/5/15 min) {_load()}", flush=True)
-    rates: dict[str, list[float]] = {"b0": [], "b": [], "p": [], "c": []}
+    wall: dict[str, list[float]] = {"b0": [], "b": [], "p": [], "c": []}
+    cpu: dict[str, list[float]] = {"b0": [], "b": [], "p": [], "c": []}
     startups = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -165,51 +228,61 @@ def main() -> None:
         one = link_copies(files[:1], tmp / "one", 1)
 
         seed_files = files[:: args.seed_every]
-        t = time.perf_counter()
+        t, c0 = time.perf_counter(), _own_cpu()
         ok_a = seed_way(seed_files, str(tmp))
-        a = time.perf_counter() - t
-        rate_a = len(seed_files) / a
-        print(f"(a) seed way, one process:       {rate_a:8.1f} files/s  ({a:.1f} s for {len(seed_files)} files, "
-              f"{ok_a} ok; load {_load()})", flush=True)
+        a, a_cpu = time.perf_counter() - t, _own_cpu() - c0
+        wall["a"], cpu["a"] = [len(seed_files) / a], [len(seed_files) / a_cpu]
+        print(f"(a) seed way, one process:       {wall['a'][0]:8.1f} files/s, by CPU {cpu['a'][0]:6.1f}  ({a:.1f} s / "
+              f"{a_cpu:.1f} CPU s for {len(seed_files)} files, {ok_a} ok; load {_load()})", flush=True)
 
         for _ in range(args.repeat):
             if args.baseline:
-                rate, t1, tn, summary = marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus,
-                                                 root=args.baseline)
-                rates["b0"].append(rate)
-                print(f"(b0) baseline featurize, marginal: {rate:6.1f} files/s  (all {tn:.1f} s, one file "
-                      f"{t1:.1f} s; {summary['ok']} ok, {summary['images']} images; load {_load()})", flush=True)
-            rate, t1, tn, summary = marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus)
-            rates["b"].append(rate)
-            startups.append(t1)
-            print(f"(b) cough featurize, marginal:   {rate:8.1f} files/s  (all {tn:.1f} s, one file "
-                  f"{t1:.1f} s; {summary['ok']} ok, {summary['images']} images; load {_load()})", flush=True)
+                run = Marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus, root=args.baseline)
+                wall["b0"].append(run.rate)
+                cpu["b0"].append(run.cpu_rate)
+                print(f"(b0) baseline featurize, marginal: {run}", flush=True)
+            run = Marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus)
+            wall["b"].append(run.rate)
+            cpu["b"].append(run.cpu_rate)
+            startups.append(run.t1)
+            print(f"(b) cough featurize, marginal:   {run}; {run.summary['ok']} ok, "
+                  f"{run.summary['images']} images", flush=True)
 
             t = time.perf_counter()
-            images = pool_featurize(files, tmp / "pool", args.num_cpus)
+            images, p_cpu = pool_featurize(files, tmp / "pool", args.num_cpus)
             p = time.perf_counter() - t
-            rates["p"].append(n / p)
-            print(f"(p) Pool({args.num_cpus}) of featurize_batch:   {rates['p'][-1]:8.1f} files/s  ({p:.1f} s, "
-                  f"{images} images; load {_load()})", flush=True)
+            wall["p"].append(n / p)
+            cpu["p"].append(args.num_cpus * n / p_cpu)
+            print(f"(p) Pool({args.num_cpus}) of featurize_batch:   {wall['p'][-1]:8.1f} files/s, by CPU "
+                  f"{cpu['p'][-1]:6.1f}  ({p:.1f} s / {p_cpu:.1f} CPU s, {images} images; load {_load()})", flush=True)
 
-            t = time.perf_counter()
+            t, c0 = time.perf_counter(), _own_cpu()
             ok_c = decode_only(files)
-            c = time.perf_counter() - t
-            rates["c"].append(n / c)
-            print(f"(c) decode only, one process:    {rates['c'][-1]:8.1f} files/s  ({c:.1f} s, {ok_c} ok; "
-                  f"load {_load()})", flush=True)
+            c, c_cpu = time.perf_counter() - t, _own_cpu() - c0
+            wall["c"].append(n / c)
+            cpu["c"].append(n / c_cpu)
+            print(f"(c) decode only, one process:    {wall['c'][-1]:8.1f} files/s, by CPU {cpu['c'][-1]:6.1f}  "
+                  f"({c:.1f} s / {c_cpu:.1f} CPU s, {ok_c} ok; load {_load()})", flush=True)
 
-    b, p, c = (statistics.median(rates[k]) for k in "bpc")
-    floor = args.num_cpus * c
-    print(f"\nmedians of {args.repeat}: (b) {b:.1f}, (p) {p:.1f}, (c) {c:.1f} files/s "
-          f"(floor on {args.num_cpus} CPUs: {floor:.0f}); one-file run {statistics.median(startups):.1f} s")
-    print(f"(b)/(a) = {b / rate_a:.1f}x   (target >= 20x)")
-    print(f"(b)/floor = {b / floor:.2f}   (target >= 0.30)")
-    print(f"(b)/(p) = {b / p:.2f}x   (target >= 1.0x)")
-    if args.baseline:
-        b0 = statistics.median(rates["b0"])
-        print(f"(b)/(b0) = {b / b0:.2f}x   (b0: {args.baseline}, median {b0:.1f} files/s)")
+    print(f"\nmedians of {args.repeat}; one-file run {statistics.median(startups):.1f} s")
+    for name, rates in (("wall time", wall), ("CPU time", cpu)):
+        b, p, c, a = (statistics.median(rates[k]) for k in "bpca")
+        floor = args.num_cpus * c
+        line = (f"by {name}: (b) {b:.1f}, (p) {p:.1f}, (a) {a:.1f}, decode floor on {args.num_cpus} CPUs {floor:.0f} "
+                f"files/s | (b)/(a) = {b / a:.1f}x (target >= 20x), (b)/floor = {b / floor:.2f} (target >= 0.30), "
+                f"(b)/(p) = {b / p:.2f}x (target >= 1.0x)")
+        if rates["b0"]:
+            line += f", (b)/(b0) = {b / statistics.median(rates['b0']):.2f}x"
+        print(line)
     print(f"load average at the end: {_load()}")
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its finished children (the seed way's ffmpeg)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@
     the same way and then predicts, so (b)/(f) is what prediction costs on top).
 
 The networks have untrained weights: the timing does not depend on what they learnt.
-``--repeat`` interleaves (b), (c), (f); the ratios use the medians.
+``--repeat`` interleaves (b), (c), (f); the ratios use the medians. As in
+bench/featurize.py, every way is measured in wall time and in CPU seconds of all its
+processes (rates "by CPU": clips per CPU second times the CPUs the way may use; one for (a)).
 
 ``--memory`` instead runs (b) on the files and on 10 copies of them (10×, hard links under
 other names, so every copy is decoded) and reports the peak RSS of the driver and of the
@@ -76,22 +78,23 @@ def seed_scoring(files: list[str], model, workdir: str) -> int:
     return done
 
 
-def model_alone(model, n_windows: int, batch_size: int = 64) -> float:
-    """Seconds to predict ``n_windows`` in-memory uint8 windows in batches (best of two)."""
+def model_alone(model, n_windows: int, batch_size: int = 64) -> tuple[float, float]:
+    """``(seconds, CPU seconds)`` to predict ``n_windows`` in-memory uint8 windows in batches
+    (the faster of two runs)."""
     import numpy as np
 
     from cough.model import predict_windows
 
     images = np.random.default_rng(0).integers(0, 256, (min(n_windows, 512), 150, 150, 3), dtype=np.uint8)
     predict_windows(model, images[:batch_size], batch_size=batch_size)  # warm-up (graph building)
-    best = float("inf")
+    best = (float("inf"), float("inf"))
     for _ in range(2):  # the best of two: a bound, on a machine that may be shared
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         left = n_windows
         while left > 0:
             predict_windows(model, images[:left], batch_size=batch_size)
             left -= len(images)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, (time.perf_counter() - t, time.process_time() - c))
     return best
 
 
@@ -133,7 +136,7 @@ def compare(files: list[str], tmp: Path, args) -> None:
     import statistics
 
     import pyarrow.parquet as pq
-    from featurize import _load, link_copies, marginal
+    from featurize import Marginal, _load, _own_cpu, link_copies
 
     from cough.model import load_model, tensorflow
 
@@ -147,51 +150,57 @@ def compare(files: list[str], tmp: Path, args) -> None:
     tensorflow(args.num_cpus)
     model, _ = load_model(str(model_dir))
 
-    rate_a = None
+    rate_a = cpu_rate_a = None
     if args.arch == "seed":
         seed_files = files[:: args.seed_every]
-        t = time.perf_counter()
+        t, c0 = time.perf_counter(), _own_cpu()
         ok_a = seed_scoring(seed_files, model, str(tmp))
-        a = time.perf_counter() - t
-        rate_a = len(seed_files) / a
-        print(f"(a) seed way, per file:          {rate_a:8.1f} clips/s  ({a:.1f} s for {len(seed_files)} files, "
-              f"{ok_a} predicted, one image each; load {_load()})", flush=True)
+        a, a_cpu = time.perf_counter() - t, _own_cpu() - c0
+        rate_a, cpu_rate_a = len(seed_files) / a, len(seed_files) / a_cpu
+        print(f"(a) seed way, per file:          {rate_a:8.1f} clips/s, by CPU {cpu_rate_a:6.1f}  ({a:.1f} s / "
+              f"{a_cpu:.1f} CPU s for {len(seed_files)} files, {ok_a} predicted, one image each; load {_load()})",
+              flush=True)
 
-    rates: dict[str, list[float]] = {"b0": [], "b": [], "c": [], "f": []}
+    wall: dict[str, list[float]] = {"b0": [], "b": [], "c": [], "f": []}
+    cpu: dict[str, list[float]] = {"b0": [], "b": [], "c": [], "f": []}
     model_args = ("--model", str(model_dir))
     for _ in range(args.repeat):
         if args.baseline:
-            rate, t1, tn, _s = marginal("score", one, everything, n, tmp / "pred", *model_args,
-                                        num_cpus=args.num_cpus, root=args.baseline)
-            rates["b0"].append(rate)
-            print(f"(b0) baseline score, marginal:   {rate:8.1f} clips/s  (all {tn:.1f} s, one file {t1:.1f} s; "
-                  f"load {_load()})", flush=True)
-        rate, t1, tn, summary = marginal("score", one, everything, n, tmp / "pred", *model_args,
-                                         num_cpus=args.num_cpus)
-        rates["b"].append(rate)
+            run = Marginal("score", one, everything, n, tmp / "pred", *model_args, num_cpus=args.num_cpus,
+                           root=args.baseline)
+            wall["b0"].append(run.rate)
+            cpu["b0"].append(run.cpu_rate)
+            print(f"(b0) baseline score, marginal:   {run}", flush=True)
+        run = Marginal("score", one, everything, n, tmp / "pred", *model_args, num_cpus=args.num_cpus)
+        wall["b"].append(run.rate)
+        cpu["b"].append(run.cpu_rate)
         n_windows = int(pq.read_table(tmp / "pred", columns=["n_windows"])["n_windows"].to_numpy().sum())
-        print(f"(b) cough score, marginal:       {rate:8.1f} clips/s  (all {tn:.1f} s, one file {t1:.1f} s; "
-              f"{summary['ok']} ok, {summary['errors']} errors, {n_windows} windows; load {_load()})", flush=True)
-        c = model_alone(model, n_windows)
-        rates["c"].append(n / c)
-        print(f"(c) model alone, {args.num_cpus} threads:      {n / c:8.1f} clips/s  ({c:.1f} s for the same "
-              f"{n_windows} windows; load {_load()})", flush=True)
+        print(f"(b) cough score, marginal:       {run}; {run.summary['ok']} ok, {run.summary['errors']} errors, "
+              f"{n_windows} windows", flush=True)
+        c, c_cpu = model_alone(model, n_windows)
+        wall["c"].append(n / c)
+        cpu["c"].append(args.num_cpus * n / c_cpu)
+        print(f"(c) model alone, {args.num_cpus} threads:      {wall['c'][-1]:8.1f} clips/s, by CPU {cpu['c'][-1]:6.1f}  "
+              f"({c:.1f} s / {c_cpu:.1f} CPU s for the same {n_windows} windows; load {_load()})", flush=True)
         if args.arch != "seed":
-            rate, t1, tn, summary = marginal("featurize", one, everything, n, tmp / "features",
-                                             num_cpus=args.num_cpus)
-            rates["f"].append(rate)
-            print(f"(f) cough featurize, marginal:   {rate:8.1f} files/s  (all {tn:.1f} s, one file {t1:.1f} s; "
-                  f"load {_load()})", flush=True)
+            run = Marginal("featurize", one, everything, n, tmp / "features", num_cpus=args.num_cpus)
+            wall["f"].append(run.rate)
+            cpu["f"].append(run.cpu_rate)
+            print(f"(f) cough featurize, marginal:   {run}", flush=True)
 
-    med = {k: statistics.median(v) for k, v in rates.items() if v}
-    print(f"\nmedians of {args.repeat}: " + ", ".join(f"({k}) {v:.1f}" for k, v in med.items()))
-    if rate_a:
-        print(f"(b)/(a) = {med['b'] / rate_a:.1f}x   (target for the seed network >= 12x)")
-    print(f"(b)/(c) = {med['b'] / med['c']:.2f}   (target for the seed network >= 0.70)")
-    if "f" in med:
-        print(f"(b)/(f) = {med['b'] / med['f']:.2f}   (target for pooled >= 0.80 of featurize)")
-    if "b0" in med:
-        print(f"(b)/(b0) = {med['b'] / med['b0']:.2f}x   (b0: {args.baseline})")
+    print(f"\nmedians of {args.repeat}")
+    for name, rates in (("wall time", wall), ("CPU time", cpu)):
+        med = {k: statistics.median(v) for k, v in rates.items() if v}
+        line = f"by {name}: " + ", ".join(f"({k}) {v:.1f}" for k, v in med.items())
+        if rate_a:
+            a = rate_a if name == "wall time" else cpu_rate_a
+            line += f" | (b)/(a) = {med['b'] / a:.1f}x (target for the seed network >= 12x)"
+        line += f" | (b)/(c) = {med['b'] / med['c']:.2f} (target for the seed network >= 0.70)"
+        if "f" in med:
+            line += f" | (b)/(f) = {med['b'] / med['f']:.2f} (target for pooled >= 0.80)"
+        if "b0" in med:
+            line += f" | (b)/(b0) = {med['b'] / med['b0']:.2f}x"
+        print(line)
     print(f"load average at the end: {_load()}")
 
 
