@@ -907,7 +907,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     from . import __version__
     from .provenance import describe
     from .schema import JSON_SCHEMA_VERSION
-    from .storage import claim
+    from .storage import Location, claim
 
     if n_boot < 100:
         raise UsageError(f"--n-boot {n_boot} is too few for a 95% interval; use at least 100")
@@ -970,7 +970,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                                      _label_source(labels_text, label_info, records))
     metrics["threshold_source"] = t_source
     metrics["operations"] = ops
-    metrics["run"] = {"pred": pred, "model_version": version, "model": meta["_dir"] if meta else None,
+    metrics["run"] = {"pred": Location.of(pred).uri, "model_version": version, "model": meta["_dir"] if meta else None,
                       "include_training": include_training, "labels": labels_text, "by": by, "n_boot": n_boot,
                       "seed": seed, "threshold_source": t_source, "cough_version": __version__,
                       "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
