@@ -99,27 +99,47 @@ def model_alone(model, n_windows: int, batch_size: int = 64) -> tuple[float, flo
 
 
 class PeakRSS(threading.Thread):
-    """Peak resident memory of this process (the driver) and of the Ray processes it started."""
+    """Peak resident memory of this process (the driver) and of the Ray processes it started,
+    read from /proc (psutil is not always installed)."""
 
     def __init__(self, every_s: float = 0.2):
         super().__init__(daemon=True)
-        import psutil  # Ray ships it
-
-        self.psutil, self.every_s, self.stop = psutil, every_s, threading.Event()
+        self.every_s, self.stop = every_s, threading.Event()
         self.driver = self.worker = self.workers_total = 0
 
+    @staticmethod
+    def _rss(pid: int) -> int:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
     def run(self):
-        me = self.psutil.Process()
+        me = os.getpid()
         while not self.stop.is_set():
-            total = 0
-            self.driver = max(self.driver, me.memory_info().rss)
-            for p in me.children(recursive=True):
+            parents, cmds = {}, {}
+            for name in filter(str.isdigit, os.listdir("/proc")):
                 try:
-                    if "ray::" in " ".join(p.cmdline()) or "default_worker" in " ".join(p.cmdline()):
-                        rss = p.memory_info().rss
-                        self.worker, total = max(self.worker, rss), total + rss
-                except self.psutil.Error:
+                    with open(f"/proc/{name}/stat") as f:
+                        parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        cmds[int(name)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
                     pass
+            tree, grew = {me}, True
+            while grew:
+                more = {p for p, parent in parents.items() if parent in tree} - tree
+                tree, grew = tree | more, bool(more)
+            total = 0
+            try:
+                self.driver = max(self.driver, self._rss(me))
+            except OSError:
+                pass
+            for pid in tree - {me}:
+                if "ray::" in cmds.get(pid, "") or "default_worker" in cmds.get(pid, ""):
+                    try:
+                        rss = self._rss(pid)
+                    except OSError:
+                        continue
+                    self.worker, total = max(self.worker, rss), total + rss
             self.workers_total = max(self.workers_total, total)
             self.stop.wait(self.every_s)
 
@@ -220,7 +240,7 @@ def memory(files: list[str], tmp: Path, num_cpus: int) -> None:
           f"seed architecture; peak RSS sampled every 0.2 s")
     for copies in (1, 10):
         source = link_copies(files, tmp / f"x{copies}", copies)
-        init_ray(num_cpus=num_cpus)
+        init_ray("local", num_cpus=num_cpus)
         sampler = PeakRSS()
         sampler.start()
         summary, seconds = run_score(str(source), model_dir, tmp / f"pred{copies}")
