@@ -932,6 +932,13 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     t, t_source, t_notes = resolve_threshold(frame, threshold, meta)
     warnings = notes + t_notes
     seen = training_groups(meta)
+    out_of_fold = [r for r in records if r.get("out_of_fold")]
+    if out_of_fold:  # every participant was scored by a fold model that never saw it
+        seen = set()
+        warnings.append(f"These are the out-of-fold predictions of {out_of_fold[-1].get('cv_folds')}-fold "
+                        "cross-validation: every participant was scored by a model that never saw them. They "
+                        "estimate how a model trained this way does on new participants; the final MODEL was "
+                        "trained on all of them.")
     if label_info is not None and label_info["rows_matched"] == 0 and len(frame):
         warnings.append(f"No PRED row matched a filename in {labels}: check that its filename column holds the "
                         "recordings' file names.")

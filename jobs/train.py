@@ -56,6 +56,14 @@ def add_arguments(p) -> None:
                                      "removed after success); use shared storage on a multi-node cluster")
     p.add_argument("--max-failures", type=integer(at_least=0), default=3,
                    help="worker failures to recover from, each from the last checkpoint (default 3)")
+    p.add_argument("--cv", type=integer(at_least=2, at_most=50), metavar="K",
+                   help="grouped K-fold cross-validation (folds by participant, stratified by label): every "
+                        "participant is scored once by a model that never saw it, into --cv-pred, and MODEL is a "
+                        "final model trained on all of them with the threshold chosen out of fold. For small "
+                        "clinical sets, where a held-out test split is a handful of people")
+    p.add_argument("--cv-pred", metavar="PRED",
+                   help="where --cv writes the out-of-fold predictions, a PRED for `cough report` "
+                        "(default: MODEL-oof beside MODEL)")
     p.add_argument("--trace-dir", help="diagnostic: each worker appends one JSON line per step "
                                        "(pid, epoch, weights digest) to DIR/rank-N.jsonl")
     add_ray_arguments(p)
@@ -114,23 +122,24 @@ def _prepare_run(run_dir: str, settings: dict, resume: bool) -> None:
     record.write_json(settings)
 
 
-def train(shards: str, out: str, args) -> dict:
-    import ray
-
+def _start_ray(args) -> None:
     from cough.logs import native_stderr_muted
-    from cough.model import KIND, write_model
     from cough.runtime import init_ray
-    from cough.storage import claim, join
-    from cough.train import (TrainConfig, cache_small, class_weights, evaluate, fit, final_checkpoint,
-                             read_index, read_manifest, recordings, split_datasets, split_groups, split_windows)
 
-    started = time.perf_counter()
-    features = read_manifest(shards)
-    output = claim(out, KIND, inputs={"SHARDS": features.loc})
-    manifest, shards = features.manifest, features.loc.uri
-    index = read_index(features)
-    recs, dropped_paths = recordings(index)
-    groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+    with native_stderr_muted():  # Ray Train's TensorFlow backend imports TensorFlow in the driver
+        import ray.train.tensorflow  # noqa: F401
+    init_ray(args.address, num_cpus=args.num_cpus)
+
+
+def _fit(features, index, dropped_paths: list[str], groups: dict, args, *, name: str):
+    """Train one model on ``groups``' splits of the featurize OUT ``features``; returns
+    ``(weights_h5, state, predictions, windows, config, class weights, run_dir)``, the window
+    predictions holding every split but ``train``."""
+    from cough.storage import join
+    from cough.train import (TrainConfig, cache_small, class_weights, fit, final_checkpoint, split_datasets,
+                             split_windows)
+
+    manifest = features.manifest
     windows = split_windows(index, groups, dropped_paths)
     weights = class_weights(windows["train"]["label"])
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
@@ -141,36 +150,35 @@ def train(shards: str, out: str, args) -> dict:
                          trace_dir=args.trace_dir)
     log.info("splits (participants): %s; class weights %s", ", ".join(f"{k} {len(v)}" for k, v in groups.items()),
              ", ".join(f"{CLASS_NAMES[k]} {w:.3g}" for k, w in weights.items()))
-
-    with native_stderr_muted():  # Ray Train's TensorFlow backend imports TensorFlow in the driver
-        import ray.train.tensorflow  # noqa: F401
-    init_ray(args.address, num_cpus=args.num_cpus)
-    storage, name, ours = _storage(args)
+    storage, _, _ = _storage(args)
     run_dir = join(storage, name)
-    _prepare_run(run_dir, {"shards": shards, "featurizer_version": manifest["featurizer_version"],
+    _prepare_run(run_dir, {"shards": features.loc.uri, "featurizer_version": manifest["featurizer_version"],
                            **{k: getattr(args, k) for k in RESUME_KEYS[2:]}}, args.resume)
     datasets = cache_small(split_datasets(features.images, groups, dropped_paths),
                            sum(map(len, windows.values())), config.image_size)
     result = fit(datasets, config, workers=args.workers, storage=storage, name=name,
                  max_failures=args.max_failures)
     weights_h5, state, predictions = final_checkpoint(result.checkpoint)
-    threshold, metrics = evaluate(predictions)
+    return weights_h5, state, predictions, windows, config, weights, run_dir
 
-    meta = {
+
+def _meta(args, features, groups: dict, windows: dict, weights: dict, state: dict, config,
+          dropped_paths: list[str], started: float) -> dict:
+    """model.json's content (the threshold and the metrics are the caller's)."""
+    import ray
+
+    manifest = features.manifest
+    return {
         "arch": args.arch, "parameters": state["parameters"], "class_names": CLASS_NAMES,
-        "threshold": threshold,
-        "threshold_rule": ("Youden's J (sensitivity + specificity - 1) maximised on the validation recordings; "
-                           "midway between the best point's score and the next lower validation score"),
         "aggregation": "mean of the windows' P(positive) per recording (cough.model.aggregate_windows)",
         "featurizer": manifest["featurizer"], "featurizer_version": manifest["featurizer_version"],
-        "shards": shards,
+        "shards": features.loc.uri,
         "splits": {s: {"groups": members, "recordings": int(windows[s]["recording_id"].nunique()),
                        "images": len(windows[s]), "positive_images": int(windows[s]["label"].sum())}
                    for s, members in groups.items()},
         "excluded_paths": dropped_paths,
         "class_weight": {CLASS_NAMES[k]: v for k, v in weights.items()},
         "history": state["history"],
-        "metrics": metrics,
         "training": {**{k: v for k, v in vars(config).items() if k not in ("class_weight", "trace_dir")},
                      "workers": args.workers, "epochs_run": len(state["history"]),
                      "best_epoch": state["best_epoch"], "restored_best": args.early_stopping,
@@ -179,6 +187,33 @@ def train(shards: str, out: str, args) -> dict:
         "cough_version": __version__, "ray_version": ray.__version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
+
+
+def train(shards: str, out: str, args) -> dict:
+    from cough.model import KIND, write_model
+    from cough.storage import claim
+    from cough.train import evaluate, read_index, read_manifest, recordings, split_groups
+
+    started = time.perf_counter()
+    features = read_manifest(shards)
+    output = claim(out, KIND, inputs={"SHARDS": features.loc})
+    index = read_index(features)
+    recs, dropped_paths = recordings(index)
+    if getattr(args, "cv", None):
+        return cross_validate(features, output, args, index=index, recs=recs, dropped_paths=dropped_paths,
+                              started=started)
+    groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+
+    _start_ray(args)
+    _, name, ours = _storage(args)
+    weights_h5, state, predictions, windows, config, weights, run_dir = _fit(
+        features, index, dropped_paths, groups, args, name=name)
+    threshold, metrics = evaluate(predictions)
+    meta = {**_meta(args, features, groups, windows, weights, state, config, dropped_paths, started),
+            "threshold": threshold,
+            "threshold_rule": ("Youden's J (sensitivity + specificity - 1) maximised on the validation recordings; "
+                               "midway between the best point's score and the next lower validation score"),
+            "metrics": metrics}
     version = write_model(output, weights_h5, meta)
     if ours:  # the checkpoints served their purpose once MODEL is complete
         _remove_run(run_dir)
@@ -186,6 +221,87 @@ def train(shards: str, out: str, args) -> dict:
             "threshold": round(threshold, 4), "val_auc": metrics["val"]["auc"],
             "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
             "wall_s": meta["training"]["wall_s"]}
+
+
+def cross_validate(features, output, args, *, index, recs, dropped_paths: list[str], started: float) -> dict:
+    """``--cv K``: K models, each scoring the participants of its fold out of fold; the
+    threshold chosen on those scores; a final model trained on every participant; the
+    out-of-fold predictions committed to a PRED (``--cv-pred``) as one run."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from cough.crossval import OOF_RUN_PREFIX, grouped_folds, oof_table
+    from cough.model import write_model
+    from cough.pred import LOG_DIR, RunWriter, claim_pred
+    from cough.score import pred_schema
+    from cough.train import binary_metrics, choose_threshold, evaluate, recording_scores, split_groups
+
+    if args.resume:
+        raise UsageError("--resume does not apply to --cv: rerun the cross-validation")
+    target, pred_output = claim_pred(args.cv_pred or f"{output.loc.uri.rstrip('/')}-oof",
+                                     inputs={"SHARDS": features.loc, "MODEL": output.loc})
+    folds = grouped_folds(recs, k=args.cv, seed=args.seed)
+    _start_ray(args)
+    _, name, ours = _storage(args)
+    oof, fold_info = [], []
+    for k, test_groups in enumerate(folds):
+        rest = recs[~recs["group"].isin(test_groups)]
+        groups = {**split_groups(rest, val_fraction=args.val_fraction, test_fraction=0, seed=args.seed + k),
+                  "test": test_groups}
+        log.info("cross-validation fold %d of %d: %d participants held out", k + 1, args.cv, len(test_groups))
+        _, state, predictions, _, _, _, run_dir = _fit(features, index, dropped_paths, groups, args,
+                                                       name=f"{name}.fold-{k + 1}")
+        _, metrics = evaluate(predictions)
+        oof.append(predictions[predictions["split"] == "test"])
+        fold_info.append({"fold": k + 1, "test_groups": test_groups, "train_groups": len(groups["train"]),
+                          "val_groups": len(groups["val"]), "test_auc": metrics["test"]["auc"],
+                          "epochs_run": len(state["history"])})
+        if ours:
+            _remove_run(run_dir)
+    oof_windows = pd.concat(oof, ignore_index=True)
+    scores = recording_scores(oof_windows)
+    threshold = choose_threshold(scores["label"], scores["score"])
+    oof_metrics = binary_metrics(scores["label"], scores["score"], threshold)
+
+    groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=0, seed=args.seed)
+    log.info("final model on every participant (%d), threshold %.4f chosen out of fold", recs["group"].nunique(),
+             threshold)
+    weights_h5, state, predictions, windows, config, weights, run_dir = _fit(
+        features, index, dropped_paths, groups, args, name=name)
+    val = recording_scores(predictions[predictions["split"] == "val"])
+    meta = {**_meta(args, features, groups, windows, weights, state, config, dropped_paths, started),
+            "threshold": threshold,
+            "threshold_rule": (f"Youden's J maximised on the out-of-fold scores of {args.cv}-fold grouped "
+                               "cross-validation (every participant scored once by a model that never saw it); "
+                               "midway between the best point's score and the next lower score"),
+            "metrics": {"out_of_fold": oof_metrics, "val": binary_metrics(val["label"], val["score"], threshold)},
+            "cv": {"k": args.cv, "folds": fold_info, "out_of_fold_pred": target.loc.uri}}
+    version = write_model(output, weights_h5, meta)
+    if ours:
+        _remove_run(run_dir)
+
+    manifest, columns = features.manifest, features.manifest.get("metadata_columns", [])
+    recordings_table = pq.read_table(features.recordings.path, filesystem=features.recordings.fs).to_pandas()
+    run_id = f"{OOF_RUN_PREFIX}{version}"
+    schema = pred_schema(columns)
+    with pred_output.writing(LOG_DIR):
+        table = target.table()
+        writer = RunWriter(target, run_id, schema, read_version=table.version() if table is not None else None)
+        try:
+            writer.add(oof_table(scores, oof_windows, recordings_table, schema=schema, threshold=threshold,
+                                 model_version=version, featurizer_version=manifest["featurizer_version"],
+                                 run_id=run_id))
+            writer.commit({"model_version": version, "featurizer_version": manifest["featurizer_version"],
+                           "source": features.loc.uri, "model": output.loc.uri, "out_of_fold": True,
+                           "cv_folds": args.cv, "metadata_columns": columns, "cough_version": __version__,
+                           "inputs": len(scores), "ok": len(scores), "errors": 0, "rejected": 0, "skipped": 0},
+                          model_version=version, rescore=True)
+        finally:
+            writer.close()
+    return {"out": output.loc.uri, "version": version, "arch": args.arch, "cv": args.cv,
+            "out_of_fold_pred": target.loc.uri, "threshold": round(threshold, 4),
+            "out_of_fold_auc": oof_metrics["auc"], "participants": int(recs["group"].nunique()),
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def run(args) -> dict:
