@@ -212,7 +212,7 @@ class QualityGate:
     no recording there has no event or more than 1% of its samples clipped.
 
     >>> QualityGate().reason({"n_events": 1, "snr_db": 2.1, "clipped_fraction": 0.0})
-    'too noisy: snr 2.1 dB < 3 dB'
+    'too noisy: snr 2.10 dB < 3 dB'
     >>> QualityGate().reason({"n_events": 2, "snr_db": 25.0, "clipped_fraction": 0.0}) is None
     True
     """
@@ -236,7 +236,7 @@ class QualityGate:
         if clipped is not None and clipped > self.max_clipped_fraction:
             return f"clipped: {clipped:.0%} of samples at full scale > {self.max_clipped_fraction:.0%}"
         if snr is not None and snr < self.min_snr_db:
-            return f"too noisy: snr {snr:.1f} dB < {self.min_snr_db:g} dB"
+            return f"too noisy: snr {snr:.2f} dB < {self.min_snr_db:g} dB"
         return None
 
     def to_dict(self) -> dict:

@@ -396,8 +396,17 @@ def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, 
     labels = str(shared_archive / "labels.csv")
     first = score(str(src), str(model), str(pred), labels=labels)
     rows = _rows(pred)
-    assert (first["inputs"], first["ok"], first["errors"]) == (1324, 1322, 2) and len(rows) == 1324
-    assert rows.error[rows.status == "error"].str.len().gt(10).all() and rows.path.is_unique
+    # the quality gate rejects 12 recordings whose coughs stand < 3 dB above their quietest frames
+    assert (first["inputs"], first["ok"], first["errors"], first["rejected"]) == (1324, 1310, 2, 12)
+    assert len(rows) == 1324 and rows.path.is_unique
+    assert rows.error[rows.status != "ok"].str.len().gt(10).all()
+    assert rows.error[rows.status == "rejected"].str.startswith("too noisy: snr ").all()
+    # quality columns on the real channels: a call centre's 8 kHz line carries nothing above 4 kHz
+    decoded = rows[rows.status != "error"]
+    assert decoded[["snr_db", "bandwidth_hz", "clipped_fraction", "silence_fraction", "n_events"]].notna().all().all()
+    assert (decoded.bandwidth_hz[decoded.sample_rate == 8000] <= 4000).all()
+    assert decoded.bandwidth_hz[decoded.sample_rate == 48000].median() > 4000
+    assert (decoded.n_events >= 1).all() and decoded.clipped_fraction.between(0, 0.05).all()
     before = _snapshot(pred)
     assert score(str(src), str(model), str(pred), labels=labels)["scored"] == 0 and _snapshot(pred) == before
     synth_archive(tmp_path / "new", n=5, seed=5, max_duration_s=2)
