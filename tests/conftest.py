@@ -68,7 +68,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
     yield ray
 
 
@@ -98,7 +98,7 @@ def sample_features(tmp_path_factory) -> Path:
     from jobs.featurize import featurize
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
     out = tmp_path_factory.mktemp("features") / "out"
     featurize(str(SAMPLE / "raw"), str(out), labels=str(SAMPLE / "labels.csv"))
     return out

@@ -66,7 +66,7 @@ def sample_pred(tmp_path_factory, model_dir, sample_features) -> Path:
     from cough.runtime import WORKER_ENV
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
     pred = tmp_path_factory.mktemp("pred") / "pred"
     score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
     return pred
