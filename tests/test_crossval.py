@@ -36,7 +36,7 @@ def test_cv_scores_every_participant_out_of_fold_and_the_report_keeps_them_all(s
                 "--num-cpus", "2", "--cv-pred", str(pred), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     meta = json.loads((model / "model.json").read_text())
-    recs, _ = recordings(read_index(str(sample_features), read_manifest(str(sample_features))))
+    recs, _ = recordings(read_index(read_manifest(str(sample_features))))
 
     folds = [set(f["test_groups"]) for f in meta["cv"]["folds"]]
     assert len(folds) == 2 and set().union(*folds) == set(recs["group"])
