@@ -414,3 +414,22 @@ def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, 
         shutil.copy(f, src / f.name)
     third = score(str(src), str(model), str(pred), labels=labels)
     assert (third["scored"], third["skipped"]) == (5, 1324) and len(_rows(pred)) == 1329
+
+
+def test_window_images_pack_into_one_buffer_and_come_back_for_any_slice():
+    """Stage 1 hands the actors every recording's windows in one Arrow column; the actors
+    read it back without copies, also from a slice of a batch (Ray Data cuts batches)."""
+    import pyarrow as pa
+
+    from cough.windowpack import pack, unpack
+
+    rng = np.random.default_rng(0)
+    stacks = [rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8) for n in (2, 1, 3)]
+    column = pack([stacks[0], None, stacks[1], stacks[2]])
+    assert column.null_count == 1 and column.type == pa.large_binary()
+    images, counts = unpack(column, 4)
+    np.testing.assert_array_equal(counts, [2, 0, 1, 3])
+    np.testing.assert_array_equal(images, np.concatenate(stacks))
+    images, counts = unpack(pa.chunked_array([column.slice(2)]), 4)
+    np.testing.assert_array_equal(counts, [1, 3])
+    np.testing.assert_array_equal(images, np.concatenate(stacks[1:]))
