@@ -58,7 +58,9 @@ def ray_head(num_cpus: int = 2, temp_dir: str | None = None):
         while True:
             probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", url], env=env,
                                    capture_output=True, text=True)
-            if probe.returncode == 0:
+            # `ray start` writes its address file only after the dashboard answers: wait for both,
+            # or a job started at once finds no running instance (a race seen on a loaded machine).
+            if probe.returncode == 0 and Path(temp_dir, "ray_current_cluster").exists():
                 break
             if head.poll() is not None or time.time() > deadline:
                 tail = Path(temp_dir, "head.log").read_text(errors="replace")[-2000:]
