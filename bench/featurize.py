@@ -167,7 +167,7 @@ def _pool_batch(args) -> int:
 
     paths, out = args
     batch = pa.table({"path": paths, "label": pa.nulls(len(paths), pa.int8()),
-                      "group": pa.nulls(len(paths), pa.string())})
+                      "participant": pa.nulls(len(paths), pa.string())})
     counts = featurize_batch(batch, images=Location.of(f"{out}/images"), recordings=Location.of(f"{out}/recordings"),
                              params=DEFAULT_PARAMS, metadata_columns=[])
     return int(counts["images"][0].as_py())

@@ -45,7 +45,7 @@ def load(shards: str):
     out = read_manifest(shards)
     index = read_index(out)
     recs, dropped = recordings(index)
-    table = pq.read_table(Path(shards) / "images", columns=["recording_id", "path", "label", "group", "image"])
+    table = pq.read_table(Path(shards) / "images", columns=["recording_id", "path", "label", "participant", "image"])
     frame = table.drop(["image"]).to_pandas()
     keep = (~frame["path"].isin(dropped) & frame["label"].notna()).to_numpy()
     images = to_numpy(table["image"])[keep]
@@ -83,7 +83,7 @@ def speed(args):
 
     recs, frame, images = load(args.shards)
     groups = split_groups(recs, seed=0)
-    train_rows = frame["group"].isin(groups["train"]).to_numpy()
+    train_rows = frame["participant"].isin(groups["train"]).to_numpy()
     labels = frame["label"].to_numpy(dtype=int)[train_rows]
     weights = class_weights(labels)
     n = int(train_rows.sum())
@@ -137,7 +137,7 @@ def arch(args):
     out = {"machine": args.machine, "epochs": args.epochs, "folds": args.folds, "archs": {}}
     for name in args.archs.split(","):
         result = {"auc": [], "epoch_s": [], "parameters": int(build_model(name).count_params())}
-        for k, (_, held) in enumerate(folds.split(per_rec.index, per_rec["label"], per_rec["group"])):
+        for k, (_, held) in enumerate(folds.split(per_rec.index, per_rec["label"], per_rec["participant"])):
             if k == args.max_folds:
                 break
             test_ids = set(per_rec.index[held])

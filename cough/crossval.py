@@ -26,27 +26,27 @@ OOF_RUN_PREFIX = "cv-"
 def grouped_folds(recs: pd.DataFrame, *, k: int, seed: int = 0) -> list[list[str]]:
     """The test groups of each of ``k`` folds: every group (participant) in exactly one,
     stratified by label, each fold with both classes. ``recs``: one row per recording
-    with ``group`` and ``label`` (0/1).
+    with ``participant`` and ``label`` (0/1).
 
-    >>> recs = pd.DataFrame({"group": [f"p{i}" for i in range(12)], "label": [0, 1] * 6})
+    >>> recs = pd.DataFrame({"participant": [f"p{i}" for i in range(12)], "label": [0, 1] * 6})
     >>> folds = grouped_folds(recs, k=3)
-    >>> sorted(g for f in folds for g in f) == sorted(recs["group"]), [len(f) for f in folds]
+    >>> sorted(g for f in folds for g in f) == sorted(recs["participant"]), [len(f) for f in folds]
     (True, [4, 4, 4])
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
-    per_class = recs.groupby("label")["group"].nunique().reindex([0, 1], fill_value=0)
+    per_class = recs.groupby("label")["participant"].nunique().reindex([0, 1], fill_value=0)
     if per_class.min() < k:
         raise CoughError(f"--cv {k} needs at least {k} participants of each class to put both classes in every "
                          f"fold; SHARDS has {int(per_class[1])} positive and {int(per_class[0])} negative: "
                          f"use a smaller K")
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     out = []
-    for _, test in folds.split(recs, recs["label"], recs["group"]):
+    for _, test in folds.split(recs, recs["label"], recs["participant"]):
         part = recs.iloc[test]
         if part["label"].nunique() < 2:
             raise CoughError(f"cross-validation fold {len(out) + 1} of {k} holds one class only; use a smaller K")
-        out.append(sorted(part["group"].astype(str).unique()))
+        out.append(sorted(part["participant"].astype(str).unique()))
     return out
 
 
@@ -56,8 +56,8 @@ def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFr
 
     ``scores``: one row per recording (recording_id, label, score) from
     :func:`cough.train.recording_scores`; ``windows``: the window rows (recording_id, prob,
-    and ``window`` order when present); ``recordings``: the featurize OUT's ``recordings``
-    rows of those recordings (path, group, duration_s, sample_rate, ..., metadata)."""
+    and ``window_index`` order when present); ``recordings``: the featurize OUT's ``recordings``
+    rows of those recordings (path, participant, duration_s, sample_rate, ..., metadata)."""
     by_id = recordings.drop_duplicates("recording_id").set_index("recording_id")
     window_scores = windows.groupby("recording_id")["prob"].apply(lambda p: p.astype(np.float32).tolist())
     now = dt.datetime.now(dt.timezone.utc)

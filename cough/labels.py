@@ -1,7 +1,7 @@
-"""Labels, groups (participants) and metadata for recordings.
+"""Labels, participants and metadata for recordings.
 
 A labels CSV has ``filename`` (basename or path relative to SOURCE) and ``label``;
-``group`` is optional; every other column is carried through as metadata, except that a
+``participant`` is optional (``group``, cough 0.1's name for it, is read as it); every other column is carried through as metadata, except that a
 column named like one of our tables' own (:func:`reserved_columns`) is refused.
 """
 
@@ -24,7 +24,7 @@ NEGATIVE = {"negative", "neg", "0", "false", "no", "healthy"}
 #: Parent-folder names that give the label when there is no CSV (Keras flow_from_directory).
 FOLDER_LABELS = {"pos": 1, "positive": 1, "neg": 0, "negative": 0}
 #: The columns a labels CSV gives a meaning; every other one is metadata.
-INPUT_COLUMNS = ("filename", "label", "group")
+INPUT_COLUMNS = ("filename", "label", "participant")
 
 
 def reserved_columns() -> frozenset[str]:
@@ -76,18 +76,18 @@ class LabelIndex:
     group_pattern: re.Pattern | None = None
 
     def lookup(self, path: str) -> dict:
-        """``{"label", "group", **metadata}`` for ``path`` (a path under SOURCE)."""
+        """``{"label", "participant", **metadata}`` for ``path`` (a path under SOURCE)."""
         rel = relpath(path, self.source)
         row = self.by_relpath.get(rel) or self.by_name.get(PurePosixPath(rel).name)
         meta = {c: None for c in self.metadata_columns}
         if row is not None:
-            label, group = row["label"], row.get("group")
+            label, group = row["label"], row.get("participant")
             meta.update({c: row.get(c) for c in self.metadata_columns})
         else:
             label, group = folder_label(rel), None
         if group is None:
             group = self.group_for(rel)
-        return {"label": label, "group": group, **meta}
+        return {"label": label, "participant": group, **meta}
 
     def group_for(self, rel: str) -> str:
         stem = PurePosixPath(rel).stem
@@ -149,10 +149,14 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
     if repeated:
         raise UsageError(f"labels CSV {csv}: column(s) {', '.join(map(repr, repeated))} appear more than once "
                          "(names are trimmed of spaces), so which one holds the values is ambiguous; keep one")
+    if "group" in header and "participant" in header:
+        raise UsageError(f"labels CSV {csv} has both 'participant' and 'group' (the name cough 0.1 used for it); "
+                         "keep one")
+    header = ["participant" if c == "group" else c for c in header]  # cough 0.1's name for it
     table = raw.iloc[1:].set_axis(header, axis=1)
     missing = {"filename", "label"} - set(table.columns)
     if missing:
-        raise CoughError(f"labels CSV {csv} lacks column(s) {sorted(missing)}; it needs filename,label[,group,...]")
+        raise CoughError(f"labels CSV {csv} lacks column(s) {sorted(missing)}; it needs filename,label[,participant,...]")
     clash = [c for c in table.columns if c in reserved_columns()]
     if clash:
         raise UsageError(f"labels CSV {csv}: column(s) {', '.join(map(repr, clash))} would clash with the column(s) "
@@ -171,7 +175,7 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
             rec["label"] = parse_label(rec["label"])
         except ValueError as exc:
             raise CoughError(f"labels CSV {csv} line {line}: {exc}") from None
-        rec["group"] = rec.get("group") if isinstance(rec.get("group"), str) else None
+        rec["participant"] = rec.get("participant") if isinstance(rec.get("participant"), str) else None
         rel = str(resolved.relative_to(root)) if resolved != root else name
         if rel in index.by_relpath:
             _same_row(csv, rel, index.by_relpath[rel], rec, first_line[rel], line)

@@ -271,8 +271,11 @@ class RunWriter:
 
 def convert_v01(old: str, new: str) -> int:
     """Copy a cough 0.1 PRED (``run-*`` folders and ``_runs/`` records) into a new Delta PRED,
-    one commit per committed run, oldest first, leaving ``old`` as it is. Returns the rows."""
+    one commit per committed run, oldest first, leaving ``old`` as it is; its ``group``
+    column becomes ``participant``. Returns the rows."""
     from deltalake import CommitProperties, write_deltalake
+
+    from .schema import current_names
 
     src = Location.of(old)
     if not is_v01(src):
@@ -288,7 +291,7 @@ def convert_v01(old: str, new: str) -> int:
                         if src.join(f"{p}{record['run_id']}").is_dir()), None)
             if record["run_id"] in gone or run is None:
                 continue
-            table, target = pq.read_table(run.path, filesystem=run.fs), dst.table()
+            table, target = current_names(pq.read_table(run.path, filesystem=run.fs)), dst.table()  # group -> participant
             write_deltalake(target if target is not None else dst.table_uri, table, mode="append", schema_mode="merge",
                             storage_options=_storage_options(),
                             commit_properties=CommitProperties(custom_metadata={RUN_KEY: record}))

@@ -28,7 +28,7 @@ log = logging.getLogger("cough.report")
 METADATA_FEATURES = ("sample_rate", "channels", "duration_s", "format")
 #: PRED columns the report reads when present (window_scores and the like are skipped).
 PRED_COLUMNS = ("recording_id", "path", "status", "error", "score", "predicted", "threshold", "model_version",
-                "featurizer_version", "run_id", "scored_at", "label", "group", *METADATA_FEATURES)
+                "featurizer_version", "run_id", "scored_at", "label", "participant", *METADATA_FEATURES)
 #: Default decision threshold when neither --threshold nor PRED gives one.
 DEFAULT_THRESHOLD = 0.5
 #: Error reasons listed in the operational section.
@@ -72,14 +72,14 @@ def read_predictions(pred, *, columns=()) -> pd.DataFrame:
     for col in ("label", "predicted"):
         if col in frame:
             frame[col] = frame[col].astype("Int8")
-    for col in ("run_id", "model_version", "status", "group"):
+    for col in ("run_id", "model_version", "status", "participant"):
         if col in frame:
             frame[col] = frame[col].astype("string")
     return frame
 
 
 def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
-    """Labels (and group, metadata columns) from a labels CSV, matched to PRED rows by file name.
+    """Labels (and participant, metadata columns) from a labels CSV, matched to PRED rows by file name.
 
     A CSV ``filename`` is a basename or a relative path; a PRED row takes the CSV row whose
     filename is the longest trailing part of its ``path``. Where a CSV row matches, its
@@ -90,7 +90,7 @@ def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
     source = os.path.dirname(csv.rstrip("/")) or "."
     index = load_labels(csv, source)
     frame = frame.copy()
-    columns = ["label", "group", *index.metadata_columns]
+    columns = ["label", "participant", *index.metadata_columns]
     found = {c: [] for c in columns}
     matched = 0
     for path in frame.get("path", pd.Series([None] * len(frame), dtype=object)):
@@ -106,8 +106,8 @@ def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
             frame[c] = values.where(values.notna(), frame[c])
         else:
             frame[c] = values
-    if "group" in frame:
-        frame["group"] = frame["group"].astype("string")
+    if "participant" in frame:
+        frame["participant"] = frame["participant"].astype("string")
     return frame, {"csv": csv, "rows_matched": int(matched), "rows": int(len(frame)),
                    "metadata_columns": index.metadata_columns}
 
@@ -319,15 +319,15 @@ def drift(frame: pd.DataFrame, runs: pd.DataFrame) -> dict:
 # ---------------------------------------------------------------------------- evaluation
 
 def labelled_rows(current: pd.DataFrame) -> pd.DataFrame:
-    """Recordings that were scored and carry a TRUE label, with a ``group`` for each."""
+    """Recordings that were scored and carry a TRUE label, with a ``participant`` for each."""
     if current.empty or "label" not in current:
-        return current.iloc[0:0].assign(label=pd.Series(dtype="Int8"), group=pd.Series(dtype="string"))
+        return current.iloc[0:0].assign(label=pd.Series(dtype="Int8"), participant=pd.Series(dtype="string"))
     rows = current[(current["status"] == "ok") & current["score"].notna() & current["label"].notna()].copy()
     # no participant known: the recording is its own participant
     key = next((c for c in ("recording_id", "path") if c in rows), None)
     fallback = rows[key] if key else pd.Series(rows.index.astype(str), index=rows.index)
-    group = rows["group"] if "group" in rows else pd.Series(pd.NA, index=rows.index, dtype="string")
-    rows["group"] = group.astype(object).where(group.notna(), fallback.astype(object)).astype(str)
+    participant = rows["participant"] if "participant" in rows else pd.Series(pd.NA, index=rows.index, dtype="string")
+    rows["participant"] = participant.astype(object).where(participant.notna(), fallback.astype(object)).astype(str)
     return rows
 
 
@@ -335,13 +335,14 @@ def duplicate_copies(frame: pd.DataFrame, seen_groups: set | None) -> tuple[set,
     """``(seen, conflicting)`` recording ids among files that share their bytes.
 
     ``seen``: a copy of the recording sits in a participant the model trained or tuned on
-    (a copy under another name has another default group, so the group alone misses it).
+    (a copy under another name has another default participant, so the participant alone misses it).
     ``conflicting``: the copies carry contradicting labels.
     """
     if "recording_id" not in frame or frame.empty:
         return set(), set()
     ids = frame[frame["recording_id"].notna()]
-    seen = set(ids.loc[ids["group"].isin(seen_groups), "recording_id"]) if seen_groups and "group" in ids else set()
+    seen = (set(ids.loc[ids["participant"].isin(seen_groups), "recording_id"])
+            if seen_groups and "participant" in ids else set())
     if "label" not in ids:
         return seen, set()
     labels = ids[ids["label"].notna()].groupby("recording_id")["label"].nunique()
@@ -352,11 +353,11 @@ def participant_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """One row per participant: the mean of its recordings' scores and its label.
     Participants whose recordings carry both labels are left out; their number is returned."""
     if rows.empty:
-        return pd.DataFrame({"group": [], "score": [], "label": [], "n_recordings": []}), 0
-    per = rows.groupby("group").agg(score=("score", "mean"), label=("label", "max"),
+        return pd.DataFrame({"participant": [], "score": [], "label": [], "n_recordings": []}), 0
+    per = rows.groupby("participant").agg(score=("score", "mean"), label=("label", "max"),
                                     lowest=("label", "min"), n_recordings=("score", "size")).reset_index()
     mixed = per["label"] != per["lowest"]
-    return per.loc[~mixed, ["group", "score", "label", "n_recordings"]], int(mixed.sum())
+    return per.loc[~mixed, ["participant", "score", "label", "n_recordings"]], int(mixed.sum())
 
 
 def by_subgroup(rows: pd.DataFrame, column: str, *, n_boot: int, seed: int) -> dict:
@@ -371,14 +372,14 @@ def by_subgroup(rows: pd.DataFrame, column: str, *, n_boot: int, seed: int) -> d
     for level in sorted(levels.unique(), key=str):
         mask = (levels == level).to_numpy()
         out["levels"][str(level)] = M.auc_with_ci(y[mask], rows["score"].to_numpy(float)[mask],
-                                                  rows["group"].to_numpy(object)[mask], n_boot=n_boot, seed=seed)
+                                                  rows["participant"].to_numpy(object)[mask], n_boot=n_boot, seed=seed)
     out["variable_alone"] = variable_alone(levels.to_frame(column), rows, n_boot=n_boot, seed=seed)
     return out
 
 
 def variable_alone(features: pd.DataFrame, rows: pd.DataFrame, *, n_boot: int, seed: int) -> dict:
     """Out-of-fold AUC (with CI) of a classifier that sees only ``features``."""
-    y, groups = rows["label"].to_numpy(int), rows["group"].to_numpy(object)
+    y, groups = rows["label"].to_numpy(int), rows["participant"].to_numpy(object)
     if len(np.unique(y)) < 2:
         return {"auc": None, "auc_ci": None,
                 "reason": "the labelled recordings hold one class only" if len(y) else "no labelled recording"}
@@ -400,7 +401,7 @@ def stratified(rows: pd.DataFrame, column: str, *, n_boot: int, seed: int) -> di
         return {"by": column, "auc": None, "auc_ci": None, "levels": [],
                 "reason": "the evaluated recordings hold one class only"}
     return M.stratified_auc(rows["label"].to_numpy(int), rows["score"].to_numpy(float),
-                            M.as_levels(rows[column]).to_numpy(object), rows["group"].to_numpy(object),
+                            M.as_levels(rows[column]).to_numpy(object), rows["participant"].to_numpy(object),
                             by=column, n_boot=n_boot, seed=seed)
 
 
@@ -423,9 +424,9 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
                         "once and negative once); left out, since neither label can be trusted.")
     n_trusted = len(rows)
     if seen_groups and len(rows):
-        rows = rows[~rows["group"].isin(seen_groups) & ~rows["recording_id"].isin(seen)]
+        rows = rows[~rows["participant"].isin(seen_groups) & ~rows["recording_id"].isin(seen)]
     not_computable: dict[str, str] = {}
-    y, score, groups = rows["label"].to_numpy(int), rows["score"].to_numpy(float), rows["group"].to_numpy(object)
+    y, score, groups = rows["label"].to_numpy(int), rows["score"].to_numpy(float), rows["participant"].to_numpy(object)
 
     # Shortcut baseline: recording metadata only, grouped cross-validation.
     present = [c for c in METADATA_FEATURES if c in rows and rows[c].notna().any()]
@@ -467,7 +468,7 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
 
     # Participant-level view.
     people, mixed = participant_rows(rows)
-    g = M.evaluate(people["label"].to_numpy(int), people["score"].to_numpy(float), people["group"].to_numpy(object),
+    g = M.evaluate(people["label"].to_numpy(int), people["score"].to_numpy(float), people["participant"].to_numpy(object),
                    threshold=threshold, n_boot=n_boot, seed=seed)
     not_computable.update({f"group_level.{k}": v for k, v in g.pop("not_computable").items()})
     g["rule"] = ("one score per participant: the mean of the scores of its recordings; its label is that of its "
@@ -847,7 +848,7 @@ positive outranks a negative recorded the same way. A model that only recognises
             for column, result in m["by_subgroup"].items():
                 alone = result["variable_alone"]
                 parts.append(f"<h3>{html.escape(column)}</h3>")
-                parts.append(_table(["group", "recordings", "participants", "share positive", "AUC", "95% CI", "note"], [
+                parts.append(_table(["level", "recordings", "participants", "share positive", "AUC", "95% CI", "note"], [
                     [k, v["n"], v["n_groups"], _pct(v["prevalence"]), _num(v["auc"]), _ci(v["auc_ci"]),
                      v.get("reason", "")] for k, v in result["levels"].items()]))
                 parts.append(f"<p>{html.escape(column)} alone: AUC {_num(alone['auc'])} (95% CI {_ci(alone['auc_ci'])})"
@@ -951,7 +952,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                             "readable MODEL of this version with its splits), so their recordings cannot be left out: "
                             "if PRED includes them, these metrics are optimistic.")
         elif include_training:
-            n_seen = int(arrays["rows"]["group"].isin(seen).sum())
+            n_seen = int(arrays["rows"]["participant"].isin(seen).sum())
             if n_seen:
                 warnings.append(f"{n_seen} of the evaluated recordings come from participants the model was trained "
                                 "or tuned on (--include-training): the metrics are optimistic.")
@@ -973,7 +974,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     metrics["warnings"] = warnings + metrics["warnings"]
     metrics["ci_method"] = M.CI_METHOD
     metrics["provenance"] = describe(sorted({str(r["source"]) for r in records if r.get("source")}),
-                                     frame["group"].unique() if "group" in frame else [],
+                                     frame["participant"].unique() if "participant" in frame else [],
                                      _label_source(labels_text, label_info, records))
     metrics["threshold_source"] = t_source
     metrics["operations"] = ops

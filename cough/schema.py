@@ -42,8 +42,37 @@ RECORDING_FIELDS = [
     pa.field("silence_fraction", pa.float64()),
     pa.field("n_events", pa.int32()),
     pa.field("label", pa.int8()),
-    pa.field("group", pa.string()),
+    pa.field("participant", pa.string()),
 ]
+
+
+#: Columns renamed in cough 0.2, away from SQL reserved words (``SELECT group`` fails): old
+#: name -> new. Inputs that carry the old names (a 0.1 featurize OUT or PRED, a labels CSV
+#: with a ``group`` column) are still read, under the new names.
+RENAMED = {"group": "participant", "window": "window_index"}
+
+
+def current_names(table):
+    """``table`` (a pyarrow Table or a pandas DataFrame) with 0.1's column names renamed
+    (:data:`RENAMED`), where the new name is not there already."""
+    names = list(table.column_names if isinstance(table, pa.Table) else table.columns)
+    rename = {old: new for old, new in RENAMED.items() if old in names and new not in names}
+    if not rename:
+        return table
+    if isinstance(table, pa.Table):
+        return table.rename_columns([rename.get(n, n) for n in names])
+    return table.rename(columns=rename)
+
+
+def stored_names(wanted, available) -> list[str]:
+    """The names under which the ``wanted`` columns are stored in a file whose columns are
+    ``available`` (0.1's names in a 0.1 file); read them, then apply :func:`current_names`.
+
+    >>> stored_names(["path", "window_index"], ["path", "window", "image"])
+    ['path', 'window']
+    """
+    old = {new: old for old, new in RENAMED.items()}
+    return [old[c] if c not in available and old.get(c) in available else c for c in wanted]
 
 
 def image_type(params: FeaturizerParams = DEFAULT_PARAMS) -> pa.DataType:
@@ -62,9 +91,9 @@ def images_schema(metadata_columns: list[str], params: FeaturizerParams = DEFAUL
     return pa.schema([
         pa.field("recording_id", pa.string()),
         pa.field("path", pa.string()),
-        pa.field("window", pa.int32()),
+        pa.field("window_index", pa.int32()),
         pa.field("label", pa.int8()),
-        pa.field("group", pa.string()),
+        pa.field("participant", pa.string()),
         pa.field("image", image_type(params)),
         pa.field("log_mel", log_mel_type(params)),
     ] + [pa.field(c, pa.string()) for c in metadata_columns])

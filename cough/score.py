@@ -28,13 +28,13 @@ from .errors import CoughError
 from .features import FeaturizerParams
 from .pred import NOTHING_SCORED, Scored  # noqa: F401  (NOTHING_SCORED: what a --rescore run passes)
 from .quality import NO_GATE, QUALITY_COLUMNS, QualityGate
-from .schema import RECORDING_FIELDS, recordings_schema
+from .schema import RECORDING_FIELDS, current_names, recordings_schema
 from .storage import Location
 
 log = logging.getLogger("cough.score")
 
 #: Columns of stage 1's rows besides metadata; ``images`` holds the windows' uint8 bytes.
-INFO_COLUMNS = ("label", "group")
+INFO_COLUMNS = ("label", "participant")
 
 
 # ---------------------------------------------------------------------------- the model
@@ -112,7 +112,7 @@ def pred_schema(metadata_columns: list[str]) -> pa.Schema:
         pa.field("featurizer_version", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-        *(recording[c] for c in ("label", "group", "duration_s", "sample_rate", "channels", "format",
+        *(recording[c] for c in ("label", "participant", "duration_s", "sample_rate", "channels", "format",
                                  *QUALITY_COLUMNS)),
         *[pa.field(c, pa.string()) for c in metadata_columns],
     ])
@@ -146,7 +146,7 @@ def _gated(row: dict, gate: QualityGate) -> dict:
 def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
                        metadata_columns: list[str], gate: QualityGate = NO_GATE) -> pa.Table:
     """Ray Data ``map_batches`` function over a raw archive (columns path, problem, open_as,
-    label, group, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
+    label, participant, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
     it, featurize the rest exactly as ``cough featurize`` does, and reject what ``gate``
     refuses."""
     from .audio import RECORDING_BUDGET
@@ -195,7 +195,7 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, s
     scored = _scored(scored)
     out = []
     for shard in batch.column("shard").to_pylist():
-        recs = pq.read_table(recordings.join(shard).path, filesystem=recordings.fs).to_pylist()
+        recs = current_names(pq.read_table(recordings.join(shard).path, filesystem=recordings.fs)).to_pylist()
         known = scored.has_ids([r["recording_id"] or "" for r in recs])
         skip = [(r["recording_id"] is not None and seen)
                 or (r["recording_id"] is None and r["path"] in scored.unreadable) for r, seen in zip(recs, known)]
@@ -203,11 +203,12 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, s
         windows: dict[str, list] = {}
         wanted = sorted({r["path"] for r in todo if r["status"] == "ok"})
         if wanted:
-            from .schema import to_numpy
+            from .schema import stored_names, to_numpy
 
-            imgs = pq.read_table(images.join(shard).path, filesystem=images.fs,
-                                 columns=["path", "window", "image"], filters=[("path", "in", wanted)])
-            imgs = imgs.sort_by([("path", "ascending"), ("window", "ascending")])
+            stored = pq.read_schema(images.join(shard).path, filesystem=images.fs).names
+            imgs = pq.read_table(images.join(shard).path, filesystem=images.fs, filters=[("path", "in", wanted)],
+                                 columns=stored_names(["path", "window_index", "image"], stored))
+            imgs = current_names(imgs).sort_by([("path", "ascending"), ("window_index", "ascending")])
             arrays = to_numpy(imgs["image"])
             for i, path in enumerate(imgs["path"].to_pylist()):
                 windows.setdefault(path, []).append(arrays[i])

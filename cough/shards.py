@@ -3,7 +3,7 @@
 ::
 
     OUT/.cough-output.json                 owner marker (written first: OUT belongs to featurize)
-    OUT/images/<version>/part-*.parquet    one row per window: the image, its log-mel, label, group
+    OUT/images/<version>/part-*.parquet    one row per window: the image, its log-mel, label, participant
     OUT/recordings/<version>/part-*.parquet one row per input file, ok or error with a reason
     OUT/manifest.json                      the commit: counts, featurizer, and which <version> is OUT
 
@@ -29,7 +29,7 @@ from .recording import process
 from .schema import check_schema_version, image_type, images_schema, log_mel_type, recordings_schema, tensor_column
 from .storage import Location
 
-INFO_COLUMNS = ("label", "group")
+INFO_COLUMNS = ("label", "participant")
 #: Summary columns a batch returns (the job adds them up).
 COUNTS = ("inputs", "ok", "errors", "images")
 KIND = "featurize"
@@ -100,7 +100,7 @@ def write_table(table: pa.Table, where: "str | Location") -> None:
 def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, params: FeaturizerParams,
                     metadata_columns: list[str]) -> pa.Table:
     """Ray Data ``map_batches`` function: featurize ``batch`` (columns path, problem, open_as,
-    label, group, metadata) and write one shard into each of the ``images`` and
+    label, participant, metadata) and write one shard into each of the ``images`` and
     ``recordings`` folders; returns one row of :data:`COUNTS`."""
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     rows, image_rows, pixels, mels = [], [], [], []
@@ -110,7 +110,7 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
         rows.append(done.row)
         for w in range(len(done.images)):
             image_rows.append({"recording_id": done.row["recording_id"], "path": rec["path"],
-                               "window": w, **info})
+                               "window_index": w, **info})
         pixels.append(done.images.reshape(-1, params.image_size, params.image_size, 3))
         mels.append(done.log_mel.reshape(-1, params.n_mels, params.frames_per_window))
     name = shard_name(batch.column("path").to_pylist())

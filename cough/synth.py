@@ -70,7 +70,7 @@ def _plan(n: int, seed: int, max_duration_s: float, positive_rate: float,
                 break
             fmt = str(rng.choice(list(formats)))
             plan.append({"filename": f"{group}-{k}.{fmt}", "label": int(positive),
-                         "group": group, "site": site,
+                         "participant": group, "site": site,
                          "sample_rate": int(rng.choice(RATES)), "channels": int(rng.integers(1, 3)),
                          "duration_s": float(rng.uniform(0.3, max_duration_s)), "format": fmt,
                          "seed": int(rng.integers(2**31))})
@@ -119,12 +119,12 @@ def synth_archive(out: str | Path, *, n: int, seed: int = 0, max_duration_s: flo
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_write_chunk, chunks))
     with open(os.path.join(str(out), "labels.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, ["filename", "label", "group", "site"], extrasaction="ignore")
+        writer = csv.DictWriter(f, ["filename", "label", "participant", "site"], extrasaction="ignore")
         writer.writeheader()
         for item in plan:
             writer.writerow({**item, "label": "positive" if item["label"] else "negative"})
     with open(os.path.join(str(out), MARKER), "w") as f:  # how a report recognises synthetic data
         json.dump(synth_marker(n=n, seed=seed, max_duration_s=max_duration_s, positive_rate=positive_rate,
                                formats=list(formats)), f, indent=1)
-    return {"out": str(out), "recordings": n, "participants": len({p["group"] for p in plan}),
+    return {"out": str(out), "recordings": n, "participants": len({p["participant"] for p in plan}),
             "positive": sum(p["label"] for p in plan)}

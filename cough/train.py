@@ -24,15 +24,16 @@ import pandas as pd
 from .errors import CoughError
 from .logs import say
 from .runtime import WORKER_ENV
+from .schema import current_names, stored_names
 from .model import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows
 
 log = logging.getLogger("cough.train")
 
 SPLITS = ("train", "val", "test")
 #: Columns the workers read; ``log_mel`` is never read for training.
-IMAGE_COLUMNS = ["recording_id", "window", "label", "image"]
+IMAGE_COLUMNS = ["recording_id", "window_index", "label", "image"]
 #: Columns the driver reads to split (no tensors).
-INDEX_COLUMNS = ["recording_id", "path", "window", "label", "group"]
+INDEX_COLUMNS = ["recording_id", "path", "window_index", "label", "participant"]
 STATE_FILE = "state.json"
 BEST_FILE = "best.h5"
 OPTIMIZER_FILE = "optimizer.npz"
@@ -58,7 +59,8 @@ def read_manifest(shards: str):
 
 
 def read_index(out) -> pd.DataFrame:
-    """One row per image (no tensors): recording_id, path, window, label, group.
+    """One row per image (no tensors): recording_id, path, window_index, label, participant
+    (also from a cough 0.1 OUT, whose columns were named window and group).
 
     Refuses shards that disagree with their manifest (image count or image shape): those
     hold shards of several featurize runs, possibly with other featurizer versions.
@@ -82,7 +84,7 @@ def read_index(out) -> pd.DataFrame:
             raise CoughError(f"SHARDS {shards}: {os.path.basename(fragment.path)} holds images of shape "
                              f"{shape}, but manifest.json says {size}x{size}x3: shards of another "
                              "featurizer were mixed in; featurize again")
-    table = dataset.to_table(columns=INDEX_COLUMNS)
+    table = current_names(dataset.to_table(columns=stored_names(INDEX_COLUMNS, dataset.schema.names)))
     if table.num_rows != int(manifest["images"]):
         raise CoughError(f"SHARDS {shards}: images/ holds {table.num_rows} images but manifest.json says "
                          f"{manifest['images']}: shards were added or removed; featurize again")
@@ -92,7 +94,7 @@ def read_index(out) -> pd.DataFrame:
 
 
 def recordings(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One row per labelled recording (recording_id, path, label, group, windows) and the
+    """One row per labelled recording (recording_id, path, label, participant, windows) and the
     paths whose images are left out: unlabelled ones, and the second name of the same bytes
     (one recording, one split). When copies of the same bytes disagree on the label the
     recording is left out entirely.
@@ -103,7 +105,7 @@ def recordings(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         raise CoughError("SHARDS holds no images: nothing to train on")
     per_path = (index.groupby("path", sort=True)
                 .agg(recording_id=("recording_id", "first"), label=("label", "first"),
-                     group=("group", "first"), windows=("window", "size")).reset_index())
+                     participant=("participant", "first"), windows=("window_index", "size")).reset_index())
     labelled = per_path[per_path["label"].notna()]
     if labelled.empty:
         raise CoughError("SHARDS has no labelled images; train needs labels: featurize with --labels "
@@ -117,7 +119,8 @@ def recordings(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     dropped = sorted(set(per_path["path"]) - set(kept["path"]))
     if kept.empty:
         raise CoughError("SHARDS has no recording with a consistent label: nothing to train on")
-    kept = kept.assign(label=kept["label"].astype(int), group=kept["group"].fillna(kept["recording_id"]))
+    kept = kept.assign(label=kept["label"].astype(int),
+                       participant=kept["participant"].fillna(kept["recording_id"]))
     return kept.reset_index(drop=True), dropped
 
 
@@ -147,7 +150,7 @@ def split_groups(recs: pd.DataFrame, *, val_fraction: float = 0.15, test_fractio
         only = CLASS_NAMES[int(labels[0])]
         raise CoughError(f"every labelled recording is {only}: training needs both classes")
     splits = ["train", "val"] + (["test"] if test_fraction > 0 else [])
-    per_class = recs.groupby("label")["group"].nunique()
+    per_class = recs.groupby("label")["participant"].nunique()
     if per_class.min() < len(splits):
         raise CoughError(f"too few groups: {per_class.to_dict()} groups per label, but the {len(splits)} "
                          f"splits ({', '.join(splits)}) each need a group of each class; add recordings"
@@ -159,15 +162,15 @@ def split_groups(recs: pd.DataFrame, *, val_fraction: float = 0.15, test_fractio
         for name, fraction, of in (("test", test_fraction, 1.0), ("val", val_fraction, 1.0 - test_fraction)):
             if fraction == 0:
                 continue
-            n_splits = max(2, min(int(round(of / fraction)), recs["group"].iloc[rest].nunique()))
+            n_splits = max(2, min(int(round(of / fraction)), recs["participant"].iloc[rest].nunique()))
             folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
                                          random_state=int(rng.randint(2**31 - 1)))
-            _, held = next(folds.split(rest, labels[rest], recs["group"].iloc[rest]))
+            _, held = next(folds.split(rest, labels[rest], recs["participant"].iloc[rest]))
             assign[rest[held]] = name
             rest = np.delete(rest, held)
         if all(len(np.unique(labels[assign == s])) == 2 for s in splits):
-            return {s: sorted(recs["group"][assign == s].unique().tolist()) for s in splits}
-    raise CoughError(f"cannot split {recs['group'].nunique()} groups into {', '.join(splits)} with both "
+            return {s: sorted(recs["participant"][assign == s].unique().tolist()) for s in splits}
+    raise CoughError(f"cannot split {recs['participant'].nunique()} groups into {', '.join(splits)} with both "
                      "classes in each; add recordings or change --val-fraction/--test-fraction")
 
 
@@ -187,18 +190,23 @@ def class_weights(labels) -> dict[int, float]:
 def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
     """One Ray Dataset per split: the images of its groups (a :class:`cough.storage.Location`
     of an OUT's images folder), read lazily (the filter is pushed down into the Parquet
-    scan; ``log_mel`` is not read)."""
+    scan; ``log_mel`` is not read). A cough 0.1 OUT's columns come out under their current
+    names."""
+    import pyarrow.dataset as pads
     import ray
     from ray.data.expressions import col
 
     fs, path = images.fs, images.path
+    available = pads.dataset(path, filesystem=fs, format="parquet").schema.names
+    participant, *columns = stored_names(["participant", *IMAGE_COLUMNS], available)
+    renamed = {old: new for old, new in zip(columns, IMAGE_COLUMNS) if old != new}
     out = {}
     for name, members in groups.items():
-        keep = col("group").is_in(list(members)) & col("label").is_not_null()
+        keep = col(participant).is_in(list(members)) & col("label").is_not_null()
         if exclude_paths:
             keep = keep & ~col("path").is_in(list(exclude_paths))
-        out[name] = (ray.data.read_parquet(path, filesystem=fs, num_cpus=0.25)
-                     .filter(expr=keep).select_columns(IMAGE_COLUMNS))
+        ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=0.25).filter(expr=keep).select_columns(columns)
+        out[name] = ds.rename_columns(renamed) if renamed else ds
     return out
 
 
@@ -222,7 +230,7 @@ def split_windows(index: pd.DataFrame, groups: dict[str, list[str]], exclude_pat
     """The index rows (one per image) each split trains or evaluates on."""
     used = index[~index["path"].isin(exclude_paths) & index["label"].notna()]
     split_of = {g: name for name, members in groups.items() for g in members}
-    split = used["group"].fillna(used["recording_id"]).map(split_of)
+    split = used["participant"].fillna(used["recording_id"]).map(split_of)
     return {name: used[split == name].assign(label=lambda f: f["label"].astype(int)) for name in groups}
 
 
@@ -364,7 +372,7 @@ def _tf_dataset(tf, shard, config: TrainConfig, world_size: int, epoch: int, ran
 
 
 def evaluate_shard(model, shard, class_weight: dict, *, batch_size: int = 64) -> pd.DataFrame:
-    """Window predictions over a whole (unsplit) shard: recording_id, window, label, prob, loss
+    """Window predictions over a whole (unsplit) shard: recording_id, window_index, label, prob, loss
     (class-weighted cross-entropy, the quantity training minimises)."""
     parts = []
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
@@ -373,10 +381,10 @@ def evaluate_shard(model, shard, class_weight: dict, *, batch_size: int = 64) ->
         p_true = np.clip(np.where(label == 1, prob, 1 - prob), 1e-7, 1.0)
         weight = np.where(label == 1, class_weight[1], class_weight[0])
         parts.append(pd.DataFrame({"recording_id": batch["recording_id"].astype(str),
-                                   "window": batch["window"].astype(int), "label": label,
+                                   "window_index": batch["window_index"].astype(int), "label": label,
                                    "prob": prob, "loss": -np.log(p_true) * weight}))
     if not parts:
-        return pd.DataFrame(columns=["recording_id", "window", "label", "prob", "loss"])
+        return pd.DataFrame(columns=["recording_id", "window_index", "label", "prob", "loss"])
     return pd.concat(parts, ignore_index=True)
 
 

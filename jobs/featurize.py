@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True,
                    help="output folder (images/, recordings/, manifest.json): new, empty, or an earlier "
                         "`cough featurize` output, which this run replaces when it commits; anything else is refused")
-    p.add_argument("--labels", help="CSV with filename,label[,group,...]")
+    p.add_argument("--labels", help="CSV with filename,label[,participant,...]")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--window-s", type=number(at_least=DEFAULT_PARAMS.min_tail_s, at_most=MAX_WINDOW_S, unit="seconds"),
                    default=DEFAULT_PARAMS.window_s, help="seconds per image (default 2.0)")
@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
 
 def recordings_frame(source: str, labels: str | None, group_pattern: str | None):
     """The archive as a DataFrame, one row per entry the listing saw: path, problem, open_as
-    (:class:`cough.listing.Entry`), label, group and metadata columns."""
+    (:class:`cough.listing.Entry`), label, participant and metadata columns."""
     import pandas as pd
 
     from cough.labels import load_labels
@@ -54,7 +54,7 @@ def recordings_frame(source: str, labels: str | None, group_pattern: str | None)
 
     index = load_labels(labels, source, group_pattern=group_pattern)
     rows = [{**e.to_dict(), **index.lookup(e.path)} for e in list_recordings(source)]
-    frame = pd.DataFrame(rows, columns=["path", *ENTRY_COLUMNS, "label", "group", *index.metadata_columns])
+    frame = pd.DataFrame(rows, columns=["path", *ENTRY_COLUMNS, "label", "participant", *index.metadata_columns])
     frame["label"] = frame["label"].astype("Int8")
     return frame, index.metadata_columns
 
@@ -67,7 +67,7 @@ def plan(frame, output) -> dict:
     return {"dry_run": True, "would_read": len(frame),
             "formats": frame["path"].map(lambda p: os.path.splitext(p)[1].lstrip(".").lower() or "none")
                                    .value_counts().sort_index().to_dict(),
-            "labelled": int(frame["label"].notna().sum()), "participants": int(frame["group"].nunique()),
+            "labelled": int(frame["label"].notna().sum()), "participants": int(frame["participant"].nunique()),
             "would_write": output.loc.uri, "would_replace": output.state == "ours"}
 
 

@@ -32,7 +32,7 @@ def add_arguments(p) -> None:
     p.add_argument("source", metavar="SOURCE", help="the archive new recordings arrive in")
     p.add_argument("--model", required=True, help="MODEL directory written by `cough train`")
     p.add_argument("--pred", required=True, help="PRED (a Delta Lake table), extended run after run")
-    p.add_argument("--labels", help="CSV with filename,label[,group,...] when labels are known")
+    p.add_argument("--labels", help="CSV with filename,label[,participant,...] when labels are known")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
                    help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True,
                    help="report folder (report.html, metrics.json, *.png): new, empty, or an earlier `cough report` "
                         "output, which this run replaces; anything else is refused")
-    p.add_argument("--labels", help="CSV with filename,label[,group,...]; wins over PRED's labels")
+    p.add_argument("--labels", help="CSV with filename,label[,participant,...]; wins over PRED's labels")
     p.add_argument("--by", nargs="+", default=[], metavar="COLUMN",
                    help="columns to break the metrics down by (e.g. source sample_rate)")
     p.add_argument("--threshold", type=number(at_least=0, at_most=1),

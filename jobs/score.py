@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True,
                    help="PRED, a Delta Lake table: created when absent or empty, extended when it is an earlier "
                         "`cough score` output; anything else is refused")
-    p.add_argument("--labels", help="CSV with filename,label[,group,...] (raw SOURCE only)")
+    p.add_argument("--labels", help="CSV with filename,label[,participant,...] (raw SOURCE only)")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--rescore", action="store_true",
                    help="score everything again and replace this model version's earlier predictions")

@@ -233,6 +233,7 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
     from cough.crossval import OOF_RUN_PREFIX, grouped_folds, oof_table
     from cough.model import write_model
     from cough.pred import LOG_DIR, RunWriter, claim_pred
+    from cough.schema import current_names
     from cough.score import pred_schema
     from cough.train import binary_metrics, choose_threshold, evaluate, recording_scores, split_groups
 
@@ -245,7 +246,7 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
     _, name, ours = _storage(args)
     oof, fold_info = [], []
     for k, test_groups in enumerate(folds):
-        rest = recs[~recs["group"].isin(test_groups)]
+        rest = recs[~recs["participant"].isin(test_groups)]
         groups = {**split_groups(rest, val_fraction=args.val_fraction, test_fraction=0, seed=args.seed + k),
                   "test": test_groups}
         log.info("cross-validation fold %d of %d: %d participants held out", k + 1, args.cv, len(test_groups))
@@ -264,7 +265,7 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
     oof_metrics = binary_metrics(scores["label"], scores["score"], threshold)
 
     groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=0, seed=args.seed)
-    log.info("final model on every participant (%d), threshold %.4f chosen out of fold", recs["group"].nunique(),
+    log.info("final model on every participant (%d), threshold %.4f chosen out of fold", recs["participant"].nunique(),
              threshold)
     weights_h5, state, predictions, windows, config, weights, run_dir = _fit(
         features, index, dropped_paths, groups, args, name=name)
@@ -281,7 +282,7 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
         _remove_run(run_dir)
 
     manifest, columns = features.manifest, features.manifest.get("metadata_columns", [])
-    recordings_table = pq.read_table(features.recordings.path, filesystem=features.recordings.fs).to_pandas()
+    recordings_table = current_names(pq.read_table(features.recordings.path, filesystem=features.recordings.fs)).to_pandas()
     run_id = f"{OOF_RUN_PREFIX}{version}"
     schema = pred_schema(columns)
     with pred_output.writing(LOG_DIR):
@@ -300,7 +301,7 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
             writer.close()
     return {"out": output.loc.uri, "version": version, "arch": args.arch, "cv": args.cv,
             "out_of_fold_pred": target.loc.uri, "threshold": round(threshold, 4),
-            "out_of_fold_auc": oof_metrics["auc"], "participants": int(recs["group"].nunique()),
+            "out_of_fold_auc": oof_metrics["auc"], "participants": int(recs["participant"].nunique()),
             "wall_s": round(time.perf_counter() - started, 1)}
 
 

@@ -3,7 +3,9 @@ a real S3-API server (moto's, its own process on a loopback port) for object sto
 
 Ray on 2 cores: one 2-CPU local instance is shared by the in-process tests; tests that
 need another topology (a multi-node Cluster, `ray start`) shut it down first and the
-next test that asks for ``ray_local`` starts it again.
+next test that asks for ``ray_local`` starts it again. ``address="local"``: a private
+instance, never one that a Cluster or `ray start` elsewhere on the machine recorded in
+/tmp/ray/ray_current_cluster (ray.init would join it, and refuse num_cpus).
 """
 
 from __future__ import annotations

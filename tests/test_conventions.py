@@ -60,3 +60,53 @@ def test_the_docs_give_the_shared_archives_duplicates_as_computed(shared_archive
         assert f"{len(clashing)} of them" in text, doc
     for doc in ("results.md", "train.md"):
         assert f"{files} files hold {distinct} distinct recordings" in " ".join((ROOT / "docs" / doc).read_text().split())
+
+
+def _as_0_1(new, old):
+    """Copy the featurize OUT ``new`` into ``old`` as cough 0.1 laid it out: the tables
+    directly in images/ and recordings/, columns group and window, a manifest without
+    tables or schema_version."""
+    import pyarrow.parquet as pq
+
+    from cough.schema import RENAMED
+
+    back = {new_name: old_name for old_name, new_name in RENAMED.items()}
+    manifest = json.loads((new / "manifest.json").read_text())
+    for table, folder in manifest.pop("tables").items():
+        (old / table).mkdir(parents=True)
+        for part in (new / folder).glob("*.parquet"):
+            data = pq.read_table(part)
+            pq.write_table(data.rename_columns([back.get(n, n) for n in data.column_names]), old / table / part.name)
+    manifest.pop("schema_version")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_cough_0_1_featurize_out_is_still_read(tmp_path, sample_features, ray_local):
+    import pyarrow.parquet as pq
+
+    from cough.shards import read_out
+    from cough.train import read_index, split_datasets
+    from jobs.score import score
+
+    from .test_score import write_model
+
+    old = tmp_path / "old"
+    _as_0_1(sample_features, old)
+    assert {"group", "window"} <= set(pq.read_schema(next((old / "images").glob("*.parquet"))).names)
+    index = read_index(read_out(str(old)))
+    new = read_index(read_out(str(sample_features)))
+    order = ["path", "window_index"]
+    assert list(index.columns) == list(new.columns)
+    assert index.sort_values(order).reset_index(drop=True).equals(new.sort_values(order).reset_index(drop=True))
+    members = sorted(index["participant"].dropna().unique())[:3]
+    rows = split_datasets(read_out(str(old)).images, {"train": members}, [])["train"].take_all()
+    assert rows and {"window_index", "recording_id", "label", "image"} == set(rows[0])
+    assert len(rows) == int(index["participant"].isin(members).sum())
+
+    pred = tmp_path / "pred"
+    summary = score(str(old), str(write_model(tmp_path / "model")), str(pred))
+    from deltalake import DeltaTable
+
+    scored = DeltaTable(str(pred)).to_pandas().set_index("path").sort_index()
+    truth = new.drop_duplicates("path").set_index("path").sort_index()
+    assert summary["scored"] == len(truth) and (scored["participant"] == truth["participant"]).all()

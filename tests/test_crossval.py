@@ -18,12 +18,12 @@ from cough.train import choose_threshold, read_index, read_manifest, recordings
 
 def test_folds_put_each_participant_in_one_fold_with_both_classes():
     rng = np.random.default_rng(0)
-    recs = pd.DataFrame({"group": np.repeat([f"p{i}" for i in range(16)], 3)})
-    recs["label"] = recs["group"].map({f"p{i}": int(rng.random() < 0.4) for i in range(16)})
-    recs.loc[recs["group"] == "p0", "label"], recs.loc[recs["group"] == "p1", "label"] = 0, 1
+    recs = pd.DataFrame({"participant": np.repeat([f"p{i}" for i in range(16)], 3)})
+    recs["label"] = recs["participant"].map({f"p{i}": int(rng.random() < 0.4) for i in range(16)})
+    recs.loc[recs["participant"] == "p0", "label"], recs.loc[recs["participant"] == "p1", "label"] = 0, 1
     folds = grouped_folds(recs, k=4, seed=1)
-    assert sorted(g for f in folds for g in f) == sorted(recs["group"].unique())
-    assert all(recs[recs["group"].isin(f)]["label"].nunique() == 2 for f in folds)
+    assert sorted(g for f in folds for g in f) == sorted(recs["participant"].unique())
+    assert all(recs[recs["participant"].isin(f)]["label"].nunique() == 2 for f in folds)
     assert folds == grouped_folds(recs, k=4, seed=1)  # deterministic for a seed
     with pytest.raises(CoughError, match="use a smaller K"):
         grouped_folds(recs.assign(label=[1] * 3 + [0] * 45), k=2)
@@ -39,8 +39,8 @@ def test_cv_scores_every_participant_out_of_fold_and_the_report_keeps_them_all(s
     recs, _ = recordings(read_index(read_manifest(str(sample_features))))
 
     folds = [set(f["test_groups"]) for f in meta["cv"]["folds"]]
-    assert len(folds) == 2 and set().union(*folds) == set(recs["group"])
-    assert sum(map(len, folds)) == recs["group"].nunique()  # each participant in one fold
+    assert len(folds) == 2 and set().union(*folds) == set(recs["participant"])
+    assert sum(map(len, folds)) == recs["participant"].nunique()  # each participant in one fold
 
     rows = read_predictions(str(pred))
     assert len(rows) == len(recs) and rows["recording_id"].is_unique
@@ -52,7 +52,7 @@ def test_cv_scores_every_participant_out_of_fold_and_the_report_keeps_them_all(s
     assert summary["threshold"] == pytest.approx(meta["threshold"], abs=1e-4)
     assert ((rows["score"] >= meta["threshold"]).astype(int) == rows["predicted"]).all()
     # the final model trained on everyone: train + val cover every participant
-    assert set(meta["splits"]["train"]["groups"]) | set(meta["splits"]["val"]["groups"]) == set(recs["group"])
+    assert set(meta["splits"]["train"]["groups"]) | set(meta["splits"]["val"]["groups"]) == set(recs["participant"])
 
     m = write_report(str(pred), str(tmp_path / "report"), n_boot=200)
     assert m["n"] == len(recs) and m["excluded_training"] == 0  # nobody left out: all were out of fold

@@ -66,7 +66,7 @@ def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
     recordings = pq.read_table(out / "recordings").to_pandas()
-    images = pq.read_table(out / "images", columns=["path", "window"]).to_pandas()
+    images = pq.read_table(out / "images", columns=["path", "window_index"]).to_pandas()
     assert summary["inputs"] == N_FILES == len(recordings) and recordings.path.is_unique
     assert not images.duplicated().any() and len(images) == recordings.n_windows.sum() == summary["images"]
 

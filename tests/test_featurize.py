@@ -295,8 +295,8 @@ def test_labels_csv_rows_that_disagree_about_a_file_are_refused(tmp_path, caplog
     with pytest.raises(UsageError, match=r"'a.wav' has label positive on line 2 and negative on line 4"):
         load_labels(str(csv), str(tmp_path))  # the last row used to win silently
     csv.write_text("filename,label,group\na.wav,positive,p1\na.wav,pos,p9\n")
-    with pytest.raises(UsageError, match=r"'a.wav' has group 'p1' on line 2 and 'p9' on line 3"):
-        load_labels(str(csv), str(tmp_path))
+    with pytest.raises(UsageError, match=r"'a.wav' has participant 'p1' on line 2 and 'p9' on line 3"):
+        load_labels(str(csv), str(tmp_path))  # 'group' is cough 0.1's name of the participant column
     csv.write_text("filename,label\na.wav,positive\na.wav,pos\nb.wav,negative\nb.wav,0\n")
     index = load_labels(str(csv), str(tmp_path))
     assert index.lookup(str(tmp_path / "a.wav"))["label"] == 1 and index.lookup(str(tmp_path / "b.wav"))["label"] == 0
@@ -324,9 +324,9 @@ def test_a_file_name_in_two_folders_with_different_labels_is_not_guessed_for_a_t
 
 def test_group_pattern_and_folder_labels(tmp_path):
     index = load_labels(None, str(tmp_path), group_pattern=r"^(.+)-\d+$")
-    assert index.lookup(str(tmp_path / "pos" / "X-0.mp3")) == {"label": 1, "group": "X"}
-    assert index.lookup(str(tmp_path / "neg" / "X-1.mp3"))["group"] == "X"
-    assert index.lookup(str(tmp_path / "other" / "Y.mp3")) == {"label": None, "group": "other/Y.mp3"}
+    assert index.lookup(str(tmp_path / "pos" / "X-0.mp3")) == {"label": 1, "participant": "X"}
+    assert index.lookup(str(tmp_path / "neg" / "X-1.mp3"))["participant"] == "X"
+    assert index.lookup(str(tmp_path / "other" / "Y.mp3")) == {"label": None, "participant": "other/Y.mp3"}
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -344,7 +344,7 @@ def test_sample_archive_is_fully_featurized(sample_features):
     truth = labels.assign(name=labels.filename).set_index("name")
     got = recordings.assign(name=recordings.path.map(lambda p: Path(p).name)).set_index("name")
     assert (got.label == truth.label.eq("positive").astype(int).reindex(got.index)).all()
-    assert (got.group == truth.group.reindex(got.index)).all()
+    assert (got.participant == truth.participant.reindex(got.index)).all()
     assert (got.site == truth.site.reindex(got.index)).all()
     # every recording id is the hash of its bytes and images point at real recordings
     assert set(images["recording_id"].to_pylist()) <= set(recordings.recording_id)
@@ -421,7 +421,8 @@ def test_a_crash_leaves_the_previous_out_readable_and_a_rerun_recovers(tmp_path,
     for f in sorted(raw.iterdir())[12:]:
         f.unlink()
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "jobs.featurize", str(raw), "--out", str(out), "--num-cpus", "2", "--batch-size", "1"]
+    args = [sys.executable, "-m", "jobs.featurize", str(raw), "--out", str(out), "--num-cpus", "2", "--address", "local",
+            "--batch-size", "1"]
     assert subprocess.run(args, cwd=ROOT, capture_output=True).returncode == 0
     manifest = (out / "manifest.json").read_bytes()
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -461,13 +462,15 @@ def test_cli_summary_and_json(tmp_path, sample_archive):
     for f in sorted((sample_archive / "raw").iterdir())[6:]:
         f.unlink()
     (sample_archive / "raw" / "broken.mp3").write_bytes(b"ID3" + b"\0" * 100)
-    result = _cli("featurize", str(sample_archive / "raw"), "--out", str(tmp_path / "o"), "--num-cpus", "2", "--json")
+    result = _cli("featurize", str(sample_archive / "raw"), "--out", str(tmp_path / "o"), "--num-cpus", "2",
+                  "--address", "local", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["inputs"], summary["ok"], summary["errors"]) == (7, 6, 1)
     unwritable = tmp_path / "file"
     unwritable.write_text("x")
-    result = _cli("featurize", str(sample_archive / "raw"), "--out", str(unwritable / "o"), "--num-cpus", "1")
+    result = _cli("featurize", str(sample_archive / "raw"), "--out", str(unwritable / "o"), "--num-cpus", "1",
+                  "--address", "local")
     assert result.returncode in (1, 2) and "cannot" in result.stderr.strip().splitlines()[-1]
     assert unwritable.read_text() == "x"
 
@@ -548,8 +551,13 @@ def test_labels_csv_columns_named_like_our_tables_are_refused_and_others_carried
     from cough.errors import UsageError
 
     csv = tmp_path / "labels.csv"
-    csv.write_text("filename,label,group,site,run_id,n_windows\na.wav,positive,p1,home,r,3\n")
+    csv.write_text("filename,label,participant,site,run_id,n_windows\na.wav,positive,p1,home,r,3\n")
     with pytest.raises(UsageError, match="'run_id', 'n_windows' would clash"):
         load_labels(str(csv), str(tmp_path))
-    csv.write_text("filename,label,group,site\na.wav,positive,p1,home\n")
+    csv.write_text("filename,label,participant,site\na.wav,positive,p1,home\n")
     assert load_labels(str(csv), str(tmp_path)).lookup(str(tmp_path / "a.wav"))["site"] == "home"
+    csv.write_text("filename,label,group,site\na.wav,positive,p1,home\n")  # cough 0.1's name, still read
+    assert load_labels(str(csv), str(tmp_path)).lookup(str(tmp_path / "a.wav"))["participant"] == "p1"
+    csv.write_text("filename,label,group,participant\na.wav,positive,p1,p2\n")
+    with pytest.raises(UsageError, match="both 'participant' and 'group'"):
+        load_labels(str(csv), str(tmp_path))

@@ -33,12 +33,12 @@ METADATA = ["duration_s", "sample_rate", "channels", "format"]
 
 
 def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata=False, record_extra=None):
-    """Write ``frame`` (columns score, label, group, ...; optional run_id, status, error) as PRED."""
+    """Write ``frame`` (columns score, label, participant, ...; optional run_id, status, error) as PRED."""
     frame = frame.copy().reset_index(drop=True)
     n = len(frame)
     defaults = {"recording_id": [f"{i:032x}" for i in range(n)], "path": [f"/archive/raw/r{i}.mp3" for i in range(n)],
                 "status": "ok", "error": None, "n_windows": 1, "model_version": "m1", "featurizer_version": "f1",
-                "run_id": "20260101T000000Z-aaaaaa", "group": [f"g{i}" for i in range(n)], "label": None,
+                "run_id": "20260101T000000Z-aaaaaa", "participant": [f"g{i}" for i in range(n)], "label": None,
                 **{c: None for c in QUALITY_COLUMNS}}
     for col, value in defaults.items():
         if col not in frame:
@@ -87,18 +87,18 @@ def clustered(rng, n_groups, per, separation=0.0):
     participant effect (recordings of one person resemble each other)."""
     labels = rng.integers(0, 2, n_groups)
     person = rng.normal(size=n_groups) + separation * labels
-    return pd.DataFrame({"group": np.repeat([f"p{i}" for i in range(n_groups)], per),
+    return pd.DataFrame({"participant": np.repeat([f"p{i}" for i in range(n_groups)], per),
                          "label": np.repeat(labels, per),
                          "score": 1 / (1 + np.exp(-(np.repeat(person, per) + 0.3 * rng.normal(size=n_groups * per))))})
 
 
 def test_random_labels_give_an_auc_interval_covering_one_half(tmp_path):
     frame = clustered(np.random.default_rng(0), 60, 4)
-    m, out = report(tmp_path, frame, by=["group"])
+    m, out = report(tmp_path, frame, by=["participant"])
     low, high = m["auc_ci"]
     assert low < 0.5 < high
     assert m["n"] == 240 and m["n_groups"] == 60
-    levels = m["by_subgroup"]["group"]["levels"]  # 60 participants: the 19 largest and the rest pooled
+    levels = m["by_subgroup"]["participant"]["levels"]  # 60 participants: the 19 largest and the rest pooled
     assert len(levels) == 20 and levels["(other levels)"]["n_groups"] == 41
     assert any("coin toss" in w for w in m["warnings"])
     assert strict_json(out / "metrics.json")["auc_ci"] == pytest.approx([low, high])
@@ -181,7 +181,7 @@ def test_group_bootstrap_is_wider_than_row_bootstrap_when_participants_repeat():
 
 
 def test_participant_view_averages_recordings_and_leaves_out_mixed_labels(tmp_path):
-    frame = pd.DataFrame({"group": ["a", "a", "b", "b", "c", "c", "d", "e", "f"],
+    frame = pd.DataFrame({"participant": ["a", "a", "b", "b", "c", "c", "d", "e", "f"],
                           "label": [1, 1, 0, 0, 1, 0, 1, 0, 0],
                           "score": [0.9, 0.5, 0.2, 0.6, 0.7, 0.1, 0.8, 0.3, 0.4]})
     m, _ = report(tmp_path, frame)
@@ -235,7 +235,7 @@ def confounded(rng, n_groups=80, per=2):
         centre = p % 2 == 0
         label = int(rng.random() < (0.85 if centre else 0.15))
         for _ in range(per):
-            rows.append({"group": f"p{p}", "label": label, "site": "call-centre" if centre else "bot",
+            rows.append({"participant": f"p{p}", "label": label, "site": "call-centre" if centre else "bot",
                          "sample_rate": 8000 if centre else 48000, "channels": 2 if centre else 1,
                          "format": "mp3", "duration_s": float(rng.uniform(1, 6))})
     return pd.DataFrame(rows)
@@ -333,7 +333,7 @@ def _handful(rng):
 @pytest.mark.parametrize("make", [_one_class, _no_labels, _all_errors, _handful])
 def test_degenerate_input_gives_a_report_that_says_why(tmp_path, make):
     frame = make(np.random.default_rng(9))
-    m, out = report(tmp_path, frame, by=["group"])
+    m, out = report(tmp_path, frame, by=["participant"])
     written = strict_json(out / "metrics.json")  # no NaN or Infinity anywhere
     for key in REQUIRED:
         assert key in written
@@ -433,7 +433,7 @@ def test_recordings_the_model_trained_on_are_left_out(tmp_path):
     n_people = 80
     frame = clustered(rng, n_people, 2)
     seen = [f"p{i}" for i in range(50)]  # train and val participants: the model memorised them
-    memorised = frame["group"].isin(seen)
+    memorised = frame["participant"].isin(seen)
     frame.loc[memorised, "score"] = np.where(frame.loc[memorised, "label"] == 1, 0.95, 0.05)
     model = tmp_path / "model"
     model.mkdir()
@@ -450,15 +450,15 @@ def test_recordings_the_model_trained_on_are_left_out(tmp_path):
 
 def test_copies_of_training_recordings_and_contradicting_labels_are_left_out(tmp_path):
     """The same bytes under two names: one copy in a training participant, the other under its own
-    default group (one group per file), must not be evaluated; copies labelled both ways neither."""
+    default participant (one per file), must not be evaluated; copies labelled both ways neither."""
     rng = np.random.default_rng(21)
     n = 80
-    frame = pd.DataFrame({"label": rng.integers(0, 2, n), "group": [f"g{i}" for i in range(n)],
+    frame = pd.DataFrame({"label": rng.integers(0, 2, n), "participant": [f"g{i}" for i in range(n)],
                           "recording_id": [f"{i:032x}" for i in range(n)]})
     frame["score"] = scores_for(frame["label"], rng, 0.0)
     seen = [f"g{i}" for i in range(20)]
-    copies = frame.iloc[:10].assign(group=[f"copy{i}" for i in range(10)])  # copies of training recordings
-    clash = frame.iloc[40:45].assign(group=[f"clash{i}" for i in range(5)], label=1 - frame.label.iloc[40:45])
+    copies = frame.iloc[:10].assign(participant=[f"copy{i}" for i in range(10)])  # copies of training recordings
+    clash = frame.iloc[40:45].assign(participant=[f"clash{i}" for i in range(5)], label=1 - frame.label.iloc[40:45])
     frame = pd.concat([frame, copies, clash], ignore_index=True)
     model = tmp_path / "model"
     model.mkdir()

@@ -51,7 +51,7 @@ def test_rate_intervals_keep_their_width_at_100_percent():
     assert twice["sensitivity_ci"][0] == pytest.approx(m["sensitivity_ci"][0], abs=1e-9)
     assert M.wilson(52, 52)[0] > twice["sensitivity_ci"][0] + 0.03
     frame = clustered(np.random.default_rng(3), 60, 3)  # within 0% and 100%: about the bootstrap's width
-    y, score, groups = frame["label"].to_numpy(), frame["score"].to_numpy(), frame["group"].to_numpy()
+    y, score, groups = frame["label"].to_numpy(), frame["score"].to_numpy(), frame["participant"].to_numpy()
     m = M.evaluate(y, score, groups, n_boot=400)
     boot, _ = M.bootstrap_ci(lambda w: M.rates(M.confusion(y, (score >= 0.5).astype(int), w)), groups, n_boot=400)
     for rate in ("sensitivity", "accuracy"):
@@ -61,7 +61,7 @@ def test_rate_intervals_keep_their_width_at_100_percent():
 
 def _frame(ids, rng, separation=2.0):
     labels = rng.integers(0, 2, len(ids))
-    return pd.DataFrame({"group": ids, "label": labels,
+    return pd.DataFrame({"participant": ids, "label": labels,
                          "score": 1 / (1 + np.exp(-(separation * (labels - 0.5) + rng.normal(size=len(ids)))))})
 
 

@@ -113,7 +113,7 @@ def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, 
         assert r.predicted == int(r.score >= meta["threshold"]) and 0 <= r.score <= 1
     truth = labels.loc[rows.path.map(lambda p: Path(p).name)]
     assert list(rows.label) == list(truth.label.map({"positive": 1, "negative": 0}))
-    assert list(rows.group) == list(truth.group) and list(rows.site) == list(truth.site)
+    assert list(rows.participant) == list(truth.participant) and list(rows.site) == list(truth.site)
     assert rows.score.std() > 0  # a trained model tells recordings apart
     # the recording's own properties travel with its score, for the report's shortcut check
     assert rows.sample_rate.notna().all() and rows.channels.isin([1, 2]).all()
@@ -241,8 +241,8 @@ def test_a_cough_0_1_pred_is_refused_with_how_to_convert_and_the_conversion_work
     (old / "_runs").mkdir(parents=True)
     for run_id, part in (("20250101T000000Z-aaaaaa", rows[:30]), ("20250102T000000Z-bbbbbb", rows[30:])):
         (old / f"run-{run_id}").mkdir()
-        pq.write_table(pa.Table.from_pandas(part.drop(columns="run_id").assign(run_id=run_id), preserve_index=False),
-                       old / f"run-{run_id}" / "part-00000.parquet")
+        part = part.drop(columns="run_id").assign(run_id=run_id).rename(columns={"participant": "group"})  # 0.1's name
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), old / f"run-{run_id}" / "part-00000.parquet")
         (old / "_runs" / f"{run_id}.json").write_text(json.dumps({"run_id": run_id, "model_version": "test-model"}))
     before = _snapshot(old)
     code = cli(["score", str(SAMPLE / "raw"), "--model", str(model_dir), "--out", str(old)])
@@ -253,6 +253,7 @@ def test_a_cough_0_1_pred_is_refused_with_how_to_convert_and_the_conversion_work
     subprocess.run(f"{sys.executable} -c {command}", shell=True, check=True, cwd=ROOT)
     converted = _rows(new)
     assert len(converted) == 60 and _snapshot(old) == before
+    assert list(converted["participant"]) == list(rows["participant"]) and "group" not in converted
     assert [r["run_id"] for r in committed_runs(Pred(Location.of(str(new))))] == sorted(set(converted.run_id))
     assert score(str(SAMPLE / "raw"), str(model_dir), str(new))["scored"] == 0  # nothing lost, nothing twice
 

@@ -23,7 +23,7 @@ def test_archive_is_mixed_labelled_and_reproducible(tmp_path):
     assert summary["recordings"] == len(files) == len(labels) == 24
     assert set(labels.filename) == {f.name for f in files}
     assert set(labels.label) == {"positive", "negative"}
-    assert labels.groupby("group").label.nunique().max() == 1  # one label per participant
+    assert labels.groupby("participant").label.nunique().max() == 1  # one label per participant
     infos = [sf.info(f) for f in files]
     assert len({i.samplerate for i in infos}) > 1 and {i.channels for i in infos} == {1, 2}
     assert len({f.suffix for f in files}) > 2
@@ -37,5 +37,5 @@ def test_archive_is_mixed_labelled_and_reproducible(tmp_path):
 def test_different_seeds_never_share_a_participant(tmp_path):
     synth_archive(tmp_path / "a", n=10, seed=1)
     synth_archive(tmp_path / "b", n=10, seed=2)
-    a, b = (set(pd.read_csv(tmp_path / x / "labels.csv").group) for x in "ab")
+    a, b = (set(pd.read_csv(tmp_path / x / "labels.csv").participant) for x in "ab")
     assert a and b and not a & b

@@ -36,7 +36,7 @@ def _recs(n_groups=30, per_group=2, pos_every=3, seed=0):
         label = int(g % pos_every == 0)
         for r in range(rng.randint(1, per_group + 1)):
             rows.append({"recording_id": f"r{g}-{r}", "path": f"/a/g{g}-{r}.mp3", "label": label,
-                         "group": f"g{g}", "windows": 1})
+                         "participant": f"g{g}", "windows": 1})
     return pd.DataFrame(rows)
 
 
@@ -48,8 +48,8 @@ def test_split_groups_are_disjoint_stratified_and_deterministic():
     splits = split_groups(recs, val_fraction=0.2, test_fraction=0.2, seed=3)
     sets = {k: set(v) for k, v in splits.items()}
     assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
-    assert set.union(*sets.values()) == set(recs["group"])
-    label_of = recs.groupby("group")["label"].first()
+    assert set.union(*sets.values()) == set(recs["participant"])
+    label_of = recs.groupby("participant")["label"].first()
     for name, groups in sets.items():
         assert set(label_of[list(groups)]) == {0, 1}, f"{name} lacks a class"
     assert 5 <= len(sets["test"]) <= 11 and 5 <= len(sets["val"]) <= 11
@@ -73,9 +73,9 @@ def test_same_bytes_under_two_names_is_one_recording_in_one_split():
         "recording_id": ["a", "a", "b", "b", "c", "d", "e", "e"],
         "path": ["/x/a1.mp3", "/x/a1.mp3", "/x/b.mp3", "/x/b-copy.mp3", "/x/c.mp3", "/x/d.mp3",
                  "/x/e.mp3", "/x/e-copy.mp3"],
-        "window": [0, 1, 0, 0, 0, 0, 0, 0],
+        "window_index": [0, 1, 0, 0, 0, 0, 0, 0],
         "label": pd.array([1, 1, 0, 0, None, 0, 1, 0], dtype="Int8"),
-        "group": ["ga", "ga", "gb", "gb2", "gc", "gd", "ge", "ge"],
+        "participant": ["ga", "ga", "gb", "gb2", "gc", "gd", "ge", "ge"],
     })
     recs, dropped = recordings(index)
     assert sorted(recs["recording_id"]) == ["a", "b", "d"]  # c unlabelled, e labelled both ways
@@ -163,7 +163,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, samp
         _copy_features(sample_features, src, transform=lambda t: _set(t, "label", [None] * t.num_rows))
     elif case == "few_groups":
         _copy_features(sample_features, src, transform=lambda t: _set(
-            t, "group", [f"g{lab}" for lab in t["label"].to_pylist()]))
+            t, "participant", [f"g{lab}" for lab in t["label"].to_pylist()]))
     elif case == "mixed_versions":  # a shard of another featurize run (other window) copied in
         from cough.features import FeaturizerParams
         from cough.shards import featurize_batch
@@ -174,7 +174,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, samp
         from cough.storage import Location
 
         featurize_batch(pa.table({"path": [str(p) for p in raw], "label": pa.array([1, 0], pa.int8()),
-                                  "group": ["x", "y"], "site": ["a", "a"]}), images=Location.of(str(other / "images")),
+                                  "participant": ["x", "y"], "site": ["a", "a"]}), images=Location.of(str(other / "images")),
                         recordings=Location.of(str(other / "recordings")),
                         params=FeaturizerParams(window_s=1.0, hop_s=1.0), metadata_columns=["site"])
         (version,) = (src / "images").iterdir()
@@ -222,9 +222,9 @@ def _check_model(out: Path, sample_features: Path, workers: int):
     assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
     assert not (groups["val"] & groups["test"])
     assert 0 <= meta["threshold"] <= 1 and meta["metrics"]["val"]["threshold"] == meta["threshold"]
-    table = pq.read_table(sample_features / "images", columns=["recording_id", "label", "group", "image"])
+    table = pq.read_table(sample_features / "images", columns=["recording_id", "label", "participant", "image"])
     frame = table.drop(["image"]).to_pandas()
-    val = frame["group"].isin(groups["val"]).to_numpy()
+    val = frame["participant"].isin(groups["val"]).to_numpy()
     prob = predict_windows(model, to_numpy(table["image"])[val])
     scored = frame[val].assign(prob=prob).groupby("recording_id").agg(
         label=("label", "first"), score=("prob", aggregate_windows))
@@ -242,7 +242,7 @@ def _check_model(out: Path, sample_features: Path, workers: int):
 def _sync_datasets(sample_features, n_train=8):
     import ray
 
-    table = pq.read_table(sample_features / "images", columns=["recording_id", "window", "label", "image"])
+    table = pq.read_table(sample_features / "images", columns=["recording_id", "window_index", "label", "image"])
     table = table.sort_by("recording_id")
     labels = np.array(table["label"].to_pylist())
     pick_train = np.concatenate([np.where(labels == 0)[0][:n_train // 2], np.where(labels == 1)[0][:n_train // 2]])
