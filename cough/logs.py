@@ -40,6 +40,9 @@ NOISE = re.compile("|".join([
 #: cleaner's monitor thread dies with a traceback when the State API cannot find the
 #: dashboard, which a local instance does not run; the placement group goes with Ray).
 QUIET_ACTORS = ("PlacementGroupCleaner",)
+#: Ray Train's controller warns, over several lines (the cleaner actor's death, tab-indented
+#: details), when that cleaner is gone; the warning ends with this sentence.
+CLEANER_WARNING = ("Failed to register placement group with cleaner", "may not be cleaned up if controller")
 #: Ray's logger that announces, on every local start, the token authentication it turns on.
 TOKEN_NOTICE = "ray._private.authentication.authentication_token_setup"
 #: Prefix of the lines that our code in Ray workers prints for the person at the terminal
@@ -100,10 +103,12 @@ def worker_lines(data: dict) -> tuple[list[str], list[str]]:
     ``actor_name``, ...) split into our marked lines and the rest worth showing."""
     if _mode == "quiet" or (data.get("actor_name") or "").startswith(QUIET_ACTORS):
         return [], []
-    ours, others = [], []
+    ours, others, skipping = [], [], False
     for line in data.get("lines", []):
         if line.startswith(MARK):
             ours.append(line)
+        elif skipping or CLEANER_WARNING[0] in line:
+            skipping = CLEANER_WARNING[1] not in line
         elif not NOISE.search(line):
             others.append(line)
     return ours, others

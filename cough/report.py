@@ -14,6 +14,7 @@ import html
 import io
 import logging
 import os
+import warnings
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -546,8 +547,10 @@ def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
+    with warnings.catch_warnings():  # long level names: bbox_inches="tight" still keeps every label
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 

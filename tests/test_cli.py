@@ -143,3 +143,29 @@ def test_a_labels_column_named_like_ours_exits_2_naming_it_before_ray(tmp_path, 
     err = capsys.readouterr().err
     assert f"'{column}'" in err and "'site'" not in err
     assert ray.is_initialized() == ray_was_up and not (tmp_path / "out").exists()
+
+
+def test_workers_chatter_is_filtered_and_their_warnings_kept(monkeypatch):
+    """Lines Ray workers printed in `make demo` before the filter (TensorFlow's banner, Ray
+    Train's reports, the placement-group cleaner's multi-line warning): gone; a warning that
+    is not one of them, and our own per-epoch line, stay."""
+    from cough import logs
+
+    monkeypatch.setattr(logs, "_mode", "default")
+    batch = {"actor_name": "RayTrainWorker", "lines": [
+        "I0000 00:00:1795848905.429515   28141 port.cc:153] oneDNN custom operations are on. You may see",
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "Reporting training result 1: TrainingReport(checkpoint=Checkpoint(filesystem=local, path=/x), metrics={})",
+        "Checkpoint successfully created at: Checkpoint(filesystem=local, path=/x)",
+        "Failed to register placement group with cleaner: The actor died unexpectedly before finishing this task.",
+        "\tclass_name: PlacementGroupCleaner", "\tpid: 11330",
+        "The actor is dead. Placement group may not be cleaned up if controller dies ungracefully.",
+        "cough train: epoch 1/2: loss 0.6948, accuracy 0.413, val_loss 0.6888, val_auc 0.800 (3.9 s)",
+        "MemoryError: the task ran out of memory"]}
+    assert logs.worker_lines(batch) == (
+        ["cough train: epoch 1/2: loss 0.6948, accuracy 0.413, val_loss 0.6888, val_auc 0.800 (3.9 s)"],
+        ["MemoryError: the task ran out of memory"])
+    assert logs.worker_lines({"actor_name": "PlacementGroupCleaner", "lines": ["Traceback (most recent call last):"]}) \
+        == ([], [])
+    monkeypatch.setattr(logs, "_mode", "quiet")
+    assert logs.worker_lines(batch) == ([], [])
