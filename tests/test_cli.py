@@ -169,3 +169,38 @@ def test_workers_chatter_is_filtered_and_their_warnings_kept(monkeypatch):
         == ([], [])
     monkeypatch.setattr(logs, "_mode", "quiet")
     assert logs.worker_lines(batch) == ([], [])
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_a_progress_bar_per_stage(tmp_path):
+    """In a terminal (a pseudo-terminal of 120 columns here), Ray Data's tqdm bars: the
+    dataset's and one per stage. (Piped, there are none: see the training log test.)"""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in sorted((SAMPLE / "raw").iterdir())[:4]:
+        (raw / f.name).write_bytes(f.read_bytes())
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "cough", "featurize", str(raw), "--out", str(tmp_path / "out"),
+                             "--address", "local", "--num-cpus", "1"], cwd=ROOT, stdin=child, stdout=child,
+                            stderr=child, close_fds=True)
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # the terminal closed: the job is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=300) == 0, seen[-3000:]
+    text = seen.decode(errors="replace")
+    assert "Running Dataset" in text and "- MapBatches(featurize_batch)" in text and "%|" in text, text[-3000:]
+    assert "inputs: 4" in text
