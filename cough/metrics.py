@@ -223,13 +223,15 @@ def rate_reasons(cm: np.ndarray, threshold: float) -> dict:
     return why
 
 
-def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot: int = 1000,
+def evaluate(y, score, groups, *, threshold: float = 0.5, baselines: dict | None = None, n_boot: int = 1000,
              seed: int = 0) -> dict:
     """Every headline metric of a model's scores against TRUE labels ``y`` (0/1), with
     95% intervals from a bootstrap over ``groups`` (participants).
 
-    ``baseline``: out-of-fold scores of a comparison model on the same rows; adds
-    ``baseline_auc`` and the paired ``auc_difference`` (model minus baseline) with CIs.
+    ``baselines``: ``{name: out-of-fold scores}`` of comparison models on the same rows
+    (None for one that could not be fitted); adds ``baselines[name]`` = ``{auc, auc_ci,
+    model_minus_baseline, model_minus_baseline_ci}``, the difference paired over the same
+    participant resamples.
     Returns a dict of plain floats/lists/None plus ``not_computable`` {name: reason}.
 
     >>> m = evaluate([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], ["a", "b", "c", "d"], n_boot=50)
@@ -241,6 +243,7 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot:
 
     y = np.asarray(y, dtype=int)
     score = np.asarray(score, dtype=float)
+    baselines = {name: np.asarray(s, dtype=float) for name, s in (baselines or {}).items() if s is not None}
     predicted = (score >= threshold).astype(int)
     groups = np.asarray(groups, dtype=object)
     why: dict[str, str] = {}
@@ -280,9 +283,9 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot:
     def statistic(w):
         values = rates(confusion(y, predicted, w))
         values["auc"] = auc(y, score, w)
-        if baseline is not None:
-            values["baseline_auc"] = auc(y, baseline, w)
-            values["auc_difference"] = values["auc"] - values["baseline_auc"]
+        for name, base in baselines.items():
+            values[f"{name}.auc"] = auc(y, base, w)
+            values[f"{name}.difference"] = values["auc"] - values[f"{name}.auc"]
         return values
 
     draws = bootstrap_draws(statistic, groups, n_boot=n_boot, seed=seed)
@@ -293,12 +296,13 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baseline=None, n_boot:
     for name, (rows, hits) in _rate_rows(y, predicted).items():
         out[f"{name}_ci"] = (clustered_wilson(hits[rows], groups[rows], draws[name])
                              if out[name] is not None else None)
-    if baseline is not None:
-        out["baseline_auc"] = finite(auc(y, baseline))
-        out["baseline_auc_ci"] = intervals.get("baseline_auc") if out["baseline_auc"] is not None else None
-        diff = None if out["auc"] is None or out["baseline_auc"] is None else out["auc"] - out["baseline_auc"]
-        out["auc_difference"] = diff
-        out["auc_difference_ci"] = intervals.get("auc_difference") if diff is not None else None
+    for name, base in baselines.items():
+        base_auc = finite(auc(y, base))
+        diff = None if out["auc"] is None or base_auc is None else out["auc"] - base_auc
+        out.setdefault("baselines", {})[name] = {
+            "auc": base_auc, "auc_ci": intervals.get(f"{name}.auc") if base_auc is not None else None,
+            "model_minus_baseline": diff,
+            "model_minus_baseline_ci": intervals.get(f"{name}.difference") if diff is not None else None}
     out["not_computable"] = why
     return out
 

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
+from .baselines import baseline as fit_baseline
+from .baselines import label_metadata_baseline, label_metadata_columns, missing_gaps
 from .errors import CoughError, UsageError
 
 log = logging.getLogger("cough.report")
@@ -68,7 +70,7 @@ def read_predictions(pred, *, columns=()) -> pd.DataFrame:
     missing = {"status", "score"} - names
     if missing:
         raise CoughError(f"PRED {target.loc.uri} lacks column(s) {sorted(missing)}: is it the output of `cough score`?")
-    wanted = [c for c in dict.fromkeys([*PRED_COLUMNS, *columns]) if c in names]
+    wanted = [c for c in dict.fromkeys([*PRED_COLUMNS, *label_metadata_columns(names), *columns]) if c in names]
     frame = data.to_table(columns=wanted).to_pandas()
     for col in ("label", "predicted"):
         if col in frame:
@@ -412,7 +414,7 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
     the plots need. ``frame`` holds one model version's rows, every run; recordings of
     ``seen_groups`` (participants the model was trained or tuned on) are left out."""
     current = current_rows(frame)
-    rows = labelled_rows(current)
+    rows = labelled = labelled_rows(current)
     seen, conflicting = duplicate_copies(frame, seen_groups)
     n_labelled = len(rows)
     warnings: list[str] = []
@@ -431,20 +433,11 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
 
     # Shortcut baseline: recording metadata only, grouped cross-validation.
     present = [c for c in METADATA_FEATURES if c in rows and rows[c].notna().any()]
-    baseline = {"features": present, "auc": None, "auc_ci": None,
-                "method": "logistic regression on one-hot levels (numbers with many values in quartiles), out-of-fold "
-                          "predictions from "
-                          "StratifiedGroupKFold (up to 5 folds, participants never split)"}
-    base_scores = None
-    if not present:
-        baseline["reason"] = ("PRED has none of the recording metadata columns "
-                              f"({', '.join(METADATA_FEATURES)}): the baseline cannot be computed")
-    elif len(np.unique(y)) == 2:
-        base_scores, reason = M.grouped_out_of_fold(rows[present], y, groups, seed=seed)
-        if base_scores is None:
-            baseline["reason"] = reason
-    else:
-        baseline["reason"] = "it needs scored recordings of both classes"
+    baseline, base_scores = fit_baseline(rows[present], rows, seed=seed, none_reason=(
+        f"PRED has none of the recording metadata columns ({', '.join(METADATA_FEATURES)}): the baseline cannot be "
+        "computed"))
+    # Label-metadata baseline (symptoms, site, ... from the labels CSV), when there are such columns.
+    label_base, label_scores = label_metadata_baseline(labelled, rows, seed=seed)
     if not present and len(rows):
         warnings.append("The shortcut check could not run: PRED has no recording metadata "
                         f"({', '.join(METADATA_FEATURES)}), so nothing here shows whether the model hears the disease "
@@ -453,17 +446,18 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
         warnings.append(f"PRED lacks {', '.join(c for c in METADATA_FEATURES if c not in present)}: the shortcut "
                         f"baseline sees only {', '.join(present)}.")
 
-    m = M.evaluate(y, score, groups, threshold=threshold, baseline=base_scores, n_boot=n_boot, seed=seed)
+    m = M.evaluate(y, score, groups, threshold=threshold, n_boot=n_boot, seed=seed,
+                   baselines={"shortcut_baseline": base_scores, "label_metadata_baseline": label_scores})
     not_computable.update(m.pop("not_computable"))
-    if base_scores is not None:
-        baseline.update(auc=m.pop("baseline_auc"), auc_ci=m.pop("baseline_auc_ci"),
-                        model_minus_baseline=m.pop("auc_difference"),
-                        model_minus_baseline_ci=m.pop("auc_difference_ci"))
-    if "reason" in baseline:
-        not_computable["shortcut_baseline"] = baseline["reason"]
+    compared = m.pop("baselines", {})
+    for name, result in (("shortcut_baseline", baseline), ("label_metadata_baseline", label_base)):
+        if result is not None:
+            result.update(compared.get(name, {}))
+            if "reason" in result:
+                not_computable[name] = result["reason"]
     metrics = {**m, "n_labelled_scored": n_labelled, "excluded_conflicting_labels": n_conflicting,
                "excluded_training": n_trusted - len(rows),
-               "shortcut_baseline": baseline}
+               "shortcut_baseline": baseline, "label_metadata_baseline": label_base}
 
     metrics["stratified_auc"] = stratified(rows, by[0] if by else STRATIFY_DEFAULT, n_boot=n_boot, seed=seed)
 
@@ -494,7 +488,8 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
     metrics["confounds"] = confound_warnings(metrics)
     metrics["warnings"] = warnings
     metrics["not_computable"] = not_computable
-    arrays = {"rows": rows, "people": people, "baseline": base_scores, "alone": alone_scores, "current": current}
+    arrays = {"rows": rows, "people": people, "baseline": base_scores, "label_baseline": label_scores,
+              "alone": alone_scores, "current": current}
     return metrics, arrays
 
 
@@ -520,18 +515,27 @@ def confound_warnings(metrics: dict) -> list[str]:
         out.append(f"Compared only with recordings of the same {strat['by']}, the model's AUC is {_num(strat['auc'])} "
                    f"(95% CI {_ci(strat['auc_ci'])}): its skill cannot be told apart from chance once the recording "
                    f"condition is matched.")
-    base = metrics["shortcut_baseline"]
-    if base.get("auc") is not None and M.predicts_label(base):
-        out.append(f"Recording metadata alone ({', '.join(base['features'])}) predicts the label: a model that never "
-                   f"hears the cough reaches AUC {_num(base['auc'])} (95% CI {_ci(base['auc_ci'])}). The model can "
-                   "score well by recognising how a recording was made instead of how the cough sounds.")
-    if base.get("auc") is not None and auc is not None:
-        diff_ci = base.get("model_minus_baseline_ci")
-        if diff_ci is None or diff_ci[0] <= 0:
-            out.append(f"The model (AUC {_num(auc)}) does not beat the metadata-only baseline (AUC {_num(base['auc'])}) "
-                       f"beyond the uncertainty: the difference is {_num(base['model_minus_baseline'])}"
-                       + (f" (95% CI {_ci(diff_ci)})" if diff_ci else "") +
-                       ". Its apparent skill may come from recording conditions rather than from the disease.")
+    for key, what, name, meaning, source in (
+            ("shortcut_baseline", "Recording metadata", "the metadata-only baseline", "The model can score well by "
+             "recognising how a recording was made instead of how the cough sounds.", "recording conditions"),
+            ("label_metadata_baseline", "The labels' own metadata", "the label-metadata baseline", "A cough model "
+             "is worth its recordings only where it beats what these columns already say.",
+             "what the labels' metadata already say")):
+        base = metrics.get(key) or {}
+        if base.get("auc") is not None and M.predicts_label(base):
+            out.append(f"{what} alone ({', '.join(base['features'])}) predicts the label: a model that never "
+                       f"hears the cough reaches AUC {_num(base['auc'])} (95% CI {_ci(base['auc_ci'])}). {meaning}")
+        if base.get("auc") is not None and auc is not None:
+            diff_ci = base.get("model_minus_baseline_ci")
+            if diff_ci is None or diff_ci[0] <= 0:
+                out.append(f"The model (AUC {_num(auc)}) does not beat {name} (AUC {_num(base['auc'])}) "
+                           f"beyond the uncertainty: the difference is {_num(base['model_minus_baseline'])}"
+                           + (f" (95% CI {_ci(diff_ci)})" if diff_ci else "") +
+                           f". Its apparent skill may come from {source} rather than from the disease.")
+    for column, shares in missing_gaps(metrics.get("label_metadata_baseline") or {}).items():
+        out.append(f"'{column}' is empty for {_pct(shares['negative'])} of the negative and "
+                   f"{_pct(shares['positive'])} of the positive recordings: whether it was filled in tells the "
+                   "label, so the label-metadata baseline may be learning how the labels were collected.")
     for column, result in metrics["by_subgroup"].items():
         alone = result["variable_alone"]
         if M.predicts_label(alone):
@@ -585,6 +589,9 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
         if arrays["baseline"] is not None:
             RocCurveDisplay.from_predictions(y, arrays["baseline"], ax=ax, name="metadata-only baseline",
                                              curve_kwargs={"linestyle": "--", "color": "grey"})
+        if arrays["label_baseline"] is not None:
+            RocCurveDisplay.from_predictions(y, arrays["label_baseline"], ax=ax, name="label-metadata baseline",
+                                             curve_kwargs={"linestyle": ":", "color": "black"})
         ax.legend(loc="lower right")
         ax.set_title("ROC curve")
         plots["roc.png"] = _png(fig)
@@ -737,6 +744,34 @@ def _intended_use_html(confounds: list[str]) -> str:
     return text + "</div>"
 
 
+def _label_metadata_html(m: dict) -> str:
+    """The label-metadata baseline beside the model and the shortcut baseline; '' without one."""
+    lb, base = m.get("label_metadata_baseline"), m["shortcut_baseline"]
+    if lb is None:
+        return ""
+    out = ["<h2>The labels' own metadata: does the sound add anything?</h2>"]
+    if lb.get("auc") is not None:
+        out.append(f"<p>Seeing only the labels' columns {html.escape(', '.join(lb['features']))}, a baseline reaches "
+                   f"AUC <b>{_num(lb['auc'])}</b> (95% CI {_ci(lb['auc_ci'])}); the model reaches {_num(m['auc'])} "
+                   f"({_ci(m['auc_ci'])}). Model minus this baseline: {_num(lb['model_minus_baseline'])} (95% CI "
+                   f"{_ci(lb['model_minus_baseline_ci'])}, paired over the same participant resamples).</p>")
+        out.append(_table(["", "sees", "AUC", "95% CI", "model minus it", "95% CI"], [
+            ["model", "the recordings", _num(m["auc"]), _ci(m["auc_ci"]), "", ""],
+            *[[title, ", ".join(b["features"]), _num(b["auc"]), _ci(b["auc_ci"]), _num(b.get("model_minus_baseline")),
+               _ci(b.get("model_minus_baseline_ci"))]
+              for title, b in (("shortcut baseline", base), ("label-metadata baseline", lb)) if b.get("auc") is not None]]))
+    else:
+        out.append(f"<p>Not computable: {html.escape(lb.get('reason', ''))}.</p>")
+    out.append(_table(["label column", "in the baseline", "empty: negatives", "empty: positives"], [
+        [c, "yes" if c in lb["features"] else f"no: {lb['left_out'][c]}",
+         *(_pct(lb["missing"][c][k]) if c in lb["missing"] else "" for k in ("negative", "positive"))]
+        for c in lb["candidates"]]))
+    out.append(f"<p class='note'>The label columns are the labels CSV's besides filename, label and participant; "
+               f"{html.escape(lb['rule'])}. A value left empty counts as a value of its own. "
+               f"Method: {html.escape(lb['method'])}.</p>")
+    return "".join(out)
+
+
 def render_html(metrics: dict, plots: dict) -> str:
     """The report a person reads: plain words first, numbers with their uncertainty, every plot inline."""
     m, ops, meta = metrics, metrics["operations"], metrics["run"]
@@ -793,6 +828,8 @@ in this data. <b>Accuracy</b>: the share called correctly.</li>
 <li><b>Shortcut check</b>: a second model that never hears the cough, only how the recording was made (sample rate,
 channels, duration, file format). If it does about as well, the main model may be recognising recording conditions
 (which differ between collection sites, and so between positives and negatives) instead of the disease.</li>
+<li><b>Label-metadata baseline</b> (when the labels carry columns besides filename, label and participant, such as
+symptoms or site): a model that sees only those columns. An audio model is worth its recordings where it beats it.</li>
 <li><b>Confound-matched AUC</b>: the AUC computed within each level of a recording condition (the sample rate, or the
 first <code>--by</code> column) and pooled, weighted by each level's number of positive–negative pairs: the chance that a
 positive outranks a negative recorded the same way. A model that only recognises the channel scores 0.5 here.</li>
@@ -842,6 +879,7 @@ positive outranks a negative recorded the same way. A model that only recognises
                          f"<p class='note'>Method: {html.escape(base['method'])}.</p>")
         else:
             parts.append(f"<p>Not computable: {html.escape(base.get('reason', ''))}.</p>")
+        parts.append(_label_metadata_html(m))
 
         if m["by_subgroup"]:
             parts.append("<h2>Subgroups</h2><p>The AUC within each group tells whether the model still separates "
