@@ -3,8 +3,10 @@
 For each featurizer variant (windows from the start, windows on cough events, a common
 4 kHz band) and each architecture: featurize the shared archive, train, score the held-out
 recordings, report, and collect the raw AUC, the AUC within each sample rate (stratified),
-the metadata-only shortcut baseline, and how well a linear probe on the images alone
-tells the recording channel (``source``). Every number comes with its 95% CI.
+the metadata-only shortcut baseline, the baseline on the labels' own metadata columns
+(``source``, ``verified``, ``asymptomatic`` on the shared archive), and how well a linear
+probe on the images alone tells the recording channel (``source``). Every number comes
+with its 95% CI.
 
     python bench/results.py --archive ../shared/data/covid19-cough --work /tmp/results \
         --arch pooled --epochs 12
@@ -63,8 +65,8 @@ def main() -> None:
     args = p.parse_args()
     raw, labels = args.archive / "raw", args.archive / "labels.csv"
     print("| windows | arch | n test | raw AUC | AUC within sample rate | shortcut baseline AUC | "
-          "probe: images → source AUC | minutes |")
-    print("| --- | --- | ---: | --- | --- | --- | --- | ---: |")
+          "label-metadata baseline AUC | probe: images → source AUC | minutes |")
+    print("| --- | --- | ---: | --- | --- | --- | --- | --- | ---: |")
     for variant in args.variants:
         slug = variant.replace(" ", "-")
         features = args.work / slug / "features"
@@ -82,8 +84,10 @@ def main() -> None:
                   "--n-boot", str(args.n_boot))
             m = json.loads((run / "report" / "metrics.json").read_text())
             base, strat = m["shortcut_baseline"], m["stratified_auc"]
+            label_base = m.get("label_metadata_baseline") or {"auc": None, "auc_ci": None}
             print(f"| {variant} | {arch} | {m['n']} | {ci(m['auc'], m['auc_ci'])} | "
                   f"{ci(strat['auc'], strat['auc_ci'])} | {ci(base['auc'], base['auc_ci'])} | "
+                  f"{ci(label_base['auc'], label_base['auc_ci'])} | "
                   f"{ci(leak['auc'], leak['auc_ci'])} | {(time.time() - start) / 60:.1f} |", flush=True)
 
 
