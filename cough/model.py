@@ -8,16 +8,18 @@ cannot train under MultiWorkerMirroredStrategy (keras-team/keras#20585).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
+from .artifacts import ModelMeta
 from .errors import CoughError
 
 CLASS_NAMES = ["negative", "positive"]
 #: The weights file of a model.json that names none (cough 0.1's MODELs).
 WEIGHTS_FILE = "weights.h5"
-META_FILE = "model.json"
+META_FILE = ModelMeta.FILE
 KIND = "train"
 
 
@@ -128,7 +130,7 @@ def aggregate_windows(scores) -> float:
     return float(scores.mean())
 
 
-def write_model(model_dir, weights_h5: bytes, meta: dict) -> str:
+def write_model(model_dir, weights_h5: bytes, meta: ModelMeta) -> str:
     """Write MODEL (a location, or the :class:`cough.storage.Output` that ``claim`` gave):
     ``weights-<version>.h5``, then ``model.json`` naming it (the commit), then delete the
     weights of the model it replaced. Returns the version: a content hash of the weights
@@ -140,14 +142,15 @@ def write_model(model_dir, weights_h5: bytes, meta: dict) -> str:
     from .storage import Output, claim, remove_stale
 
     output = model_dir if isinstance(model_dir, Output) else claim(model_dir, KIND)
-    meta = {**meta, "format": "tf_keras HDF5 weights only; the architecture is rebuilt from code by its name"}
-    blob = json.dumps(meta, sort_keys=True, default=str).encode()
+    meta = dataclasses.replace(meta, format="tf_keras HDF5 weights only; the architecture is rebuilt from code by "
+                                            "its name")
+    blob = json.dumps(meta.to_dict(), sort_keys=True, default=str).encode()
     version = hashlib.sha256(weights_h5 + blob).hexdigest()[:16]
     weights = f"weights-{version}.h5"
-    meta.update(version=version, weights=weights, kind=KIND, schema_version=JSON_SCHEMA_VERSION)
+    meta = dataclasses.replace(meta, version=version, weights=weights, kind=KIND, schema_version=JSON_SCHEMA_VERSION)
     with output.writing(META_FILE) as loc:
         loc.join(weights).write_bytes(weights_h5)
-        loc.join(META_FILE).write_json(meta)  # the commit point
+        loc.join(META_FILE).write_json(meta.to_dict())  # the commit point
     remove_stale(loc, {weights}, prefix="weights")
     return version
 
@@ -159,59 +162,37 @@ def weights_location(model_dir, meta: dict):
     return Location.of(model_dir).join(str(meta.get("weights", WEIGHTS_FILE)))
 
 
-def read_meta(model_dir) -> dict:
-    """MODEL's ``model.json``, checked without TensorFlow: the architecture it names is one
-    this cough builds, its threshold a number in [0, 1], its featurizer parameters valid
-    (each when present: which fields a job needs is the job's check). A clear CoughError
-    says what is wrong, so jobs refuse a bad model before Ray starts."""
+def read_model_meta(model_dir) -> ModelMeta:
+    """MODEL's ``model.json``, checked without TensorFlow (:class:`cough.artifacts.ModelMeta`:
+    the architecture it names is one this cough builds, its threshold a number in [0, 1],
+    its featurizer parameters valid, each when present). A clear CoughError says what is
+    wrong, so jobs refuse a bad model before Ray starts."""
     from .storage import Location
 
     loc = Location.of(model_dir)
     meta_loc = loc.join(META_FILE)
     if not meta_loc.exists():
         raise CoughError(f"MODEL {loc.uri} has no {META_FILE}: is it a finished `cough train` output?")
-    try:
-        meta = meta_loc.read_json()
-        if not isinstance(meta, dict):
-            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
-    except Exception as exc:
-        raise CoughError(f"MODEL {loc.uri}: {META_FILE} is unreadable or incomplete "
-                         f"({type(exc).__name__}: {exc})") from None
-    from .schema import check_schema_version
-
-    check_schema_version(meta, f"MODEL {loc.uri}: {META_FILE}")
-    _check_meta(meta, f"MODEL {loc.uri}: {META_FILE}")
-    return meta
+    return ModelMeta.read(meta_loc, where=f"MODEL {loc.uri}: {META_FILE}")
 
 
-def _check_meta(meta: dict, where: str) -> None:
-    from .colormap import lookup_table
-    from .features import FeaturizerParams
-
-    if "arch" in meta and meta["arch"] not in ARCHITECTURES:
-        raise CoughError(f"{where} names the architecture {meta['arch']!r}, which this cough does not build "
-                         f"(it knows {', '.join(sorted(ARCHITECTURES))}): retrain the model with this cough")
-    threshold = meta.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise CoughError(f"{where} has the decision threshold {threshold!r}; it must be a number between 0 and 1 "
-                         "(retrain, or score and report with a model whose threshold is sound)")
-    try:
-        if "featurizer" in meta:
-            lookup_table(FeaturizerParams.from_dict(meta["featurizer"]).colormap)
-    except Exception as exc:  # UsageError from the parameters' own checks, TypeError for unknown keys, ...
-        raise CoughError(f"{where} has invalid featurizer parameters: {exc}") from None
+def read_meta(model_dir) -> dict:
+    """:func:`read_model_meta` as a dict, for callers not yet moved to the typed record (cough/score.py)."""
+    return read_model_meta(model_dir).to_dict()
 
 
 def load_model(model_dir: str):
     """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
     import tempfile
 
-    meta = read_meta(model_dir)
-    try:
-        arch, size = meta["arch"], int(meta["featurizer"]["image_size"])
-    except Exception as exc:
-        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete ({exc})") from None
-    model = build_model(arch, image_size=size)
+    from .features import FeaturizerParams
+
+    meta = read_model_meta(model_dir)
+    missing = [k for k in ("arch", "featurizer") if getattr(meta, k) is None]
+    if missing:
+        raise CoughError(f"MODEL {model_dir}: {META_FILE} lacks {', '.join(map(repr, missing))}; {ModelMeta.ADVICE}")
+    model = build_model(meta.arch, image_size=FeaturizerParams.from_dict(meta.featurizer).image_size)
+    meta = meta.to_dict()
     weights = weights_location(model_dir, meta)
     with tempfile.TemporaryDirectory(prefix="cough-model-") as tmp:
         local = weights.path

@@ -22,6 +22,7 @@ SYNTH_PARTICIPANT = re.compile(r"^s\d+p\d{5}$")
 def marker(source: str) -> dict | None:
     """The :data:`MARKER` of the archive ``source`` belongs to (``source`` itself, its parent,
     or, for an OUT of ``cough featurize``, the SOURCE its manifest names); None if none."""
+    from .shards import is_out, read_out
     from .storage import Location
 
     def parent(loc: Location) -> Location:
@@ -29,8 +30,8 @@ def marker(source: str) -> dict | None:
 
     try:
         candidates = [Location.of(source), parent(Location.of(source))]
-        if candidates[0].join("manifest.json").exists():
-            featurized = candidates[0].join("manifest.json").read_json().get("source")
+        if is_out(candidates[0]):
+            featurized = read_out(candidates[0]).info.source
             if featurized:
                 candidates += [Location.of(featurized), parent(Location.of(featurized))]
         for folder in candidates:

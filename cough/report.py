@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
+from .artifacts import Metrics, ModelMeta
 from .baselines import baseline as fit_baseline
 from .baselines import label_metadata_baseline, label_metadata_columns, missing_gaps
 from .errors import CoughError, UsageError
@@ -41,7 +42,7 @@ MAX_SUBGROUPS = 20
 OTHER_LEVELS = "(other levels)"
 KIND = "report"
 #: Written last: the commit point of REPORT.
-METRICS_FILE = "metrics.json"
+METRICS_FILE = Metrics.FILE
 #: Fewer participants than this: the report says its intervals are rough.
 FEW_GROUPS = 30
 #: The confounder the stratified AUC matches on when --by names none: the recording channel,
@@ -176,27 +177,28 @@ def run_records(pred, version: str | None) -> list[dict]:
     return [r for r in records if version is None or r.get("model_version") == version]
 
 
-def model_meta(records) -> dict | None:
-    """The ``model.json`` of the MODEL that the latest of ``records`` names, when it is
-    readable and of the version that run used (the report never loads the model itself)."""
-    from .model import read_meta
+def model_meta(records) -> tuple[str, ModelMeta] | None:
+    """``(MODEL, its model.json)`` of the MODEL that the latest of ``records`` names, when it
+    is readable and of the version that run used (the report never loads the model itself)."""
+    from .model import read_model_meta
 
     for record in reversed(list(records)):
         if not record.get("model"):
             continue
         try:
-            meta = read_meta(record["model"])
+            meta = read_model_meta(record["model"])
         except CoughError as exc:  # moved, or not a model this cough can trust: its threshold is not used
             log.warning("%s", exc)
             continue
-        if str(meta.get("version")) == str(record.get("model_version")):
-            return {**meta, "_dir": record["model"]}
+        if str(meta.version) == str(record.get("model_version")):
+            return record["model"], meta
     return None
 
 
-def resolve_threshold(frame: pd.DataFrame, flag: float | None, meta: dict | None = None) -> tuple[float, str, list]:
+def resolve_threshold(frame: pd.DataFrame, flag: float | None,
+                      model: tuple[str, ModelMeta] | None = None) -> tuple[float, str, list]:
     """``(threshold, where it came from, warnings)``: --threshold; else a ``threshold`` column
-    of PRED; else the model's (``meta``, its model.json); else :data:`DEFAULT_THRESHOLD`."""
+    of PRED; else the model's (``model``: its folder and model.json); else :data:`DEFAULT_THRESHOLD`."""
     if flag is not None:
         if not 0.0 <= flag <= 1.0:
             raise UsageError(f"--threshold {flag} is not between 0 and 1")
@@ -208,19 +210,11 @@ def resolve_threshold(frame: pd.DataFrame, flag: float | None, meta: dict | None
                              "choose one with --threshold")
         if len(values) == 1:
             return float(values[0]), "PRED's threshold column", []
-    if meta is not None and meta.get("threshold") is not None:
-        return float(meta["threshold"]), f"the model ({meta['_dir']}/model.json)", []
+    if model is not None and model[1].threshold is not None:
+        return float(model[1].threshold), f"the model ({model[0]}/{ModelMeta.FILE})", []
     return DEFAULT_THRESHOLD, "default", [
         f"The decision threshold is the default {DEFAULT_THRESHOLD:g}: neither PRED nor the model it names gives "
         "one. Give the model's threshold with --threshold if it differs."]
-
-
-def training_groups(meta: dict | None) -> set | None:
-    """Participants whose recordings the model was fitted on or tuned on (its ``train`` and
-    ``val`` splits), from its model.json; None when unknown."""
-    if meta is None or not isinstance(meta.get("splits"), dict):
-        return None
-    return {str(g) for name in ("train", "val") for g in meta["splits"].get(name, {}).get("groups", [])}
 
 
 # ---------------------------------------------------------------------------- operations
@@ -970,10 +964,10 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                          f"available: {', '.join(available)}")
     frame, version, notes = select_model_version(frame, model_version)
     records = run_records(pred, version)
-    meta = model_meta(records)
-    t, t_source, t_notes = resolve_threshold(frame, threshold, meta)
+    model = model_meta(records)
+    t, t_source, t_notes = resolve_threshold(frame, threshold, model)
     warnings = notes + t_notes
-    seen = training_groups(meta)
+    seen = model[1].training_groups() if model else None
     out_of_fold = [r for r in records if r.get("out_of_fold")]
     if out_of_fold:  # every participant was scored by a fold model that never saw it
         seen = set()
@@ -1019,7 +1013,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                                      _label_source(labels_text, label_info, records))
     metrics["threshold_source"] = t_source
     metrics["operations"] = ops
-    metrics["run"] = {"pred": Location.of(pred).uri, "model_version": version, "model": meta["_dir"] if meta else None,
+    metrics["run"] = {"pred": Location.of(pred).uri, "model_version": version, "model": model[0] if model else None,
                       "include_training": include_training, "labels": labels_text, "by": by, "n_boot": n_boot,
                       "seed": seed, "threshold_source": t_source, "cough_version": __version__,
                       "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -1030,9 +1024,9 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
         for name, data in plots.items():
             loc.join(name).write_bytes(data)
         loc.join("report.html").write_bytes(page.encode())
-        loc.join(METRICS_FILE).write_json({"schema_version": JSON_SCHEMA_VERSION, "kind": KIND, **metrics,
-                                           "confusion_matrix_layout": M.CONFUSION_LAYOUT,
-                                           "plots": sorted(plots)})  # the commit point
+        record = Metrics.from_dict({**metrics, "schema_version": JSON_SCHEMA_VERSION, "kind": KIND,
+                                    "confusion_matrix_layout": M.CONFUSION_LAYOUT, "plots": sorted(plots)})
+        loc.join(METRICS_FILE).write_json(record.to_dict())  # the commit point
     for name in set(previous_plots) - set(plots):  # plots of the report this one replaced
         loc.join(name).delete()
     return metrics
@@ -1051,10 +1045,10 @@ def _previous_plots(output) -> list[str]:
     if output.state != "ours":
         return []
     try:
-        plots = output.loc.join(METRICS_FILE).read_json().get("plots", [])
-        return [str(p) for p in plots if str(p).endswith(".png") and "/" not in str(p)]
-    except (CoughError, ValueError, AttributeError):
+        plots = Metrics.read(output.loc.join(METRICS_FILE), where=METRICS_FILE).plots
+    except CoughError:
         return []
+    return [str(p) for p in plots if str(p).endswith(".png") and "/" not in str(p)]
 
 
 def clean(obj):

@@ -22,18 +22,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .artifacts import Manifest
 from .errors import CoughError
 from .features import FeaturizerParams
 from .listing import Entry
 from .recording import process
-from .schema import check_schema_version, image_type, images_schema, log_mel_type, recordings_schema, tensor_column
+from .schema import image_type, images_schema, log_mel_type, recordings_schema, tensor_column
 from .storage import Location
 
 INFO_COLUMNS = ("label", "participant")
 #: Summary columns a batch returns (the job adds them up).
 COUNTS = ("inputs", "ok", "errors", "images")
 KIND = "featurize"
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = Manifest.FILE
 TABLES = ("images", "recordings")
 
 
@@ -42,15 +43,20 @@ class FeaturesOut:
     """A committed OUT: its location, manifest, and the folders of its two tables."""
 
     loc: Location
-    manifest: dict
+    info: Manifest
+
+    @property
+    def manifest(self) -> dict:
+        """manifest.json as a dict, for callers not yet moved to :attr:`info` (jobs/score.py)."""
+        return self.info.to_dict()
 
     @property
     def images(self) -> Location:
-        return self.loc.join(self.manifest["tables"]["images"])
+        return self.loc.join(self.info.tables["images"])
 
     @property
     def recordings(self) -> Location:
-        return self.loc.join(self.manifest["tables"]["recordings"])
+        return self.loc.join(self.info.tables["recordings"])
 
 
 def is_out(loc: Location) -> bool:
@@ -66,14 +72,7 @@ def read_out(out: "str | Location", *, what: str = "SHARDS") -> FeaturesOut:
     manifest_loc = loc.join(MANIFEST_FILE)
     if not manifest_loc.exists():
         raise CoughError(f"{what} {loc.uri} has no {MANIFEST_FILE}: is it a finished `cough featurize` output?")
-    try:
-        manifest = manifest_loc.read_json()
-        manifest["featurizer"]["image_size"], manifest["featurizer_version"], manifest["images"]
-    except Exception as exc:
-        raise CoughError(f"{what} {loc.uri}: {MANIFEST_FILE} is unreadable or incomplete ({exc})") from None
-    check_schema_version(manifest, f"{what} {loc.uri}: {MANIFEST_FILE}")
-    manifest.setdefault("tables", {t: t for t in TABLES})  # cough 0.1: the tables were OUT's folders
-    return FeaturesOut(loc, manifest)
+    return FeaturesOut(loc, Manifest.read(manifest_loc, where=f"{what} {loc.uri}: {MANIFEST_FILE}"))
 
 
 def shard_names(table: Location) -> list[str]:

@@ -50,7 +50,7 @@ def read_manifest(shards: str):
 
     out = read_out(shards)
     if not out.images.is_dir():
-        raise CoughError(f"SHARDS {out.loc.uri} has no {out.manifest['tables']['images']}/ folder: is it complete?")
+        raise CoughError(f"SHARDS {out.loc.uri} has no {out.info.tables['images']}/ folder: is it complete?")
     nested = [i.path for i in out.images.listdir(recursive=True) if i.path.endswith("manifest.json")]
     if nested:
         raise CoughError(f"SHARDS {out.images.uri} holds another featurize output ({nested[0]}): "
@@ -67,7 +67,7 @@ def read_index(out) -> pd.DataFrame:
     """
     import pyarrow.dataset as pads
 
-    shards, manifest = out.loc.uri, out.manifest
+    shards, manifest = out.loc.uri, out.info
     try:
         dataset = pads.dataset(out.images.path, filesystem=out.images.fs, format="parquet",
                                exclude_invalid_files=False)
@@ -76,7 +76,7 @@ def read_index(out) -> pd.DataFrame:
         raise CoughError(f"SHARDS {shards}: cannot read images/ ({exc})") from None
     if not fragments:
         raise CoughError(f"SHARDS {shards} holds no images: nothing to train on")
-    size = int(manifest["featurizer"]["image_size"])
+    size = manifest.image_size
     for fragment in fragments:
         schema = fragment.physical_schema
         shape = list(schema.field("image").type.shape) if "image" in schema.names else None
@@ -85,9 +85,9 @@ def read_index(out) -> pd.DataFrame:
                              f"{shape}, but manifest.json says {size}x{size}x3: shards of another "
                              "featurizer were mixed in; featurize again")
     table = current_names(dataset.to_table(columns=stored_names(INDEX_COLUMNS, dataset.schema.names)))
-    if table.num_rows != int(manifest["images"]):
+    if table.num_rows != manifest.images:
         raise CoughError(f"SHARDS {shards}: images/ holds {table.num_rows} images but manifest.json says "
-                         f"{manifest['images']}: shards were added or removed; featurize again")
+                         f"{manifest.images}: shards were added or removed; featurize again")
     index = table.to_pandas()
     index["label"] = index["label"].astype("Int8")
     return index

@@ -1,8 +1,9 @@
 """report: evaluate PRED (the output of `cough score`) against TRUE labels and describe the run.
 
-Driver: read PRED, attach labels, compute metrics with participant-level bootstrap CIs,
-a metadata-only shortcut baseline and score drift, and write REPORT (metrics.json last). No Ray:
-the report is a pandas/scikit-learn job on the columns it needs (see docs/report.md).
+Parses the flags and calls :func:`cough.report.write_report` (read PRED, attach labels,
+compute metrics with participant-level bootstrap CIs, a metadata-only shortcut baseline and
+score drift, write REPORT with metrics.json last). No Ray: the report is a pandas/scikit-learn
+job on the columns it needs (see docs/report.md).
 """
 
 from __future__ import annotations
@@ -32,17 +33,17 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> dict:
+    from cough.artifacts import Metrics
     from cough.report import write_report
 
-    m = write_report(args.pred, args.out, labels=args.labels, by=args.by, threshold=args.threshold,
-                     model_version=args.model_version, include_training=args.include_training,
-                     n_boot=args.n_boot, seed=args.seed)
-    ops = m["operations"]
-    return {"report": args.out, "n": m["n"], "n_groups": m["n_groups"], "excluded_training": m["excluded_training"],
-            "auc": m["auc"], "auc_ci": m["auc_ci"],
-            "baseline_auc": m["shortcut_baseline"]["auc"], "threshold": m["threshold"],
+    m = Metrics.from_dict(write_report(args.pred, args.out, labels=args.labels, by=args.by, threshold=args.threshold,
+                                       model_version=args.model_version, include_training=args.include_training,
+                                       n_boot=args.n_boot, seed=args.seed))
+    ops = m.operations
+    return {"report": args.out, "n": m.n, "n_groups": m.n_groups, "excluded_training": m.excluded_training,
+            "auc": m.auc, "auc_ci": m.auc_ci, "baseline_auc": m.shortcut_baseline["auc"], "threshold": m.threshold,
             "scored": ops["scored"], "errored": ops["errored"], "skipped": ops["skipped"],
-            "error_rate": ops["error_rate"], "psi": ops["drift"]["psi"], "warnings": len(m["warnings"])}
+            "error_rate": ops["error_rate"], "psi": ops["drift"]["psi"], "warnings": len(m.warnings)}
 
 
 if __name__ == "__main__":

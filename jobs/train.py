@@ -15,6 +15,7 @@ import os
 import time
 
 from cough import __version__
+from cough.artifacts import ModelMeta
 from cough.errors import CoughError, UsageError
 from cough.flags import integer, number
 from cough.model import ARCHITECTURES, CLASS_NAMES
@@ -139,20 +140,19 @@ def _fit(features, index, dropped_paths: list[str], groups: dict, args, *, name:
     from cough.train import (TrainConfig, cache_small, class_weights, fit, final_checkpoint, split_datasets,
                              split_windows)
 
-    manifest = features.manifest
     windows = split_windows(index, groups, dropped_paths)
     weights = class_weights(windows["train"]["label"])
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, dropout=args.dropout, seed=args.seed,
                          early_stopping=args.early_stopping, patience=args.patience,
-                         image_size=int(manifest["featurizer"]["image_size"]), class_weight=weights,
+                         image_size=features.info.image_size, class_weight=weights,
                          train_images=len(windows["train"]), eval_splits=[s for s in groups if s != "train"],
                          trace_dir=args.trace_dir)
     log.info("splits (participants): %s; class weights %s", ", ".join(f"{k} {len(v)}" for k, v in groups.items()),
              ", ".join(f"{CLASS_NAMES[k]} {w:.3g}" for k, w in weights.items()))
     storage, _, _ = _storage(args)
     run_dir = join(storage, name)
-    _prepare_run(run_dir, {"shards": features.loc.uri, "featurizer_version": manifest["featurizer_version"],
+    _prepare_run(run_dir, {"shards": features.loc.uri, "featurizer_version": features.info.featurizer_version,
                            **{k: getattr(args, k) for k in RESUME_KEYS[2:]}}, args.resume)
     datasets = cache_small(split_datasets(features.images, groups, dropped_paths),
                            sum(map(len, windows.values())), config.image_size)
@@ -163,30 +163,28 @@ def _fit(features, index, dropped_paths: list[str], groups: dict, args, *, name:
 
 
 def _meta(args, features, groups: dict, windows: dict, weights: dict, state: dict, config,
-          dropped_paths: list[str], started: float) -> dict:
-    """model.json's content (the threshold and the metrics are the caller's)."""
+          dropped_paths: list[str], started: float, **decision) -> ModelMeta:
+    """model.json's content; ``decision``: the caller's threshold, threshold_rule, metrics (and cv)."""
     import ray
 
-    manifest = features.manifest
-    return {
-        "arch": args.arch, "parameters": state["parameters"], "class_names": CLASS_NAMES,
-        "aggregation": "mean of the windows' P(positive) per recording (cough.model.aggregate_windows)",
-        "featurizer": manifest["featurizer"], "featurizer_version": manifest["featurizer_version"],
-        "shards": features.loc.uri,
-        "splits": {s: {"groups": members, "recordings": int(windows[s]["recording_id"].nunique()),
-                       "images": len(windows[s]), "positive_images": int(windows[s]["label"].sum())}
-                   for s, members in groups.items()},
-        "excluded_paths": dropped_paths,
-        "class_weight": {CLASS_NAMES[k]: v for k, v in weights.items()},
-        "history": state["history"],
-        "training": {**{k: v for k, v in vars(config).items() if k not in ("class_weight", "trace_dir")},
-                     "workers": args.workers, "epochs_run": len(state["history"]),
-                     "best_epoch": state["best_epoch"], "restored_best": args.early_stopping,
-                     "resumed_from_epochs": state["resumed_from_epochs"],
-                     "wall_s": round(time.perf_counter() - started, 1)},
-        "cough_version": __version__, "ray_version": ray.__version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-    }
+    return ModelMeta(
+        arch=args.arch, parameters=state["parameters"], class_names=CLASS_NAMES,
+        aggregation="mean of the windows' P(positive) per recording (cough.model.aggregate_windows)",
+        featurizer=features.info.featurizer, featurizer_version=features.info.featurizer_version,
+        shards=features.loc.uri,
+        splits={s: {"groups": members, "recordings": int(windows[s]["recording_id"].nunique()),
+                    "images": len(windows[s]), "positive_images": int(windows[s]["label"].sum())}
+                for s, members in groups.items()},
+        excluded_paths=dropped_paths,
+        class_weight={CLASS_NAMES[k]: v for k, v in weights.items()},
+        history=state["history"],
+        training={**{k: v for k, v in vars(config).items() if k not in ("class_weight", "trace_dir")},
+                  "workers": args.workers, "epochs_run": len(state["history"]),
+                  "best_epoch": state["best_epoch"], "restored_best": args.early_stopping,
+                  "resumed_from_epochs": state["resumed_from_epochs"],
+                  "wall_s": round(time.perf_counter() - started, 1)},
+        cough_version=__version__, ray_version=ray.__version__,
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(), **decision)
 
 
 def train(shards: str, out: str, args) -> dict:
@@ -209,18 +207,18 @@ def train(shards: str, out: str, args) -> dict:
     weights_h5, state, predictions, windows, config, weights, run_dir = _fit(
         features, index, dropped_paths, groups, args, name=name)
     threshold, metrics = evaluate(predictions)
-    meta = {**_meta(args, features, groups, windows, weights, state, config, dropped_paths, started),
-            "threshold": threshold,
-            "threshold_rule": ("Youden's J (sensitivity + specificity - 1) maximised on the validation recordings; "
-                               "midway between the best point's score and the next lower validation score"),
-            "metrics": metrics}
+    meta = _meta(args, features, groups, windows, weights, state, config, dropped_paths, started,
+                 threshold=threshold,
+                 threshold_rule=("Youden's J (sensitivity + specificity - 1) maximised on the validation recordings; "
+                                 "midway between the best point's score and the next lower validation score"),
+                 metrics=metrics)
     version = write_model(output, weights_h5, meta)
     if ours:  # the checkpoints served their purpose once MODEL is complete
         _remove_run(run_dir)
     return {"out": output.loc.uri, "version": version, "arch": args.arch, "epochs_run": len(state["history"]),
             "threshold": round(threshold, 4), "val_auc": metrics["val"]["auc"],
             "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
-            "wall_s": meta["training"]["wall_s"]}
+            "wall_s": meta.training["wall_s"]}
 
 
 def cross_validate(features, output, args, *, index, recs, dropped_paths: list[str], started: float) -> dict:
@@ -270,18 +268,18 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
     weights_h5, state, predictions, windows, config, weights, run_dir = _fit(
         features, index, dropped_paths, groups, args, name=name)
     val = recording_scores(predictions[predictions["split"] == "val"])
-    meta = {**_meta(args, features, groups, windows, weights, state, config, dropped_paths, started),
-            "threshold": threshold,
-            "threshold_rule": (f"Youden's J maximised on the out-of-fold scores of {args.cv}-fold grouped "
-                               "cross-validation (every participant scored once by a model that never saw it); "
-                               "midway between the best point's score and the next lower score"),
-            "metrics": {"out_of_fold": oof_metrics, "val": binary_metrics(val["label"], val["score"], threshold)},
-            "cv": {"k": args.cv, "folds": fold_info, "out_of_fold_pred": target.loc.uri}}
+    meta = _meta(args, features, groups, windows, weights, state, config, dropped_paths, started,
+                 threshold=threshold,
+                 threshold_rule=(f"Youden's J maximised on the out-of-fold scores of {args.cv}-fold grouped "
+                                 "cross-validation (every participant scored once by a model that never saw it); "
+                                 "midway between the best point's score and the next lower score"),
+                 metrics={"out_of_fold": oof_metrics, "val": binary_metrics(val["label"], val["score"], threshold)},
+                 cv={"k": args.cv, "folds": fold_info, "out_of_fold_pred": target.loc.uri})
     version = write_model(output, weights_h5, meta)
     if ours:
         _remove_run(run_dir)
 
-    manifest, columns = features.manifest, features.manifest.get("metadata_columns", [])
+    manifest, columns = features.info, features.info.metadata_columns
     recordings_table = current_names(pq.read_table(features.recordings.path, filesystem=features.recordings.fs)).to_pandas()
     run_id = f"{OOF_RUN_PREFIX}{version}"
     schema = pred_schema(columns)
@@ -290,9 +288,9 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
         writer = RunWriter(target, run_id, schema, read_version=table.version() if table is not None else None)
         try:
             writer.add(oof_table(scores, oof_windows, recordings_table, schema=schema, threshold=threshold,
-                                 model_version=version, featurizer_version=manifest["featurizer_version"],
+                                 model_version=version, featurizer_version=manifest.featurizer_version,
                                  run_id=run_id))
-            writer.commit({"model_version": version, "featurizer_version": manifest["featurizer_version"],
+            writer.commit({"model_version": version, "featurizer_version": manifest.featurizer_version,
                            "source": features.loc.uri, "model": output.loc.uri, "out_of_fold": True,
                            "cv_folds": args.cv, "metadata_columns": columns, "cough_version": __version__,
                            "inputs": len(scores), "ok": len(scores), "errors": 0, "rejected": 0, "skipped": 0},

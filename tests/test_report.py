@@ -17,6 +17,7 @@ import pytest
 from deltalake import CommitProperties, write_deltalake
 
 from cough import metrics as M
+from cough.artifacts import Metrics
 from cough.cli import main
 from cough.pred import RUN_KEY
 from cough.quality import QUALITY_COLUMNS
@@ -484,6 +485,7 @@ def test_report_files_are_self_contained_and_a_rerun_replaces_them(tmp_path, cap
     assert summary["n"] == len(frame) and summary["report"] == str(out)
     written = strict_json(out / "metrics.json")
     assert (written["kind"], written["schema_version"]) == ("report", 1)  # the commit marker
+    assert Metrics.from_dict(written).to_dict() == written  # every field typed or carried
     page = (out / "report.html").read_text()
     for name in written["plots"]:
         data = (out / name).read_bytes()

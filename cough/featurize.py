@@ -1,0 +1,100 @@
+"""Featurize: decode every recording under SOURCE and write OUT, Parquet shards of mel
+images committed by its manifest (cough/shards.py says the layout).
+
+:func:`featurize` checks OUT (new, empty, or an earlier featurize output), lists the
+archive, attaches labels, maps batches of recordings through
+:func:`cough.shards.featurize_batch` on Ray Data (each writes one shard per table under a
+new version folder), sums the per-batch counts, and commits by writing the manifest last;
+then it deletes the version it replaced. jobs/featurize.py parses the flags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from . import __version__
+from .errors import CoughError, UsageError
+from .features import DEFAULT_PARAMS, FeaturizerParams
+
+log = logging.getLogger("cough.featurize")
+
+
+def recordings_frame(source: str, labels: str | None, group_pattern: str | None):
+    """The archive as a DataFrame, one row per entry the listing saw: path, problem, open_as
+    (:class:`cough.listing.Entry`), label, participant and metadata columns."""
+    import pandas as pd
+
+    from .labels import load_labels
+    from .listing import ENTRY_COLUMNS, list_recordings
+
+    index = load_labels(labels, source, group_pattern=group_pattern)
+    rows = [{**e.to_dict(), **index.lookup(e.path)} for e in list_recordings(source)]
+    frame = pd.DataFrame(rows, columns=["path", *ENTRY_COLUMNS, "label", "participant", *index.metadata_columns])
+    frame["label"] = frame["label"].astype("Int8")
+    return frame, index.metadata_columns
+
+
+def plan(frame, output) -> dict:
+    """What featurizing ``frame`` (see :func:`recordings_frame`) into ``output`` (what
+    :func:`cough.storage.claim` gave) would do."""
+    import os
+
+    return {"dry_run": True, "would_read": len(frame),
+            "formats": frame["path"].map(lambda p: os.path.splitext(p)[1].lstrip(".").lower() or "none")
+                                   .value_counts().sort_index().to_dict(),
+            "labelled": int(frame["label"].notna().sum()), "participants": int(frame["participant"].nunique()),
+            "would_write": output.loc.uri, "would_replace": output.state == "ours"}
+
+
+def featurize(source: str, out: str, *, labels=None, group_pattern=None,
+              params: FeaturizerParams = DEFAULT_PARAMS, batch_size: int = 64,
+              address: str | None = None, num_cpus: int | None = None, dry_run: bool = False) -> dict:
+    """Featurize every recording under ``source`` into ``out``; readers of ``out`` see the
+    previous complete output until this one commits.
+
+    Joins Ray at ``address`` or starts a local instance, unless Ray is already up.
+    ``dry_run``: only :func:`plan`.
+    """
+    from .audio import TASK_MEMORY
+    from .artifacts import Manifest
+    from .runtime import archive_dataset, init_ray
+    from .shards import COUNTS, KIND, MANIFEST_FILE, TABLES, featurize_batch
+    from .storage import Location, claim, new_version, remove_stale
+
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    source_loc = Location.of(source)
+    output = claim(out, KIND, inputs={"SOURCE": source_loc})
+    frame, metadata_columns = recordings_frame(source_loc.uri, labels, group_pattern)
+    if frame.empty:
+        raise CoughError(f"SOURCE {source_loc.uri} holds no recordings")
+    if dry_run:
+        return plan(frame, output)
+    labels_uri = Location.of(labels).uri if labels else None
+    init_ray(address, num_cpus=num_cpus)
+    log.info("featurizing %d recordings from %s", len(frame), source_loc.uri)
+    version = new_version()
+    with output.writing(MANIFEST_FILE) as loc:
+        ds, batch_size = archive_dataset(frame, batch_size)
+        folders = {t: loc.join(t, version) for t in TABLES}
+        counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pyarrow", memory=TASK_MEMORY,
+                                fn_kwargs={**folders, "params": params, "metadata_columns": metadata_columns})
+        totals = dict.fromkeys(COUNTS, 0)
+        for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for key in totals:
+                totals[key] += sum(batch.column(key).to_pylist())
+        if totals["inputs"] != len(frame):
+            raise CoughError(f"lost recordings: {len(frame)} listed, {totals['inputs']} processed")
+        manifest = Manifest(**totals, kind=KIND, version=version, tables={t: f"{t}/{version}" for t in TABLES},
+                            source=source_loc.uri, labels=labels_uri, group_pattern=group_pattern,
+                            featurizer=params.to_dict(), featurizer_version=params.version,
+                            metadata_columns=metadata_columns, cough_version=__version__,
+                            created_at=dt.datetime.now(dt.timezone.utc).isoformat())
+        loc.join(MANIFEST_FILE).write_json(manifest.to_dict())  # the commit point
+    for table in TABLES:  # the version this run replaced, and any a crashed run left
+        remove_stale(loc.join(table), {version})
+    if totals["errors"]:
+        log.warning("%d of %d recordings could not be featurized; their reasons are in %s/recordings "
+                    "(status == 'error')", totals["errors"], totals["inputs"], out)
+    return {**totals, "out": out, "featurizer_version": params.version}
