@@ -38,7 +38,9 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from cough.model import build_model, predict_windows, preprocess, tensorflow  # noqa: E402
 from cough.schema import to_numpy  # noqa: E402
-from cough.train import cpu_seconds, class_weights, read_index, read_manifest, recordings, recording_scores, split_groups  # noqa: E402
+from cough.splits import split_groups  # noqa: E402
+from cough.train import cpu_seconds, class_weights, recording_scores  # noqa: E402
+from cough.trainset import read_index, read_manifest, recordings  # noqa: E402
 
 
 def load(shards: str):

@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from .errors import CoughError
+
 #: Confidence level of every interval.
 LEVEL = 0.95
 #: A bootstrap interval is reported only when the statistic is defined in at least this
@@ -305,6 +307,50 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baselines: dict | None
             "model_minus_baseline_ci": intervals.get(f"{name}.difference") if diff is not None else None}
     out["not_computable"] = why
     return out
+
+
+def choose_threshold(labels, scores) -> float:
+    """The decision threshold that maximises Youden's J = sensitivity + specificity − 1 on
+    the validation recordings (scikit-learn's ROC curve; ties go to the higher threshold).
+    A recording is called positive when its score is ≥ the threshold.
+
+    Every threshold between the best ROC point's score and the next lower validation score
+    gives the same J; we take the midpoint, so that no validation recording sits on the
+    threshold, where a rounding difference (another TensorFlow kernel, another machine)
+    would flip its call.
+
+    >>> round(choose_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 6)
+    0.6
+    """
+    from sklearn.metrics import roc_curve
+
+    labels = np.asarray(labels, dtype=int)
+    if len(np.unique(labels)) < 2:
+        raise CoughError("the validation split needs both classes to choose a threshold")
+    fpr, tpr, thresholds = roc_curve(labels, np.asarray(scores, dtype=float), drop_intermediate=False)
+    finite = np.isfinite(thresholds)
+    j = np.where(finite, tpr - fpr, -np.inf)
+    best = np.flatnonzero(j >= j.max() - 1e-9)[0]  # thresholds decrease: the first tie is the highest
+    below = thresholds[best + 1] if best + 1 < len(thresholds) else 0.0  # the next lower score
+    return float((thresholds[best] + below) / 2)
+
+
+def binary_metrics(labels, scores, threshold: float) -> dict:
+    """AUC (scikit-learn), accuracy, sensitivity and specificity at ``threshold``, against the
+    true labels. Values that cannot be computed (one class only) are None.
+
+    >>> binary_metrics([0, 1, 1], [0.2, 0.7, 0.4], threshold=0.5)["sensitivity"]
+    0.5
+    """
+    labels = np.asarray(labels, dtype=int)
+    scores = np.asarray(scores, dtype=float)
+    cm = confusion(labels, (scores >= threshold).astype(int)).astype(int)
+    point = rates(cm)
+    return {
+        "n": int(len(labels)), "positives": int(labels.sum()), "auc": finite(auc(labels, scores)),
+        **{name: finite(point[name]) for name in ("accuracy", "sensitivity", "specificity")},
+        "confusion_matrix": cm.tolist(), "threshold": float(threshold),
+    }
 
 
 def _rate_rows(y: np.ndarray, predicted: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -1,8 +1,9 @@
-"""Training on featurize shards with Ray Train: checks, leakage-free splits, class weights,
-the per-worker training loop, and the metrics and threshold written into MODEL/model.json.
+"""Training with Ray Train: class weights, the per-worker training loop, its sizing, and the
+validation metrics and threshold written into MODEL/model.json.
 
-The driver (jobs/train.py) reads only the small columns of ``SHARDS/images`` to split by
-group; the images themselves stream to the workers as Ray Data shards. Each worker runs
+The driver (jobs/train.py) reads only the small columns of ``SHARDS/images``
+(cough/trainset.py) to split by participant (cough/splits.py); the images themselves
+stream to the workers as Ray Data shards. Each worker runs
 :func:`train_loop` under ``tf.distribute.MultiWorkerMirroredStrategy`` (tf_keras), so the
 gradients of every step are all-reduced across workers before the weights change.
 """
@@ -23,155 +24,19 @@ import pandas as pd
 
 from .errors import CoughError
 from .logs import say
+from .metrics import auc, binary_metrics, choose_threshold, finite
 from .runtime import WORKER_ENV
-from .schema import current_names, stored_names
 from .model import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows
 
 log = logging.getLogger("cough.train")
 
-SPLITS = ("train", "val", "test")
-#: Columns the workers read; ``log_mel`` is never read for training.
-IMAGE_COLUMNS = ["recording_id", "window_index", "label", "image"]
-#: Columns the driver reads to split (no tensors).
-INDEX_COLUMNS = ["recording_id", "path", "window_index", "label", "participant"]
 STATE_FILE = "state.json"
 BEST_FILE = "best.h5"
 OPTIMIZER_FILE = "optimizer.npz"
 PREDICTIONS_FILE = "predictions.parquet"
 
 
-# --------------------------------------------------------------------------- input checks
-
-
-def read_manifest(shards: str):
-    """The committed ``cough featurize`` OUT at ``shards`` (:class:`cough.shards.FeaturesOut`),
-    or a CoughError saying what is wrong."""
-    from .shards import read_out
-
-    out = read_out(shards)
-    if not out.images.is_dir():
-        raise CoughError(f"SHARDS {out.loc.uri} has no {out.info.tables['images']}/ folder: is it complete?")
-    nested = [i.path for i in out.images.listdir(recursive=True) if i.path.endswith("manifest.json")]
-    if nested:
-        raise CoughError(f"SHARDS {out.images.uri} holds another featurize output ({nested[0]}): "
-                         "shards of several runs cannot be mixed; featurize them together instead")
-    return out
-
-
-def read_index(out) -> pd.DataFrame:
-    """One row per image (no tensors): recording_id, path, window_index, label, participant
-    (also from a cough 0.1 OUT, whose columns were named window and group).
-
-    Refuses shards that disagree with their manifest (image count or image shape): those
-    hold shards of several featurize runs, possibly with other featurizer versions.
-    """
-    import pyarrow.dataset as pads
-
-    shards, manifest = out.loc.uri, out.info
-    try:
-        dataset = pads.dataset(out.images.path, filesystem=out.images.fs, format="parquet",
-                               exclude_invalid_files=False)
-        fragments = list(dataset.get_fragments())
-    except Exception as exc:
-        raise CoughError(f"SHARDS {shards}: cannot read images/ ({exc})") from None
-    if not fragments:
-        raise CoughError(f"SHARDS {shards} holds no images: nothing to train on")
-    size = manifest.image_size
-    for fragment in fragments:
-        schema = fragment.physical_schema
-        shape = list(schema.field("image").type.shape) if "image" in schema.names else None
-        if shape != [size, size, 3]:
-            raise CoughError(f"SHARDS {shards}: {os.path.basename(fragment.path)} holds images of shape "
-                             f"{shape}, but manifest.json says {size}x{size}x3: shards of another "
-                             "featurizer were mixed in; featurize again")
-    table = current_names(dataset.to_table(columns=stored_names(INDEX_COLUMNS, dataset.schema.names)))
-    if table.num_rows != manifest.images:
-        raise CoughError(f"SHARDS {shards}: images/ holds {table.num_rows} images but manifest.json says "
-                         f"{manifest.images}: shards were added or removed; featurize again")
-    index = table.to_pandas()
-    index["label"] = index["label"].astype("Int8")
-    return index
-
-
-def recordings(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One row per labelled recording (recording_id, path, label, participant, windows) and the
-    paths whose images are left out: unlabelled ones, and the second name of the same bytes
-    (one recording, one split). When copies of the same bytes disagree on the label the
-    recording is left out entirely.
-
-    >>> recordings(index)            # doctest: +SKIP
-    """
-    if index.empty:
-        raise CoughError("SHARDS holds no images: nothing to train on")
-    per_path = (index.groupby("path", sort=True)
-                .agg(recording_id=("recording_id", "first"), label=("label", "first"),
-                     participant=("participant", "first"), windows=("window_index", "size")).reset_index())
-    labelled = per_path[per_path["label"].notna()]
-    if labelled.empty:
-        raise CoughError("SHARDS has no labelled images; train needs labels: featurize with --labels "
-                         "or put recordings in pos/ and neg/ folders")
-    conflicting = labelled.groupby("recording_id")["label"].nunique()
-    conflicting = set(conflicting[conflicting > 1].index)
-    if conflicting:
-        log.warning("%d recordings appear under several names with different labels; left out",
-                    len(conflicting))
-    kept = labelled[~labelled["recording_id"].isin(conflicting)].drop_duplicates("recording_id")
-    dropped = sorted(set(per_path["path"]) - set(kept["path"]))
-    if kept.empty:
-        raise CoughError("SHARDS has no recording with a consistent label: nothing to train on")
-    kept = kept.assign(label=kept["label"].astype(int),
-                       participant=kept["participant"].fillna(kept["recording_id"]))
-    return kept.reset_index(drop=True), dropped
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def split_groups(recs: pd.DataFrame, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 seed: int = 0, attempts: int = 20) -> dict[str, list[str]]:
-    """Assign every group (participant) to one of train/val/test, stratified by label.
-
-    scikit-learn's StratifiedGroupKFold cuts off the test groups (one fold of about
-    ``1/test_fraction``), then the validation groups from the rest. Every split must hold
-    both classes (a split without positives can give no AUC or threshold); when a
-    shuffle misses that, the next seed derived from ``seed`` is tried. Deterministic for
-    ``seed``. ``test_fraction`` 0 means no test split.
-
-    >>> split_groups(recs, val_fraction=0.2, test_fraction=0.2, seed=0)   # doctest: +SKIP
-    {'train': ['p01', ...], 'val': [...], 'test': [...]}
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 0.9:
-        raise CoughError("--val-fraction must lie in (0, 1), --test-fraction in [0, 1), "
-                         "and together they must leave at least 10% for training")
-    labels = recs["label"].to_numpy()
-    if len(np.unique(labels)) < 2:
-        only = CLASS_NAMES[int(labels[0])]
-        raise CoughError(f"every labelled recording is {only}: training needs both classes")
-    splits = ["train", "val"] + (["test"] if test_fraction > 0 else [])
-    per_class = recs.groupby("label")["participant"].nunique()
-    if per_class.min() < len(splits):
-        raise CoughError(f"too few groups: {per_class.to_dict()} groups per label, but the {len(splits)} "
-                         f"splits ({', '.join(splits)}) each need a group of each class; add recordings"
-                         + (" or pass --test-fraction 0" if test_fraction > 0 else ""))
-    rng = np.random.RandomState(seed)
-    for _ in range(attempts):
-        assign = np.full(len(recs), "train", dtype=object)
-        rest = np.arange(len(recs))
-        for name, fraction, of in (("test", test_fraction, 1.0), ("val", val_fraction, 1.0 - test_fraction)):
-            if fraction == 0:
-                continue
-            n_splits = max(2, min(int(round(of / fraction)), recs["participant"].iloc[rest].nunique()))
-            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
-                                         random_state=int(rng.randint(2**31 - 1)))
-            _, held = next(folds.split(rest, labels[rest], recs["participant"].iloc[rest]))
-            assign[rest[held]] = name
-            rest = np.delete(rest, held)
-        if all(len(np.unique(labels[assign == s])) == 2 for s in splits):
-            return {s: sorted(recs["participant"][assign == s].unique().tolist()) for s in splits}
-    raise CoughError(f"cannot split {recs['participant'].nunique()} groups into {', '.join(splits)} with both "
-                     "classes in each; add recordings or change --val-fraction/--test-fraction")
+# --------------------------------------------------------------------------- class weights, caching
 
 
 def class_weights(labels) -> dict[int, float]:
@@ -185,29 +50,6 @@ def class_weights(labels) -> dict[int, float]:
     labels = np.asarray(labels, dtype=int)
     weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
     return {0: float(weights[0]), 1: float(weights[1])}
-
-
-def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
-    """One Ray Dataset per split: the images of its groups (a :class:`cough.storage.Location`
-    of an OUT's images folder), read lazily (the filter is pushed down into the Parquet
-    scan; ``log_mel`` is not read). A cough 0.1 OUT's columns come out under their current
-    names."""
-    import pyarrow.dataset as pads
-    import ray
-    from ray.data.expressions import col
-
-    fs, path = images.fs, images.path
-    available = pads.dataset(path, filesystem=fs, format="parquet").schema.names
-    participant, *columns = stored_names(["participant", *IMAGE_COLUMNS], available)
-    renamed = {old: new for old, new in zip(columns, IMAGE_COLUMNS) if old != new}
-    out = {}
-    for name, members in groups.items():
-        keep = col(participant).is_in(list(members)) & col("label").is_not_null()
-        if exclude_paths:
-            keep = keep & ~col("path").is_in(list(exclude_paths))
-        ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=0.25).filter(expr=keep).select_columns(columns)
-        out[name] = ds.rename_columns(renamed) if renamed else ds
-    return out
 
 
 def cache_small(datasets: dict, n_images: int, image_size: int, *, fraction: float = 0.2) -> dict:
@@ -226,14 +68,6 @@ def cache_small(datasets: dict, n_images: int, image_size: int, *, fraction: flo
     return {name: ds.materialize() for name, ds in datasets.items()}
 
 
-def split_windows(index: pd.DataFrame, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
-    """The index rows (one per image) each split trains or evaluates on."""
-    used = index[~index["path"].isin(exclude_paths) & index["label"].notna()]
-    split_of = {g: name for name, members in groups.items() for g in members}
-    split = used["participant"].fillna(used["recording_id"]).map(split_of)
-    return {name: used[split == name].assign(label=lambda f: f["label"].astype(int)) for name in groups}
-
-
 # --------------------------------------------------------------------------- metrics
 
 
@@ -245,58 +79,7 @@ def recording_scores(windows: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def choose_threshold(labels, scores) -> float:
-    """The decision threshold that maximises Youden's J = sensitivity + specificity − 1 on
-    the validation recordings (scikit-learn's ROC curve; ties go to the higher threshold).
-    A recording is called positive when its score is ≥ the threshold.
-
-    Every threshold between the best ROC point's score and the next lower validation score
-    gives the same J; we take the midpoint, so that no validation recording sits on the
-    threshold, where a rounding difference (another TensorFlow kernel, another machine)
-    would flip its call.
-
-    >>> round(choose_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 6)
-    0.6
-    """
-    from sklearn.metrics import roc_curve
-
-    labels = np.asarray(labels, dtype=int)
-    if len(np.unique(labels)) < 2:
-        raise CoughError("the validation split needs both classes to choose a threshold")
-    fpr, tpr, thresholds = roc_curve(labels, np.asarray(scores, dtype=float), drop_intermediate=False)
-    finite = np.isfinite(thresholds)
-    j = np.where(finite, tpr - fpr, -np.inf)
-    best = np.flatnonzero(j >= j.max() - 1e-9)[0]  # thresholds decrease: the first tie is the highest
-    below = thresholds[best + 1] if best + 1 < len(thresholds) else 0.0  # the next lower score
-    return float((thresholds[best] + below) / 2)
-
-
-def binary_metrics(labels, scores, threshold: float) -> dict:
-    """AUC (scikit-learn), accuracy, sensitivity and specificity at ``threshold``, against the
-    true labels. Values that cannot be computed (one class only) are None.
-
-    >>> binary_metrics([0, 1, 1], [0.2, 0.7, 0.4], threshold=0.5)["sensitivity"]
-    0.5
-    """
-    from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
-
-    labels = np.asarray(labels, dtype=int)
-    scores = np.asarray(scores, dtype=float)
-    predicted = (scores >= threshold).astype(int)
-    tn, fp, fn, tp = (int(v) for v in confusion_matrix(labels, predicted, labels=[0, 1]).ravel())
-    both = len(np.unique(labels)) == 2
-    return {
-        "n": int(len(labels)), "positives": int(labels.sum()),
-        "auc": float(roc_auc_score(labels, scores)) if both else None,
-        "accuracy": float(accuracy_score(labels, predicted)) if len(labels) else None,
-        "sensitivity": tp / (tp + fn) if tp + fn else None,
-        "specificity": tn / (tn + fp) if tn + fp else None,
-        "confusion_matrix": [[tn, fp], [fn, tp]],
-        "threshold": float(threshold),
-    }
-
-
-def evaluate(predictions: pd.DataFrame) -> tuple[float, dict]:
+def evaluate_splits(predictions: pd.DataFrame) -> tuple[float, dict]:
     """Window predictions of the final model (split, recording_id, label, prob) → the
     threshold chosen on the validation recordings, and metrics per split at that threshold."""
     scores = {name: recording_scores(part) for name, part in predictions.groupby("split")}
@@ -389,10 +172,8 @@ def evaluate_shard(model, shard, class_weight: dict, *, batch_size: int = 64) ->
 
 
 def _auc(windows: pd.DataFrame):
-    from sklearn.metrics import roc_auc_score
-
     recs = recording_scores(windows)
-    return float(roc_auc_score(recs["label"], recs["score"])) if recs["label"].nunique() == 2 else None
+    return finite(auc(recs["label"], recs["score"]))
 
 
 class _StepTrace:

@@ -13,6 +13,8 @@ import datetime as dt
 import logging
 import os
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cough import __version__
 from cough.artifacts import ModelMeta
@@ -20,6 +22,11 @@ from cough.errors import CoughError, UsageError
 from cough.flags import integer, number
 from cough.model import ARCHITECTURES, CLASS_NAMES
 from cough.runtime import add_ray_arguments
+
+if TYPE_CHECKING:  # pandas and the training loop load when a job runs, not with the parser
+    import pandas as pd
+
+    from cough.train import TrainConfig
 
 HELP = "train the CNN on featurize shards with Ray Train (group-wise splits, checkpoints)"
 EXAMPLE = "cough train out/features --out out/model --epochs 20 --workers 2"
@@ -132,13 +139,28 @@ def _start_ray(args) -> None:
     init_ray(args.address, num_cpus=args.num_cpus)
 
 
-def _fit(features, index, dropped_paths: list[str], groups: dict, args, *, name: str):
-    """Train one model on ``groups``' splits of the featurize OUT ``features``; returns
-    ``(weights_h5, state, predictions, windows, config, class weights, run_dir)``, the window
-    predictions holding every split but ``train``."""
+@dataclass
+class Fitted:
+    """One model that :func:`_fit` trained."""
+
+    weights_h5: bytes
+    #: the training state of the last checkpoint (history, best epoch, parameters)
+    state: dict
+    #: window predictions (split, recording_id, label, prob) of every split but ``train``
+    predictions: "pd.DataFrame"
+    #: the index rows (one per image) of each split
+    windows: dict
+    config: "TrainConfig"
+    class_weight: dict
+    #: Ray Train's folder of this run's checkpoints
+    run_dir: str
+
+
+def _fit(features, index, dropped_paths: list[str], groups: dict, args, *, name: str) -> Fitted:
+    """Train one model on ``groups``' splits of the featurize OUT ``features``."""
     from cough.storage import join
-    from cough.train import (TrainConfig, cache_small, class_weights, fit, final_checkpoint, split_datasets,
-                             split_windows)
+    from cough.splits import split_datasets, split_windows
+    from cough.train import TrainConfig, cache_small, class_weights, fit, final_checkpoint
 
     windows = split_windows(index, groups, dropped_paths)
     weights = class_weights(windows["train"]["label"])
@@ -159,14 +181,15 @@ def _fit(features, index, dropped_paths: list[str], groups: dict, args, *, name:
     result = fit(datasets, config, workers=args.workers, storage=storage, name=name,
                  max_failures=args.max_failures)
     weights_h5, state, predictions = final_checkpoint(result.checkpoint)
-    return weights_h5, state, predictions, windows, config, weights, run_dir
+    return Fitted(weights_h5, state, predictions, windows, config, weights, run_dir)
 
 
-def _meta(args, features, groups: dict, windows: dict, weights: dict, state: dict, config,
-          dropped_paths: list[str], started: float, **decision) -> ModelMeta:
+def _meta(args, features, groups: dict, fitted: Fitted, dropped_paths: list[str], started: float,
+          **decision) -> ModelMeta:
     """model.json's content; ``decision``: the caller's threshold, threshold_rule, metrics (and cv)."""
     import ray
 
+    windows, state = fitted.windows, fitted.state
     return ModelMeta(
         arch=args.arch, parameters=state["parameters"], class_names=CLASS_NAMES,
         aggregation="mean of the windows' P(positive) per recording (cough.model.aggregate_windows)",
@@ -176,9 +199,9 @@ def _meta(args, features, groups: dict, windows: dict, weights: dict, state: dic
                     "images": len(windows[s]), "positive_images": int(windows[s]["label"].sum())}
                 for s, members in groups.items()},
         excluded_paths=dropped_paths,
-        class_weight={CLASS_NAMES[k]: v for k, v in weights.items()},
+        class_weight={CLASS_NAMES[k]: v for k, v in fitted.class_weight.items()},
         history=state["history"],
-        training={**{k: v for k, v in vars(config).items() if k not in ("class_weight", "trace_dir")},
+        training={**{k: v for k, v in vars(fitted.config).items() if k not in ("class_weight", "trace_dir")},
                   "workers": args.workers, "epochs_run": len(state["history"]),
                   "best_epoch": state["best_epoch"], "restored_best": args.early_stopping,
                   "resumed_from_epochs": state["resumed_from_epochs"],
@@ -190,7 +213,9 @@ def _meta(args, features, groups: dict, windows: dict, weights: dict, state: dic
 def train(shards: str, out: str, args) -> dict:
     from cough.model import KIND, write_model
     from cough.storage import claim
-    from cough.train import evaluate, read_index, read_manifest, recordings, split_groups
+    from cough.splits import split_groups
+    from cough.train import evaluate_splits
+    from cough.trainset import read_index, read_manifest, recordings
 
     started = time.perf_counter()
     features = read_manifest(shards)
@@ -204,18 +229,17 @@ def train(shards: str, out: str, args) -> dict:
 
     _start_ray(args)
     _, name, ours = _storage(args)
-    weights_h5, state, predictions, windows, config, weights, run_dir = _fit(
-        features, index, dropped_paths, groups, args, name=name)
-    threshold, metrics = evaluate(predictions)
-    meta = _meta(args, features, groups, windows, weights, state, config, dropped_paths, started,
+    fitted = _fit(features, index, dropped_paths, groups, args, name=name)
+    threshold, metrics = evaluate_splits(fitted.predictions)
+    meta = _meta(args, features, groups, fitted, dropped_paths, started,
                  threshold=threshold,
                  threshold_rule=("Youden's J (sensitivity + specificity - 1) maximised on the validation recordings; "
                                  "midway between the best point's score and the next lower validation score"),
                  metrics=metrics)
-    version = write_model(output, weights_h5, meta)
+    version = write_model(output, fitted.weights_h5, meta)
     if ours:  # the checkpoints served their purpose once MODEL is complete
-        _remove_run(run_dir)
-    return {"out": output.loc.uri, "version": version, "arch": args.arch, "epochs_run": len(state["history"]),
+        _remove_run(fitted.run_dir)
+    return {"out": output.loc.uri, "version": version, "arch": args.arch, "epochs_run": len(fitted.state["history"]),
             "threshold": round(threshold, 4), "val_auc": metrics["val"]["auc"],
             "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
             "wall_s": meta.training["wall_s"]}
@@ -233,7 +257,9 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
     from cough.pred import LOG_DIR, RunWriter, claim_pred
     from cough.schema import current_names
     from cough.score import pred_schema
-    from cough.train import binary_metrics, choose_threshold, evaluate, recording_scores, split_groups
+    from cough.metrics import binary_metrics, choose_threshold
+    from cough.splits import split_groups
+    from cough.train import evaluate_splits, recording_scores
 
     if args.resume:
         raise UsageError("--resume does not apply to --cv: rerun the cross-validation")
@@ -248,15 +274,14 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
         groups = {**split_groups(rest, val_fraction=args.val_fraction, test_fraction=0, seed=args.seed + k),
                   "test": test_groups}
         log.info("cross-validation fold %d of %d: %d participants held out", k + 1, args.cv, len(test_groups))
-        _, state, predictions, _, _, _, run_dir = _fit(features, index, dropped_paths, groups, args,
-                                                       name=f"{name}.fold-{k + 1}")
-        _, metrics = evaluate(predictions)
-        oof.append(predictions[predictions["split"] == "test"])
+        fold = _fit(features, index, dropped_paths, groups, args, name=f"{name}.fold-{k + 1}")
+        _, metrics = evaluate_splits(fold.predictions)
+        oof.append(fold.predictions[fold.predictions["split"] == "test"])
         fold_info.append({"fold": k + 1, "test_groups": test_groups, "train_groups": len(groups["train"]),
                           "val_groups": len(groups["val"]), "test_auc": metrics["test"]["auc"],
-                          "epochs_run": len(state["history"])})
+                          "epochs_run": len(fold.state["history"])})
         if ours:
-            _remove_run(run_dir)
+            _remove_run(fold.run_dir)
     oof_windows = pd.concat(oof, ignore_index=True)
     scores = recording_scores(oof_windows)
     threshold = choose_threshold(scores["label"], scores["score"])
@@ -265,19 +290,18 @@ def cross_validate(features, output, args, *, index, recs, dropped_paths: list[s
     groups = split_groups(recs, val_fraction=args.val_fraction, test_fraction=0, seed=args.seed)
     log.info("final model on every participant (%d), threshold %.4f chosen out of fold", recs["participant"].nunique(),
              threshold)
-    weights_h5, state, predictions, windows, config, weights, run_dir = _fit(
-        features, index, dropped_paths, groups, args, name=name)
-    val = recording_scores(predictions[predictions["split"] == "val"])
-    meta = _meta(args, features, groups, windows, weights, state, config, dropped_paths, started,
+    fitted = _fit(features, index, dropped_paths, groups, args, name=name)
+    val = recording_scores(fitted.predictions[fitted.predictions["split"] == "val"])
+    meta = _meta(args, features, groups, fitted, dropped_paths, started,
                  threshold=threshold,
                  threshold_rule=(f"Youden's J maximised on the out-of-fold scores of {args.cv}-fold grouped "
                                  "cross-validation (every participant scored once by a model that never saw it); "
                                  "midway between the best point's score and the next lower score"),
                  metrics={"out_of_fold": oof_metrics, "val": binary_metrics(val["label"], val["score"], threshold)},
                  cv={"k": args.cv, "folds": fold_info, "out_of_fold_pred": target.loc.uri})
-    version = write_model(output, weights_h5, meta)
+    version = write_model(output, fitted.weights_h5, meta)
     if ours:
-        _remove_run(run_dir)
+        _remove_run(fitted.run_dir)
 
     manifest, columns = features.info, features.info.metadata_columns
     recordings_table = current_names(pq.read_table(features.recordings.path, filesystem=features.recordings.fs)).to_pandas()

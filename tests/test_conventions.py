@@ -28,7 +28,7 @@ def test_json_written_by_a_newer_cough_is_refused(tmp_path, sample_features):
     import shutil
 
     from cough.model import read_meta
-    from cough.train import read_manifest
+    from cough.trainset import read_manifest
 
     assert read_manifest(str(sample_features)).manifest["schema_version"] == 1
     shards = tmp_path / "shards"
@@ -85,7 +85,8 @@ def test_a_cough_0_1_featurize_out_is_still_read(tmp_path, sample_features, ray_
     import pyarrow.parquet as pq
 
     from cough.shards import read_out
-    from cough.train import read_index, split_datasets
+    from cough.splits import split_datasets
+    from cough.trainset import read_index
     from jobs.score import score
 
     from .test_score import write_model

@@ -415,7 +415,7 @@ def test_a_rerun_replaces_out_whole(tmp_path, ray_local, sample_archive):
 
 
 def test_a_crash_leaves_the_previous_out_readable_and_a_rerun_recovers(tmp_path, sample_archive):
-    from cough.train import read_index, read_manifest
+    from cough.trainset import read_index, read_manifest
 
     raw = sample_archive / "raw"
     for f in sorted(raw.iterdir())[12:]:

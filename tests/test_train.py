@@ -25,8 +25,10 @@ from cough.cli import build_parser, main
 from cough.errors import CoughError
 from cough.model import aggregate_windows, build_model, load_model, predict_windows
 from cough.schema import to_numpy
-from cough.train import (TrainConfig, binary_metrics, choose_threshold, class_weights, fit, recordings,
-                         split_groups)
+from cough.metrics import binary_metrics, choose_threshold
+from cough.splits import split_groups
+from cough.train import TrainConfig, class_weights, fit
+from cough.trainset import recordings
 
 
 def _recs(n_groups=30, per_group=2, pos_every=3, seed=0):

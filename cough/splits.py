@@ -1,0 +1,92 @@
+"""Splits by participant: every participant's recordings in one split (train, val or test),
+stratified by label, each split with both classes; then the rows and Ray Datasets of each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import CoughError
+from .model import CLASS_NAMES
+from .schema import stored_names
+
+#: Columns the workers read; ``log_mel`` is never read for training.
+IMAGE_COLUMNS = ["recording_id", "window_index", "label", "image"]
+
+
+def split_groups(recs: pd.DataFrame, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                 seed: int = 0, attempts: int = 20) -> dict[str, list[str]]:
+    """Assign every group (participant) to one of train/val/test, stratified by label.
+
+    scikit-learn's StratifiedGroupKFold cuts off the test groups (one fold of about
+    ``1/test_fraction``), then the validation groups from the rest. Every split must hold
+    both classes (a split without positives can give no AUC or threshold); when a
+    shuffle misses that, the next seed derived from ``seed`` is tried. Deterministic for
+    ``seed``. ``test_fraction`` 0 means no test split.
+
+    >>> split_groups(recs, val_fraction=0.2, test_fraction=0.2, seed=0)   # doctest: +SKIP
+    {'train': ['p01', ...], 'val': [...], 'test': [...]}
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 0.9:
+        raise CoughError("--val-fraction must lie in (0, 1), --test-fraction in [0, 1), "
+                         "and together they must leave at least 10% for training")
+    labels = recs["label"].to_numpy()
+    if len(np.unique(labels)) < 2:
+        only = CLASS_NAMES[int(labels[0])]
+        raise CoughError(f"every labelled recording is {only}: training needs both classes")
+    splits = ["train", "val"] + (["test"] if test_fraction > 0 else [])
+    per_class = recs.groupby("label")["participant"].nunique()
+    if per_class.min() < len(splits):
+        raise CoughError(f"too few groups: {per_class.to_dict()} groups per label, but the {len(splits)} "
+                         f"splits ({', '.join(splits)}) each need a group of each class; add recordings"
+                         + (" or pass --test-fraction 0" if test_fraction > 0 else ""))
+    rng = np.random.RandomState(seed)
+    for _ in range(attempts):
+        assign = np.full(len(recs), "train", dtype=object)
+        rest = np.arange(len(recs))
+        for name, fraction, of in (("test", test_fraction, 1.0), ("val", val_fraction, 1.0 - test_fraction)):
+            if fraction == 0:
+                continue
+            n_splits = max(2, min(int(round(of / fraction)), recs["participant"].iloc[rest].nunique()))
+            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
+                                         random_state=int(rng.randint(2**31 - 1)))
+            _, held = next(folds.split(rest, labels[rest], recs["participant"].iloc[rest]))
+            assign[rest[held]] = name
+            rest = np.delete(rest, held)
+        if all(len(np.unique(labels[assign == s])) == 2 for s in splits):
+            return {s: sorted(recs["participant"][assign == s].unique().tolist()) for s in splits}
+    raise CoughError(f"cannot split {recs['participant'].nunique()} groups into {', '.join(splits)} with both "
+                     "classes in each; add recordings or change --val-fraction/--test-fraction")
+
+
+def split_windows(index: pd.DataFrame, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
+    """The index rows (one per image) each split trains or evaluates on."""
+    used = index[~index["path"].isin(exclude_paths) & index["label"].notna()]
+    split_of = {g: name for name, members in groups.items() for g in members}
+    split = used["participant"].fillna(used["recording_id"]).map(split_of)
+    return {name: used[split == name].assign(label=lambda f: f["label"].astype(int)) for name in groups}
+
+
+def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
+    """One Ray Dataset per split: the images of its groups (a :class:`cough.storage.Location`
+    of an OUT's images folder), read lazily (the filter is pushed down into the Parquet
+    scan; ``log_mel`` is not read). A cough 0.1 OUT's columns come out under their current
+    names."""
+    import pyarrow.dataset as pads
+    import ray
+    from ray.data.expressions import col
+
+    fs, path = images.fs, images.path
+    available = pads.dataset(path, filesystem=fs, format="parquet").schema.names
+    participant, *columns = stored_names(["participant", *IMAGE_COLUMNS], available)
+    renamed = {old: new for old, new in zip(columns, IMAGE_COLUMNS) if old != new}
+    out = {}
+    for name, members in groups.items():
+        keep = col(participant).is_in(list(members)) & col("label").is_not_null()
+        if exclude_paths:
+            keep = keep & ~col("path").is_in(list(exclude_paths))
+        ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=0.25).filter(expr=keep).select_columns(columns)
+        out[name] = ds.rename_columns(renamed) if renamed else ds
+    return out
