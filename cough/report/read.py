@@ -1,0 +1,191 @@
+"""Reading PRED for a report: its rows (only the columns the report needs), labels from a
+labels CSV, one model version, the latest row per recording, the run records and the
+model.json they name, and the decision threshold."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import ModelMeta
+from ..baselines import label_metadata_columns
+from ..errors import CoughError, UsageError
+
+log = logging.getLogger("cough.report")
+
+#: What the shortcut baseline may see: how a recording was made, never what it sounds like.
+METADATA_FEATURES = ("sample_rate", "channels", "duration_s", "format")
+#: PRED columns the report reads when present (window_scores and the like are skipped).
+PRED_COLUMNS = ("recording_id", "path", "status", "error", "score", "predicted", "threshold", "model_version",
+                "featurizer_version", "run_id", "scored_at", "label", "participant", *METADATA_FEATURES)
+#: Default decision threshold when neither --threshold nor PRED gives one.
+DEFAULT_THRESHOLD = 0.5
+
+
+def read_predictions(pred, *, columns=()) -> pd.DataFrame:
+    """PRED (a Delta table) as a DataFrame of the report's columns (plus ``columns``), all runs.
+
+    >>> frame = read_predictions("out/demo/pred", columns=["site"])   # doctest: +SKIP
+    """
+    from ..pred import open_pred
+
+    target = open_pred(pred)
+    table = target.table()
+    if table is None:  # no run has committed yet
+        return pd.DataFrame({"status": pd.Series(dtype="string"), "score": pd.Series(dtype=float)})
+    try:
+        data = table.to_pyarrow_dataset()
+    except Exception as exc:
+        raise CoughError(f"cannot read PRED {target.loc.uri}: {exc}") from None
+    names = set(data.schema.names)
+    missing = {"status", "score"} - names
+    if missing:
+        raise CoughError(f"PRED {target.loc.uri} lacks column(s) {sorted(missing)}: is it the output of `cough score`?")
+    wanted = [c for c in dict.fromkeys([*PRED_COLUMNS, *label_metadata_columns(names), *columns]) if c in names]
+    frame = data.to_table(columns=wanted).to_pandas()
+    for col in ("label", "predicted"):
+        if col in frame:
+            frame[col] = frame[col].astype("Int8")
+    for col in ("run_id", "model_version", "status", "participant"):
+        if col in frame:
+            frame[col] = frame[col].astype("string")
+    return frame
+
+
+def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
+    """Labels (and participant, metadata columns) from a labels CSV, matched to PRED rows by file name.
+
+    A CSV ``filename`` is a basename or a relative path; a PRED row takes the CSV row whose
+    filename is the longest trailing part of its ``path``. Where a CSV row matches, its
+    values win over PRED's; elsewhere PRED's stay. Returns the frame and match counts.
+    """
+    from ..labels import load_labels
+
+    source = os.path.dirname(csv.rstrip("/")) or "."
+    index = load_labels(csv, source)
+    frame = frame.copy()
+    columns = ["label", "participant", *index.metadata_columns]
+    found = {c: [] for c in columns}
+    matched = 0
+    for path in frame.get("path", pd.Series([None] * len(frame), dtype=object)):
+        rec = _match(index, path)
+        matched += rec is not None
+        for c in columns:
+            found[c].append(None if rec is None else rec.get(c))
+    for c in columns:
+        values = pd.Series(found[c], index=frame.index, dtype=object)
+        if c == "label":
+            values = values.astype("Int8")
+        if c in frame:
+            frame[c] = values.where(values.notna(), frame[c])
+        else:
+            frame[c] = values
+    if "participant" in frame:
+        frame["participant"] = frame["participant"].astype("string")
+    return frame, {"csv": csv, "rows_matched": int(matched), "rows": int(len(frame)),
+                   "metadata_columns": index.metadata_columns}
+
+
+def _match(index, path) -> dict | None:
+    if not isinstance(path, str):
+        return None
+    parts = PurePosixPath(path.split("://", 1)[-1]).parts
+    for k in range(len(parts), 0, -1):
+        rec = index.by_relpath.get("/".join(parts[-k:]))
+        if rec is not None:
+            return rec
+    return index.by_name.get(parts[-1]) if parts else None
+
+
+def select_model_version(frame: pd.DataFrame, version: str | None = None) -> tuple[pd.DataFrame, str | None, list]:
+    """Rows of one model version: ``version``, else the one that scored most recently."""
+    if "model_version" not in frame or frame.empty:
+        return frame, None, []
+    versions = frame["model_version"].dropna().unique().tolist()
+    if version is not None:
+        if version not in versions:
+            raise UsageError(f"--model-version {version} is not in PRED; it holds {sorted(versions) or 'none'}")
+        chosen = version
+    elif not versions:
+        return frame, None, []
+    else:
+        order = frame.dropna(subset=["model_version"])
+        chosen = (order.sort_values("scored_at")["model_version"].iloc[-1]
+                  if "scored_at" in order else sorted(versions)[-1])
+    notes = []
+    if len(versions) > 1:
+        notes.append(f"PRED holds predictions of {len(versions)} model versions; this report covers "
+                     f"{chosen} only (choose another with --model-version).")
+    keep = frame["model_version"].isna() | (frame["model_version"] == chosen)
+    return frame[keep], str(chosen), notes
+
+
+def current_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per recording: its latest prediction (by ``scored_at``). A recording is its
+    ``recording_id``, or its path when the file could not be read."""
+    if frame.empty:
+        return frame
+    key = frame["recording_id"].astype(object) if "recording_id" in frame else pd.Series(np.nan, index=frame.index)
+    if "path" in frame:
+        key = key.where(key.notna(), "path:" + frame["path"].astype(str))
+    ordered = frame.assign(_key=key)
+    if "scored_at" in ordered:
+        ordered = ordered.sort_values("scored_at", kind="stable")
+    return ordered.drop_duplicates("_key", keep="last").drop(columns="_key").sort_index()
+
+
+def run_records(pred, version: str | None) -> list[dict]:
+    """The run records in PRED's Delta log (each commit's ``cough.run``) of ``version``'s
+    runs, oldest first."""
+    from ..pred import committed_runs, open_pred
+
+    try:
+        records = committed_runs(open_pred(pred))
+    except Exception as exc:  # unreadable housekeeping must not stop an evaluation
+        log.warning("cannot read the run records of %s: %s", pred, exc)
+        return []
+    return [r for r in records if version is None or r.get("model_version") == version]
+
+
+def model_meta(records) -> tuple[str, ModelMeta] | None:
+    """``(MODEL, its model.json)`` of the MODEL that the latest of ``records`` names, when it
+    is readable and of the version that run used (the report never loads the model itself)."""
+    from ..model import read_model_meta
+
+    for record in reversed(list(records)):
+        if not record.get("model"):
+            continue
+        try:
+            meta = read_model_meta(record["model"])
+        except CoughError as exc:  # moved, or not a model this cough can trust: its threshold is not used
+            log.warning("%s", exc)
+            continue
+        if str(meta.version) == str(record.get("model_version")):
+            return record["model"], meta
+    return None
+
+
+def resolve_threshold(frame: pd.DataFrame, flag: float | None,
+                      model: tuple[str, ModelMeta] | None = None) -> tuple[float, str, list]:
+    """``(threshold, where it came from, warnings)``: --threshold; else a ``threshold`` column
+    of PRED; else the model's (``model``: its folder and model.json); else :data:`DEFAULT_THRESHOLD`."""
+    if flag is not None:
+        if not 0.0 <= flag <= 1.0:
+            raise UsageError(f"--threshold {flag} is not between 0 and 1")
+        return float(flag), "--threshold", []
+    if "threshold" in frame:
+        values = frame["threshold"].dropna().unique()
+        if len(values) > 1:
+            raise CoughError(f"PRED rows carry {len(values)} different thresholds ({sorted(values)[:5]}); "
+                             "choose one with --threshold")
+        if len(values) == 1:
+            return float(values[0]), "PRED's threshold column", []
+    if model is not None and model[1].threshold is not None:
+        return float(model[1].threshold), f"the model ({model[0]}/{ModelMeta.FILE})", []
+    return DEFAULT_THRESHOLD, "default", [
+        f"The decision threshold is the default {DEFAULT_THRESHOLD:g}: neither PRED nor the model it names gives "
+        "one. Give the model's threshold with --threshold if it differs."]
