@@ -39,7 +39,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from cough.model import build_model, predict_windows, preprocess, tensorflow  # noqa: E402
 from cough.schema import to_numpy  # noqa: E402
 from cough.splits import split_groups  # noqa: E402
-from cough.train import cpu_seconds, class_weights, recording_scores  # noqa: E402
+from cough.trainloop import cpu_seconds, class_weights, recording_scores  # noqa: E402
 from cough.trainset import read_index, read_manifest, recordings  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def keras_fit(arch, images, labels, *, epochs, batch_size, weights, threads, on_
 def speed(args):
     from cough.cli import build_parser
     from cough.runtime import init_ray
-    from jobs.train import train
+    from cough.train import TrainSettings, train
 
     recs, frame, images = load(args.shards)
     groups = split_groups(recs, seed=0)
@@ -105,7 +105,7 @@ def speed(args):
             cli = build_parser().parse_args(["train", args.shards, "--out", f"{tmp}/model", "--arch", args.arch,
                                              "--epochs", str(args.epochs), "--workers", str(workers)])
             start = time.perf_counter()
-            train(args.shards, cli.out, cli)
+            train(args.shards, cli.out, TrainSettings.from_args(cli))
             wall = time.perf_counter() - start
             meta = json.loads(Path(tmp, "model", "model.json").read_text())
         out["runs"][f"{'bc'[workers - 1]}_cough_train_{workers}w"] = {

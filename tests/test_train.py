@@ -27,7 +27,7 @@ from cough.model import aggregate_windows, build_model, load_model, predict_wind
 from cough.schema import to_numpy
 from cough.metrics import binary_metrics, choose_threshold
 from cough.splits import split_groups
-from cough.train import TrainConfig, class_weights, fit
+from cough.trainloop import TrainConfig, class_weights, fit
 from cough.trainset import recordings
 
 
