@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -151,11 +152,34 @@ def run_records(pred, version: str | None) -> list[dict]:
     return [r for r in records if version is None or r.get("model_version") == version]
 
 
-def model_meta(records) -> tuple[str, ModelMeta] | None:
-    """``(MODEL, its model.json)`` of the MODEL that the latest of ``records`` names, when it
-    is readable and of the version that run used (the report never loads the model itself)."""
+@dataclass(frozen=True)
+class ScoringModel:
+    """What PRED's run records tell of the model that scored one version's rows."""
+
+    #: The MODEL the latest run names and its model.json, when readable and of that version.
+    model_dir: str | None = None
+    meta: ModelMeta | None = None
+    #: The rows are out-of-fold predictions of ``cough train --cv`` (K in ``cv_folds``).
+    out_of_fold: bool = False
+    cv_folds: int | None = None
+
+    @property
+    def seen_groups(self) -> set[str] | None:
+        """Participants a model that scored them was trained or tuned on (none, out of fold);
+        None when unknown."""
+        if self.out_of_fold:
+            return set()
+        return self.meta.training_groups() if self.meta is not None else None
+
+
+def scoring_model(records) -> ScoringModel:
+    """The :class:`ScoringModel` of ``records`` (one model version's runs, oldest first): the
+    MODEL the latest of them names, when it is readable and of the version that run used (the
+    report never loads the model itself)."""
     from ..model import read_model_meta
 
+    folds = [r for r in records if r.get("out_of_fold")]
+    out_of_fold = {"out_of_fold": bool(folds), "cv_folds": folds[-1].get("cv_folds") if folds else None}
     for record in reversed(list(records)):
         if not record.get("model"):
             continue
@@ -165,14 +189,14 @@ def model_meta(records) -> tuple[str, ModelMeta] | None:
             log.warning("%s", exc)
             continue
         if str(meta.version) == str(record.get("model_version")):
-            return record["model"], meta
-    return None
+            return ScoringModel(record["model"], meta, **out_of_fold)
+    return ScoringModel(**out_of_fold)
 
 
 def resolve_threshold(frame: pd.DataFrame, flag: float | None,
-                      model: tuple[str, ModelMeta] | None = None) -> tuple[float, str, list]:
+                      model: ScoringModel = ScoringModel()) -> tuple[float, str, list]:
     """``(threshold, where it came from, warnings)``: --threshold; else a ``threshold`` column
-    of PRED; else the model's (``model``: its folder and model.json); else :data:`DEFAULT_THRESHOLD`."""
+    of PRED; else the model's (its model.json); else :data:`DEFAULT_THRESHOLD`."""
     if flag is not None:
         if not 0.0 <= flag <= 1.0:
             raise UsageError(f"--threshold {flag} is not between 0 and 1")
@@ -184,8 +208,8 @@ def resolve_threshold(frame: pd.DataFrame, flag: float | None,
                              "choose one with --threshold")
         if len(values) == 1:
             return float(values[0]), "PRED's threshold column", []
-    if model is not None and model[1].threshold is not None:
-        return float(model[1].threshold), f"the model ({model[0]}/{ModelMeta.FILE})", []
+    if model.meta is not None and model.meta.threshold is not None:
+        return float(model.meta.threshold), f"the model ({model.model_dir}/{ModelMeta.FILE})", []
     return DEFAULT_THRESHOLD, "default", [
         f"The decision threshold is the default {DEFAULT_THRESHOLD:g}: neither PRED nor the model it names gives "
         "one. Give the model's threshold with --threshold if it differs."]

@@ -16,7 +16,8 @@ from .evaluate import build_metrics
 from .operations import operations
 from .page import render_html
 from .plots import draw_plots
-from .read import attach_labels, model_meta, read_predictions, resolve_threshold, run_records, select_model_version
+from .read import (attach_labels, read_predictions, resolve_threshold, run_records, scoring_model,
+                   select_model_version)
 
 
 KIND = "report"
@@ -61,14 +62,12 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                          f"available: {', '.join(available)}")
     frame, version, notes = select_model_version(frame, model_version)
     records = run_records(pred, version)
-    model = model_meta(records)
+    model = scoring_model(records)
     t, t_source, t_notes = resolve_threshold(frame, threshold, model)
     warnings = notes + t_notes
-    seen = model[1].training_groups() if model else None
-    out_of_fold = [r for r in records if r.get("out_of_fold")]
-    if out_of_fold:  # every participant was scored by a fold model that never saw it
-        seen = set()
-        warnings.append(f"These are the out-of-fold predictions of {out_of_fold[-1].get('cv_folds')}-fold "
+    seen = model.seen_groups
+    if model.out_of_fold:  # every participant was scored by a fold model that never saw it
+        warnings.append(f"These are the out-of-fold predictions of {model.cv_folds}-fold "
                         "cross-validation: every participant was scored by a model that never saw them. They "
                         "estimate how a model trained this way does on new participants; the final MODEL was "
                         "trained on all of them.")
@@ -110,7 +109,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                                      _label_source(labels_text, label_info, records))
     metrics["threshold_source"] = t_source
     metrics["operations"] = ops
-    metrics["run"] = {"pred": Location.of(pred).uri, "model_version": version, "model": model[0] if model else None,
+    metrics["run"] = {"pred": Location.of(pred).uri, "model_version": version, "model": model.model_dir,
                       "include_training": include_training, "labels": labels_text, "by": by, "n_boot": n_boot,
                       "seed": seed, "threshold_source": t_source, "cough_version": __version__,
                       "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
