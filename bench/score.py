@@ -253,9 +253,10 @@ def memory(files: list[str], tmp: Path, num_cpus: int) -> None:
               f"all workers together {sampler.workers_total / mb:6.0f} MB")
 
 
-def s3_server() -> tuple:
+def s3_server(log: Path | None = None) -> tuple:
     """(server process, endpoint): moto's S3 server on a free loopback port, the AWS_* variables
-    pointing at it (set before Ray starts, so that its workers inherit them)."""
+    pointing at it (set before Ray starts, so that its workers inherit them); ``log``: a file
+    for the server's request log (one line per request)."""
     import socket
     import subprocess
 
@@ -266,8 +267,9 @@ def s3_server() -> tuple:
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
                       AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{port}/no-metadata")
+    sink = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (the server writes it while it runs)
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=sink, stderr=sink)
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()

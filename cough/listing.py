@@ -32,7 +32,9 @@ from .errors import CoughError, RecordingError
 #: Sidecar files that live beside recordings and are not recordings themselves.
 SIDECAR_SUFFIXES = (".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".parquet")
 #: Columns an entry adds to an archive's rows (besides ``path``).
-ENTRY_COLUMNS = ("problem", "open_as")
+ENTRY_COLUMNS = ("problem", "open_as", "file_size", "file_mtime_ns")
+#: ``file_size``/``file_mtime_ns`` of an entry that could not be looked at (a dangling link, ...).
+UNKNOWN = -1
 
 
 @dataclass(frozen=True)
@@ -42,22 +44,29 @@ class Entry:
     ``path`` is what rows show: an absolute path (or a URI in SOURCE's scheme), always
     valid UTF-8. ``problem`` says why it is not a readable recording (None: it is one).
     ``open_as`` is the local path to open, as bytes, when it differs from ``path``: a
-    name that had to be escaped, or the target of a symlink.
+    name that had to be escaped, or the target of a symlink. ``file_size`` (bytes) and
+    ``file_mtime_ns`` (modification time, ns since the epoch) are what the listing saw
+    (:data:`UNKNOWN` when it could not look): with ``path`` they identify one version of a
+    file, which is how the file ledger (cough/ledger.py) knows a file it has seen.
     """
 
     path: str
     problem: str | None = None
     open_as: bytes | None = None
+    file_size: int = UNKNOWN
+    file_mtime_ns: int = UNKNOWN
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "problem": self.problem, "open_as": self.open_as}
+        return {"path": self.path, "problem": self.problem, "open_as": self.open_as,
+                "file_size": self.file_size, "file_mtime_ns": self.file_mtime_ns}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Entry":
         """From a row of an archive's frame (missing values may come back as NaN)."""
         problem, open_as = d.get("problem"), d.get("open_as")
         return cls(d["path"], problem if isinstance(problem, str) else None,
-                   open_as if isinstance(open_as, bytes) else None)
+                   open_as if isinstance(open_as, bytes) else None,
+                   *(_known(d.get(k)) for k in ("file_size", "file_mtime_ns")))
 
     def read(self, *, max_bytes: int) -> bytes:
         """The file's bytes; :class:`RecordingError` with a reason when it is not a readable
@@ -98,13 +107,20 @@ def list_recordings(source: str) -> list[Entry]:
     >>> [e.path for e in list_recordings("data/sample/raw")][:1]   # doctest: +SKIP
     ['/abs/data/sample/raw/p01-0.mp3']
     """
+    return sorted(list_folder(source)[0], key=lambda e: e.path)
+
+
+def list_folder(source: str, folder: str | None = None, *, recursive: bool = True) -> tuple[list[Entry], list[str]]:
+    """``(entries, subfolders)``: what :func:`list_recordings` sees in ``folder`` (a path or
+    URI inside ``source``, given as :func:`list_folder` returned it; None: ``source``
+    itself), descending into subfolders when ``recursive``, else returning them to be listed
+    on their own (in parallel: cough/archive.py). Entries are unsorted."""
     scheme, root = _split(source)
     if scheme in ("", "file"):
         prefix = "file://" if scheme else ""
-        entries = _walk_local(root, prefix, source)
-    else:
-        entries = _walk_store(source)
-    return sorted(entries, key=lambda e: e.path)
+        start = root if folder is None else _split(folder)[1] if "://" in folder else folder
+        return _walk_local(start, prefix, source, real_root=os.path.realpath(root), recursive=recursive)
+    return _walk_store(source, folder, recursive=recursive)
 
 
 def recording_paths(source: str) -> list[str]:
@@ -152,21 +168,23 @@ def _check_size(size: int, max_bytes: int) -> None:
                              "one recording may use")
 
 
-def _walk_local(root: str, prefix: str, source: str) -> list[Entry]:
+def _walk_local(start: str, prefix: str, source: str, *, real_root: str,
+                recursive: bool) -> tuple[list[Entry], list[str]]:
     try:
-        top = os.stat(root)
+        top = os.stat(start)
     except FileNotFoundError:
-        raise CoughError(f"SOURCE {source} does not exist") from None
+        raise CoughError(f"SOURCE {source} does not exist" if start == _split(source)[1]
+                         else f"{start} under SOURCE {source} does not exist") from None
     except OSError as exc:
         raise CoughError(f"cannot read SOURCE {source}: {exc.strerror}") from None
     if not stat.S_ISDIR(top.st_mode):
-        path, open_as = _shown(root, prefix)
+        path, open_as = _shown(start, prefix)
         problem = None if stat.S_ISREG(top.st_mode) else f"not a regular file ({_kind(top.st_mode)})"
-        return [Entry(path, problem, open_as)]
-    real_root = os.path.realpath(root)
+        return [Entry(path, problem, open_as, top.st_size, top.st_mtime_ns)], []
     entries: list[Entry] = []
+    later: list[str] = []
     seen_dirs = {(top.st_dev, top.st_ino)}
-    stack = [root]
+    stack = [start]
     while stack:
         folder = stack.pop()
         try:
@@ -184,7 +202,9 @@ def _walk_local(root: str, prefix: str, source: str) -> list[Entry]:
                         entries.append(_link(child.path, real_root, prefix))
                 elif child.is_dir(follow_symlinks=False):
                     st = child.stat(follow_symlinks=False)
-                    if (st.st_dev, st.st_ino) in seen_dirs:
+                    if not recursive:
+                        later.append(child.path)
+                    elif (st.st_dev, st.st_ino) in seen_dirs:
                         entries.append(_entry(child.path, prefix, "folder loop: this folder was already listed "
                                                                   "under another path (not followed)"))
                     else:
@@ -192,21 +212,23 @@ def _walk_local(root: str, prefix: str, source: str) -> list[Entry]:
                         stack.append(child.path)
                 elif _skipped(child.name):
                     continue
-                elif child.is_file(follow_symlinks=False):
-                    entries.append(_entry(child.path, prefix))
                 else:
-                    mode = child.stat(follow_symlinks=False).st_mode
-                    entries.append(_entry(child.path, prefix, f"not a regular file ({_kind(mode)})"))
+                    st = child.stat(follow_symlinks=False)
+                    problem = None if stat.S_ISREG(st.st_mode) else f"not a regular file ({_kind(st.st_mode)})"
+                    entries.append(_entry(child.path, prefix, problem, st=st))
             except OSError as exc:  # vanished or unreadable while listing
                 entries.append(_entry(child.path, prefix, f"cannot read file: {exc.strerror}"))
-    return entries
+    return entries, later
 
 
-def _entry(path: str, prefix: str, problem: str | None = None, open_as: str | None = None) -> Entry:
+def _entry(path: str, prefix: str, problem: str | None = None, open_as: str | None = None,
+           st: os.stat_result | None = None) -> Entry:
     shown, raw = _shown(path, prefix)
     if open_as is not None:
         raw = os.fsencode(open_as)
-    return Entry(shown, problem, raw)
+    if st is None:
+        return Entry(shown, problem, raw)
+    return Entry(shown, problem, raw, st.st_size, st.st_mtime_ns)
 
 
 def _link(path: str, real_root: str, prefix: str) -> Entry:
@@ -230,29 +252,46 @@ def _link(path: str, real_root: str, prefix: str) -> Entry:
                                     "under their own paths)")
     if not stat.S_ISREG(st.st_mode):
         return _entry(path, prefix, f"symlink to {_kind(st.st_mode)}, not a regular file")
-    return _entry(path, prefix, open_as=target)
+    return _entry(path, prefix, open_as=target, st=st)
 
 
-def _walk_store(source: str) -> list[Entry]:
+def _walk_store(source: str, folder: str | None, *, recursive: bool) -> tuple[list[Entry], list[str]]:
     from .storage import resolve
 
     fs, root = resolve(source)
     scheme = source.split("://", 1)[0]
-    info = fs.get_file_info(root)
+    start = root if folder is None else resolve(folder)[1]
+    info = fs.get_file_info(start)
     if info.type == pafs.FileType.NotFound:
-        raise CoughError(f"SOURCE {source} does not exist")
+        raise CoughError(f"SOURCE {source} does not exist" if folder is None
+                         else f"{folder} under SOURCE {source} does not exist")
     if info.type == pafs.FileType.File:
-        return [Entry(source)]
-    entries = []
-    for item in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        return [Entry(f"{scheme}://{start}", None, None, info.size, _mtime_ns(info))], []
+    entries, later = [], []
+    for item in fs.get_file_info(pafs.FileSelector(start, recursive=recursive)):
         rel = PurePosixPath(item.path).relative_to(PurePosixPath(root))
-        if item.type == pafs.FileType.Directory or any(p.startswith((".", "_")) for p in rel.parts):
+        if any(p.startswith((".", "_")) for p in rel.parts):
+            continue
+        if item.type == pafs.FileType.Directory:
+            if not recursive:
+                later.append(f"{scheme}://{item.path}")
             continue
         if _skipped(item.base_name):
             continue
         problem = None if item.type == pafs.FileType.File else "not a regular file"
-        entries.append(Entry(f"{scheme}://{item.path}", problem))
-    return entries
+        entries.append(Entry(f"{scheme}://{item.path}", problem, None,
+                             item.size if item.size is not None else UNKNOWN, _mtime_ns(item)))
+    return entries, later
+
+
+def _mtime_ns(info: pafs.FileInfo) -> int:
+    """An object's modification time in ns (S3: when it was last written, so a re-upload changes it)."""
+    return info.mtime_ns if info.mtime_ns is not None else UNKNOWN
+
+
+def _known(value) -> int:
+    """An int column's value from a row (None or NaN: :data:`UNKNOWN`)."""
+    return int(value) if value is not None and value == value else UNKNOWN
 
 
 def _read_uri(uri: str, max_bytes: int) -> bytes:

@@ -3,25 +3,28 @@
 ::
 
     PRED/.cough-output.json    owner marker (written first: PRED belongs to `cough score`)
-    PRED/_delta_log/           the table's log: one commit per scoring run
+    PRED/_delta_log/           the table's log: one commit per chunk of a scoring run
     PRED/part-*.parquet        data files; read them through Delta (files of a run that died
                                before its commit, or of rows a --rescore replaced, lie beside them)
+    PRED/_ledger/              the file ledger, a Delta table of its own (cough/ledger.py)
     PRED/_reports/<run_id>/    reports of `cough nightly` (Delta and Parquet readers skip `_` names)
 
-Each run's rows land in **one** Delta commit (:meth:`RunWriter.commit`) that carries
+A run's rows land in one Delta commit per chunk of ``--commit-every`` recordings
+(:meth:`RunWriter.commit`; a run of fewer recordings commits once), each carrying
 
-* an application transaction ``cough-score-<run_id>``, version 1: a commit retried after an
-  error that hid its success finds its own transaction in the log and does nothing;
-* the run record (counts, absolute MODEL and SOURCE URIs, ...) in the commit's metadata
-  under ``cough.run`` (:func:`committed_runs` reads them back).
+* an application transaction ``cough-score-<run_id>`` whose version is the chunk's number: a
+  commit retried after an error that hid its success finds its own transaction in the log
+  and does nothing;
+* the run record (the night's counts, absolute MODEL and SOURCE URIs, ...) with the chunk's
+  counts, in the commit's metadata under ``cough.run`` (:func:`committed_runs` reads them
+  back, one record per run).
 
 Commits are optimistic: a run commits against the table version it read, with no automatic
 retry (``max_commit_retries=0``; Delta's log entry is a put-if-absent on every store). When
 another run committed first, this one reloads PRED, drops the rows that run already added
 for the same model version, and commits the rest: two runs at once leave every recording
-exactly once. ``--rescore`` replaces the model version's rows in the same single commit.
-A later ledger table (issue 11) can live beside the predictions as ``PRED/_ledger/``. See
-docs/score.md and docs/storage.md.
+exactly once. ``--rescore`` replaces the model version's rows in its first chunk's commit.
+See docs/score.md and docs/storage.md.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ KIND = "score"
 #: Key of the run record in each commit's metadata.
 RUN_KEY = "cough.run"
 LOG_DIR = "_delta_log"
+#: Recordings per commit (``--commit-every``): a driver lost mid-run redoes at most this many.
+COMMIT_EVERY = 10_000
+#: Counts a run record gives per chunk (:func:`committed_runs` sums them over a run's chunks).
+CHUNK_COUNTS = ("scored", "ok", "errors", "rejected", "duplicates", "bytes_read")
 #: Attempts to commit a run when other runs keep committing first (or an error hides the outcome).
 COMMIT_ATTEMPTS = 5
 
@@ -170,20 +177,35 @@ def open_pred(pred, *, what: str = "PRED") -> Pred:
 
 
 def committed_runs(pred: Pred, table=None) -> list[dict]:
-    """The run records of PRED's commits, oldest first (rows of runs a --rescore replaced are
-    gone from the table; their records stay in the log's history)."""
+    """The run records of PRED's commits, oldest first, one per run: a run committed in
+    chunks has its chunks' :data:`CHUNK_COUNTS` summed (rows of runs a --rescore replaced
+    are gone from the table; their records stay in the log's history)."""
     table = table if table is not None else pred.table()
     if table is None:
         return []
-    return [dict(c[RUN_KEY]) for c in reversed(table.history()) if isinstance(c.get(RUN_KEY), dict)]
+    runs: dict[str, dict] = {}
+    for commit in reversed(table.history()):
+        record = commit.get(RUN_KEY)
+        if not isinstance(record, dict):
+            continue
+        record = dict(record)
+        earlier = runs.get(record.get("run_id"))
+        if earlier is not None:
+            for key in CHUNK_COUNTS:
+                record[key] = int(earlier.get(key) or 0) + int(record.get(key) or 0)
+        if "seen_before" in record:  # not read (the ledger knew them) or not decoded (content known)
+            record["skipped"] = int(record["seen_before"]) + int(record.get("duplicates") or 0)
+        runs[record.get("run_id")] = record
+    return list(runs.values())
 
 
 # ------------------------------------------------------------------------- writing
 
 class RunWriter:
-    """One run's rows: collected in a local Parquet file on the driver while the run streams,
-    then committed to PRED in one Delta commit (:meth:`commit`). Nothing reaches PRED before
-    the commit, so a run that dies leaves PRED as it was."""
+    """One run's rows, committed to PRED chunk by chunk: each chunk's rows are collected in
+    a local Parquet file on the driver while the run streams, then committed in one Delta
+    commit (:meth:`commit`). Nothing of a chunk reaches PRED before its commit, so a run that
+    dies loses at most the chunk it was collecting."""
 
     def __init__(self, pred: Pred, run_id: str, schema: pa.Schema, *, read_version: int | None):
         self.pred, self.run_id, self.schema, self.read_version = pred, run_id, schema, read_version
@@ -192,6 +214,7 @@ class RunWriter:
         self.path = os.path.join(self.scratch, "rows.parquet")
         self.writer = None
         self.rows = 0
+        self.chunk = 0  # chunks committed
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -208,7 +231,7 @@ class RunWriter:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _rows(self, drop: Scored) -> tuple[pa.RecordBatchReader, list]:
-        """The run's rows minus those ``drop`` holds, as a stream; and a one-item list that
+        """The chunk's rows minus those ``drop`` holds, as a stream; and a one-item list that
         counts the rows streamed."""
         kept = [0]
 
@@ -221,37 +244,46 @@ class RunWriter:
         return pa.RecordBatchReader.from_batches(self.schema, batches()), kept
 
     def commit(self, record: dict, *, model_version: str, rescore: bool) -> int:
-        """Commit the run's rows in one Delta commit; returns how many rows it added (0: nothing
-        to commit, or all of it already committed by a concurrent run). A ``--rescore`` run
-        replaces every row of ``model_version``."""
-        from deltalake import CommitProperties, Transaction, write_deltalake
-        from deltalake.exceptions import CommitFailedError
-
+        """Commit the rows added since the last commit as the run's next chunk, in one Delta
+        commit whose metadata carries ``record``; returns how many rows it added (0: nothing
+        to commit, or all of it already committed by a concurrent run). A ``--rescore``
+        run's first chunk replaces every row of ``model_version``."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
         if self.rows == 0:
             return 0
+        added = self._commit(record, model_version=model_version, replace=rescore and self.chunk == 0,
+                             chunk=self.chunk + 1)
+        self.chunk += 1
+        self.rows = 0
+        return added
+
+    def _commit(self, record: dict, *, model_version: str, replace: bool, chunk: int) -> int:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
         error = None
         for attempt in range(COMMIT_ATTEMPTS):
             table = self.pred.table()
-            if table is not None and table.transaction_version(self.app_id) is not None:
-                log.info("run %s was already committed to %s", self.run_id, self.pred.loc.uri)
+            if table is not None and (table.transaction_version(self.app_id) or 0) >= chunk:
+                log.info("chunk %d of run %s was already committed to %s", chunk, self.run_id, self.pred.loc.uri)
+                self.read_version = table.version()
                 return next((int(c.get("operationMetrics", {}).get("num_added_rows", self.rows))
-                             for c in table.history() if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id),
-                            self.rows)
+                             for c in table.history(20) if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id
+                             and (c.get(RUN_KEY) or {}).get("chunk", 1) == chunk), self.rows)
             moved = table is not None and table.version() != self.read_version
-            drop = scored_keys(table, model_version) if moved and not rescore else NOTHING_SCORED
+            drop = scored_keys(table, model_version) if moved and not replace else NOTHING_SCORED
             reader, kept = self._rows(drop)
-            props = CommitProperties(custom_metadata={RUN_KEY: {**record, "run_id": self.run_id}},
-                                     max_commit_retries=0, app_transactions=[Transaction(self.app_id, 1)])
+            props = CommitProperties(custom_metadata={RUN_KEY: {**record, "run_id": self.run_id, "chunk": chunk}},
+                                     max_commit_retries=0, app_transactions=[Transaction(self.app_id, chunk)])
             if drop is not NOTHING_SCORED and drop.ids.size + len(drop.unreadable):
                 log.info("PRED %s gained rows of model %s from another run while this one went; "
                          "committing only what it lacks", self.pred.loc.uri, model_version)
             try:
                 write_deltalake(table if table is not None else self.pred.table_uri, reader,
-                                mode="overwrite" if rescore else "append", schema_mode="merge",
-                                predicate=f"model_version = {_quote(model_version)}" if rescore else None,
+                                mode="overwrite" if replace else "append", schema_mode="merge",
+                                predicate=f"model_version = {_quote(model_version)}" if replace else None,
                                 storage_options=_storage_options() if table is None else None,
                                 commit_properties=props)
             except CommitFailedError as exc:  # another run committed first: look again
@@ -264,6 +296,7 @@ class RunWriter:
                 log.warning("committing run %s to %s failed (%s): checking the log", self.run_id,
                             self.pred.loc.uri, _first_line(exc))
                 continue
+            self.read_version = table.version() + 1 if table is not None else 0  # this commit's version
             return kept[0]
         raise CoughError(f"cannot commit to PRED {self.pred.loc.uri} after {COMMIT_ATTEMPTS} attempts: "
                          f"{_first_line(error)}")

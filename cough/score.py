@@ -35,6 +35,8 @@ log = logging.getLogger("cough.score")
 
 #: Columns of stage 1's rows besides metadata; ``images`` holds the windows' uint8 bytes.
 INFO_COLUMNS = ("label", "participant")
+#: The file version a row came from (cough.listing.Entry; null when SOURCE is a featurize OUT).
+FILE_FIELDS = [pa.field("file_size", pa.int64()), pa.field("file_mtime_ns", pa.int64())]
 
 
 # ---------------------------------------------------------------------------- the model
@@ -93,14 +95,19 @@ def read_model_info(model_dir: str) -> ModelInfo:
 # ------------------------------------------------------------------------- the tables
 
 def prepared_schema(metadata_columns: list[str]) -> pa.Schema:
-    """Stage 1's rows: a ``recordings`` row and its window images (``n_windows`` × S×S×3 uint8 bytes)."""
-    return recordings_schema(metadata_columns).append(pa.field("images", pa.large_binary()))
+    """Stage 1's rows: a ``recordings`` row, the file version it came from, and its window
+    images (``n_windows`` × S×S×3 uint8 bytes)."""
+    schema = recordings_schema(metadata_columns)
+    for field in FILE_FIELDS:
+        schema = schema.append(field)
+    return schema.append(pa.field("images", pa.large_binary()))
 
 
 def pred_schema(metadata_columns: list[str]) -> pa.Schema:
-    """PRED's rows, one per input file: the ``recordings`` columns (so reports can check
-    sample rate, channels, duration and format for shortcuts) plus the scores.
-    ``predicted`` and ``label``: 1 positive, 0 negative."""
+    """PRED's rows, one per input file version: the ``recordings`` columns (so reports can
+    check sample rate, channels, duration and format for shortcuts) plus the scores, and the
+    file's size and modification time (a file rewritten under the same path gets a second
+    row). ``predicted`` and ``label``: 1 positive, 0 negative."""
     recording = {f.name: f for f in RECORDING_FIELDS}
     return pa.schema([
         *(recording[c] for c in ("recording_id", "path", "status", "error")),
@@ -114,6 +121,7 @@ def pred_schema(metadata_columns: list[str]) -> pa.Schema:
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
         *(recording[c] for c in ("label", "participant", "duration_s", "sample_rate", "channels", "format",
                                  *QUALITY_COLUMNS)),
+        *FILE_FIELDS,
         *[pa.field(c, pa.string()) for c in metadata_columns],
     ])
 
@@ -130,8 +138,11 @@ def _scored(scored) -> Scored:
 
 # ------------------------------------------------------------------------- stage 1
 
-def _skipped(path: str, rid: str | None) -> dict:
-    return {"recording_id": rid, "path": path, "status": "skipped", "n_windows": 0}
+def _skipped(row: dict, rid: str | None) -> dict:
+    """A row for a file whose content this model version scored already (under another path,
+    or in an earlier run): read and hashed, not decoded, not written to PRED."""
+    return {"recording_id": rid, "path": row["path"], "status": "skipped", "n_windows": 0,
+            "file_size": row.get("file_size"), "file_mtime_ns": row.get("file_mtime_ns")}
 
 
 def _gated(row: dict, gate: QualityGate) -> dict:
@@ -169,10 +180,11 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
     rows = []
     for rec, data, rid, seen in zip(records, datas, ids, known):
         if (rid is not None and seen) or (rid is None and rec["path"] in scored.unreadable):
-            rows.append(_skipped(rec["path"], rid))
+            rows.append(_skipped(rec, rid))
             continue
         done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params, data=data)
-        rows.append(_gated({**done.row, "images": done.images if done.row["status"] == "ok" else None}, gate))
+        rows.append(_gated({**done.row, "images": done.images if done.row["status"] == "ok" else None,
+                            "file_size": rec.get("file_size"), "file_mtime_ns": rec.get("file_mtime_ns")}, gate))
     return _prepared(rows, metadata_columns)
 
 
@@ -212,7 +224,7 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, s
             arrays = to_numpy(imgs["image"])
             for i, path in enumerate(imgs["path"].to_pylist()):
                 windows.setdefault(path, []).append(arrays[i])
-        rows = [_skipped(r["path"], r["recording_id"]) for r, s in zip(recs, skip) if s]
+        rows = [_skipped(r, r["recording_id"]) for r, s in zip(recs, skip) if s]
         for r in todo:
             stack = windows.get(r["path"])
             rows.append(_gated({**r, "images": np.stack(stack) if stack else None}, gate))

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 
 from cough.errors import CoughError, UsageError
-from cough.flags import number
+from cough.flags import integer, number
+from cough.pred import COMMIT_EVERY
 from cough.runtime import add_ray_arguments
 
 HELP = "score tonight's new recordings, write the operational report next to PRED, fail on many errors"
@@ -36,11 +37,18 @@ def add_arguments(p) -> None:
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
                    help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")
+    p.add_argument("--prefix", action="append", default=[], metavar="FOLDER",
+                   help="list only this folder under SOURCE (e.g. 2026/11/24; repeatable)")
+    p.add_argument("--since", metavar="YYYY-MM-DD",
+                   help="list only SOURCE's top-level folders named by a date on or after this one")
+    p.add_argument("--commit-every", type=integer(at_least=1), default=COMMIT_EVERY,
+                   help=f"recordings per commit to PRED and its file ledger (default {COMMIT_EVERY})")
     add_ray_arguments(p)
 
 
 def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=None,
-            max_error_rate: float = 0.05, address=None, num_cpus=None) -> dict:
+            max_error_rate: float = 0.05, prefixes: tuple[str, ...] = (), since: str | None = None,
+            commit_every: int = COMMIT_EVERY, address=None, num_cpus=None) -> dict:
     """Score, report, and judge one night. Raises CoughError when the error rate is too high
     (after the report is written, so the reason is there to read)."""
     from cough.report import error_rate, write_report
@@ -49,8 +57,8 @@ def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=No
 
     if not 0 <= max_error_rate <= 1:
         raise UsageError("--max-error-rate must lie between 0 and 1")
-    scored = score(source, model, pred, labels=labels, group_pattern=group_pattern, address=address,
-                   num_cpus=num_cpus)
+    scored = score(source, model, pred, labels=labels, group_pattern=group_pattern, prefixes=prefixes, since=since,
+                   commit_every=commit_every, address=address, num_cpus=num_cpus)
     summary = {**scored, "report": None, "error_rate": None}
     if scored["run_id"] is None:
         log.info("nothing new in %s since the last run: no report tonight", source)
@@ -69,7 +77,8 @@ def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=No
 
 def run(args) -> dict:
     return nightly(args.source, args.model, args.pred, labels=args.labels, group_pattern=args.group_pattern,
-                   max_error_rate=args.max_error_rate, address=args.address, num_cpus=args.num_cpus)
+                   max_error_rate=args.max_error_rate, prefixes=tuple(args.prefix), since=args.since,
+                   commit_every=args.commit_every, address=args.address, num_cpus=args.num_cpus)
 
 
 if __name__ == "__main__":

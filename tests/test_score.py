@@ -227,10 +227,12 @@ def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_pa
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
     rows = _rows(pred).assign(model_version="m2")
-    writer = _writer(pred, rows, "r1", DeltaTable(str(pred)).version())
+    version = DeltaTable(str(pred)).version()
+    writer = _writer(pred, rows, "r1", version)
     assert writer.commit({"model_version": "m2"}, model_version="m2", rescore=False) == 60
     before = _snapshot(pred)
-    assert writer.commit({"model_version": "m2"}, model_version="m2", rescore=False) == 60  # found in the log
+    again = _writer(pred, rows, "r1", version)  # the same chunk of the same run, committed again
+    assert again.commit({"model_version": "m2"}, model_version="m2", rescore=False) == 60  # found in the log
     assert _snapshot(pred) == before and DeltaTable(str(pred)).transaction_version("cough-score-r1") == 1
 
 

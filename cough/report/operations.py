@@ -3,7 +3,6 @@ reasons, and score drift between runs."""
 
 from __future__ import annotations
 
-
 import pandas as pd
 
 from .. import metrics as M
@@ -12,6 +11,8 @@ from .read import current_rows, read_predictions
 
 #: Error reasons listed in the operational section.
 TOP_ERRORS = 10
+#: The night's counts a run record carries (jobs/score.py's summary; the file ledger's).
+NIGHT_COUNTS = ("listed", "new", "changed", "seen_before", "duplicates", "bytes_read")
 
 
 def run_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -66,6 +67,8 @@ def operations(frame: pd.DataFrame, records=()) -> dict:
     record = next((r for r in records if r.get("run_id") == out["latest_run"]), None)
     if record is not None and "skipped" in record:  # what the run itself counted
         out["skipped"] = int(record["skipped"])
+    if record is not None and "listed" in record:  # what the night's listing found (file ledger)
+        out["night"] = {**{k: int(record.get(k) or 0) for k in NIGHT_COUNTS}, "commits": int(record.get("chunk") or 1)}
     else:  # recordings of this model version that the latest run left as they were
         out["skipped"] = int(len(current) - current.index.isin(last.index).sum()) if latest is not None else 0
     out["error_rate"] = error_rate(frame, run_id=latest) if len(frame) else None

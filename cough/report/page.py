@@ -190,6 +190,13 @@ def render_html(metrics: dict, plots: dict) -> str:
                  f"The latest run ({html.escape(str(ops['latest_run']))}) "
                  f"scored {ops['scored']}, failed on {ops['errored']} (error rate {T.pct(ops['error_rate'])}) and "
                  f"skipped {ops['skipped']} already scored in earlier runs.</p>")
+    if ops.get("night"):
+        night = ops["night"]
+        parts.append(f"<p>Its listing of SOURCE found {night['listed']} files: {night['new']} new, "
+                     f"{night['changed']} changed since they were scored, {night['seen_before']} seen before "
+                     f"(not opened); {night['duplicates']} new files held recordings already scored under "
+                     f"another name. It read {night['bytes_read'] / 1e6:.1f} MB and committed "
+                     f"{night['commits']} chunk(s).</p>")
     if ops["runs"]:
         parts.append(_table(["run", "started", "scored", "errors"],
                             [[r["run_id"], r["started"], r["scored"], r["errored"]] for r in ops["runs"]]))

@@ -1,0 +1,271 @@
+"""Benchmark: a night costs what arrived (issue 11), three measurements.
+
+``scale``: an archive of N distinct short WAVs (default 100,000, in 100 dated folders) scored
+    once by `python -m jobs.score` as the nightly cron runs it, then 1% new files in a new
+    folder and scored again: files opened (the run's ``bytes_read`` against the new files'
+    bytes) and wall time of the second run over the first (target <= 10%).
+``rss``: the driver's peak RSS (its own ``ru_maxrss``) while listing and planning (the
+    real `jobs.score._night`: listing in Ray tasks, the anti-join against a ledger that
+    holds 99% of the files) for 100,000 and 1,000,000 empty placeholder files (target:
+    within 1.5x).
+``kill``: a 20,000-file run with ``--commit-every 1000``, killed with SIGKILL (driver and
+    its local Ray) once half the files are in the ledger, then rerun: the rerun's wall
+    time over an uninterrupted run's (target <= 60%).
+``s3``: ``scale`` on moto's S3 server (its own process; every request it logs is counted),
+    smaller (default 2,000 files): GET requests for recordings in the second run.
+
+    .venv/bin/python bench/nightly.py scale --work /tmp/nightly [--files 100000]
+    .venv/bin/python bench/nightly.py rss --work /tmp/nightly
+    .venv/bin/python bench/nightly.py kill --work /tmp/nightly [--files 20000]
+    .venv/bin/python bench/nightly.py s3 --work /tmp/nightly [--files 2000]
+
+Every figure is printed with the machine's load average; paste into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RATE = 8000
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def write_wavs(folder: Path, n: int, seed: int) -> int:
+    """``n`` distinct 0.5 s recordings (a noise burst on a quiet floor) in ``folder``; returns bytes."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    total = 0
+    for i in range(n):
+        x = rng.normal(0, 0.003, RATE // 2)
+        start = rng.integers(0, RATE // 4)
+        x[start:start + RATE // 8] += rng.normal(0, 0.3, RATE // 8) * np.hanning(RATE // 8)
+        path = folder / f"rec-{seed}-{i:06d}.wav"
+        sf.write(path, x.astype(np.float32), RATE, subtype="PCM_16")
+        total += path.stat().st_size
+    return total
+
+
+def archive(root: Path, n: int, folders: int = 100) -> Path:
+    """N files in ``folders`` dated folders (2026-01-01, ...), made once and reused."""
+    import datetime as dt
+
+    done = root / ".complete"
+    if done.exists() and int(done.read_text()) == n:
+        return root
+    day = dt.date(2026, 1, 1)
+    per = -(-n // folders)
+    for k in range(folders):
+        write_wavs(root / str(day + dt.timedelta(days=k)), min(per, n - k * per), seed=k)
+    done.write_text(str(n))
+    return root
+
+
+def score(source: str, model: str, pred: str, *extra: str, env: dict | None = None) -> tuple[dict, float]:
+    """`python -m jobs.score ... --json` as cron runs it: ``(summary, wall seconds)``."""
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "jobs.score", source, "--model", model, "--out", pred,
+                          "--no-quality-gate", "--json", "--address", "local", *extra], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"score failed ({out.returncode}): {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1]), wall
+
+
+def model(work: Path) -> Path:
+    from score import make_model
+
+    path = work / "model"
+    if not (path / "model.json").exists():
+        make_model(path, arch="pooled")
+    return path
+
+
+def fresh(path: Path) -> Path:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def scale(args) -> None:
+    work = Path(args.work)
+    src = archive(work / f"archive-{args.files}", args.files)
+    pred = fresh(work / f"pred-scale-{args.files}")
+    first, t1 = score(str(src), str(model(work)), str(pred))
+    print(f"first run: {first['listed']} listed, {first['scored']} scored, {first['bytes_read'] / 1e6:.0f} MB read, "
+          f"{t1:.0f} s ({load()})", flush=True)
+    new = args.files // 100
+    tonight = src / "2026-12-31"
+    fresh(tonight)
+    new_bytes = write_wavs(tonight, new, seed=999)
+    try:
+        second, t2 = score(str(src), str(model(work)), str(pred))
+    finally:
+        fresh(tonight)
+    print(f"second run (1% new): {second['listed']} listed, {second['new']} new, {second['seen_before']} seen before, "
+          f"{second['scored']} scored, {second['bytes_read']} bytes read of {new_bytes} new bytes, {t2:.1f} s "
+          f"= {t2 / t1:.1%} of the first (target <= 10%) ({load()})", flush=True)
+
+
+def plan(args) -> None:
+    """In its own process: list and plan as a run does; print counts and this driver's peak RSS."""
+    from cough.features import DEFAULT_PARAMS
+    from cough.pred import Pred
+    from cough.runtime import init_ray
+    from cough.score import ModelInfo
+    from cough.storage import Location
+    from jobs.score import _night
+
+    init_ray("local", num_cpus=args.num_cpus)
+    info = ModelInfo(model_dir="-", version="bench", params=DEFAULT_PARAMS, threshold=0.5)
+    t = time.perf_counter()
+    night = _night(Location.of(args.source), info, Pred(Location.of(args.pred)), labels=None, group_pattern=None,
+                   rescore=False, prefixes=(), since=None, batch_size=32)
+    print(json.dumps({**night.counts(), "seconds": time.perf_counter() - t,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def placeholders(root: Path, n: int, folders: int = 1000) -> Path:
+    done = root / ".complete"
+    if done.exists() and int(done.read_text()) == n:
+        return root
+    per = -(-n // folders)
+    for k in range(folders):
+        d = root / f"2026-{k:04d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(min(per, n - k * per)):
+            (d / f"p{i:05d}.wav").touch()
+    done.write_text(str(n))
+    return root
+
+
+def ledger_of(src: Path, pred: Path, share: float) -> None:
+    """A ledger (as runs write it) that holds ``share`` of ``src``'s files, for model version "bench"."""
+    import pyarrow as pa
+
+    from cough.ledger import Ledger
+    from cough.listing import list_recordings
+    from cough.pred import Pred
+    from cough.storage import Location
+
+    fresh(pred)
+    entries = list_recordings(str(src))
+    keep = entries[: int(len(entries) * share)]
+    rows = pa.table({"path": [e.path for e in keep], "file_size": [e.file_size for e in keep],
+                     "file_mtime_ns": [e.file_mtime_ns for e in keep], "model_version": ["bench"] * len(keep),
+                     "recording_id": [None] * len(keep), "status": ["ok"] * len(keep)})
+    Ledger(Pred(Location.of(str(pred)))).record(rows, run_id="bench", chunk=1)
+
+
+def rss(args) -> None:
+    work = Path(args.work)
+    figures = {}
+    for n in (100_000, 1_000_000):
+        src = placeholders(work / f"placeholders-{n}", n)
+        pred = work / f"pred-rss-{n}"
+        ledger_of(src, pred, 0.99)
+        out = subprocess.run([sys.executable, __file__, "plan", "--source", str(src), "--pred", str(pred),
+                              "--num-cpus", str(args.num_cpus)], cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr[-3000:])
+        figures[n] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{n:>9} files: {figures[n]} ({load()})", flush=True)
+    ratio = figures[1_000_000]["peak_rss_mb"] / figures[100_000]["peak_rss_mb"]
+    print(f"driver peak RSS 1M / 100k = {ratio:.2f}x (target <= 1.5x)")
+
+
+def kill(args) -> None:
+    work = Path(args.work)
+    src = archive(work / f"archive-{args.files}", args.files, folders=20)
+    every = str(max(1, args.files // 20))
+    full, t_full = score(str(src), str(model(work)), str(fresh(work / "pred-full")), "--commit-every", every)
+    print(f"uninterrupted: {full['scored']} scored in {t_full:.0f} s ({load()})", flush=True)
+    pred = fresh(work / "pred-killed")
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.score", str(src), "--model", str(model(work)), "--out",
+                             str(pred), "--no-quality-gate", "--commit-every", every, "--json", "--address",
+                             "local"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    half = pred / "_ledger" / "_delta_log" / f"{args.files // int(every) // 2 - 1:020d}.json"
+    t = time.perf_counter()
+    while not half.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    os.killpg(proc.pid, signal.SIGKILL)
+    print(f"killed after {time.perf_counter() - t:.0f} s, with half the files in the ledger", flush=True)
+    rerun, t_rerun = score(str(src), str(model(work)), str(pred), "--commit-every", every)
+    print(f"rerun: {rerun['seen_before']} seen before, {rerun['scored']} scored in {t_rerun:.0f} s = "
+          f"{t_rerun / t_full:.0%} of the uninterrupted run (target <= 60%) ({load()})")
+
+
+def s3(args) -> None:
+    import boto3
+    import pyarrow.fs as pafs
+    from score import s3_server
+
+    work = Path(args.work)
+    log = work / "moto.log"
+    server, endpoint = s3_server(log=log)
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        src = archive(work / f"archive-{args.files}", args.files, folders=10)
+        fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http")
+        pafs.copy_files(str(src), "bench/raw", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        pafs.copy_files(str(model(work)), "bench/model", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+        first, t1 = score("s3://bench/raw", "s3://bench/model", "s3://bench/pred")
+        tonight = fresh(work / "tonight")
+        new_bytes = write_wavs(tonight / "2026-12-31", args.files // 100, seed=999)
+        pafs.copy_files(str(tonight), "bench/raw", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        start = log.stat().st_size
+        second, t2 = score("s3://bench/raw", "s3://bench/model", "s3://bench/pred")
+        with open(log) as f:
+            f.seek(start)
+            requests = f.read().splitlines()
+        gets = [r for r in requests if '"GET /bench/raw/' in r and "list-type" not in r]
+        print(f"s3 first run: {first['scored']} scored in {t1:.0f} s; second run (1% new = {args.files // 100} files,"
+              f" {new_bytes} bytes): {second['scored']} scored, {second['bytes_read']} bytes read, {len(gets)} GETs of "
+              f"recordings, {len(requests)} requests in all, {t2:.0f} s = {t2 / t1:.0%} of the first ({load()})")
+    finally:
+        server.terminate()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["scale", "rss", "kill", "s3", "plan"])
+    ap.add_argument("--work", default="/tmp/cough-nightly")
+    ap.add_argument("--files", type=int)
+    ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--source")
+    ap.add_argument("--pred")
+    args = ap.parse_args()
+    args.files = args.files or {"scale": 100_000, "kill": 20_000, "s3": 2_000}.get(args.what, 0)
+    if args.what != "plan":
+        print(f"{platform.node()} {os.cpu_count()} CPUs, {load()}", flush=True)
+    {"scale": scale, "rss": rss, "kill": kill, "s3": s3, "plan": plan}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
