@@ -1,7 +1,8 @@
 """Benchmark: a night costs what arrived (issue 11), three measurements.
 
 ``scale``: an archive of N distinct short WAVs (default 100,000, in 100 dated folders) scored
-    once by `python -m jobs.score` as the nightly cron runs it, then 1% new files in a new
+    once by `python -m jobs.nightly` exactly as the README's cron line runs it (score, then
+    the night's report; here on a private local Ray instance), then 1% new files in a new
     folder and scored again: files opened (the run's ``bytes_read`` against the new files'
     bytes) and wall time of the second run over the first (target <= 10%).
 ``rss``: the driver's peak RSS (its own ``ru_maxrss``) while listing and planning (the
@@ -81,12 +82,16 @@ def archive(root: Path, n: int, folders: int = 100) -> Path:
     return root
 
 
-def score(source: str, model: str, pred: str, *extra: str, env: dict | None = None) -> tuple[dict, float]:
-    """`python -m jobs.score ... --json` as cron runs it: ``(summary, wall seconds)``."""
+def nightly(source: str, model: str, pred: str, *extra: str) -> list[str]:
+    """The README's nightly cron command (on this machine, a private local Ray instance)."""
+    return [sys.executable, "-m", "jobs.nightly", source, "--model", model, "--pred", pred, "--json",
+            "--address", "local", *extra]
+
+
+def score(source: str, model: str, pred: str, *extra: str) -> tuple[dict, float]:
+    """One night as cron runs it (:func:`nightly`): ``(summary, wall seconds)``."""
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "jobs.score", source, "--model", model, "--out", pred,
-                          "--no-quality-gate", "--json", "--address", "local", *extra], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
+    out = subprocess.run(nightly(source, model, pred, *extra), cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if out.returncode != 0:
         raise SystemExit(f"score failed ({out.returncode}): {out.stderr[-3000:]}")
@@ -203,9 +208,7 @@ def kill(args) -> None:
     full, t_full = score(str(src), str(model(work)), str(fresh(work / "pred-full")), "--commit-every", every)
     print(f"uninterrupted: {full['scored']} scored in {t_full:.0f} s ({load()})", flush=True)
     pred = fresh(work / "pred-killed")
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.score", str(src), "--model", str(model(work)), "--out",
-                             str(pred), "--no-quality-gate", "--commit-every", every, "--json", "--address",
-                             "local"], cwd=ROOT,
+    proc = subprocess.Popen(nightly(str(src), str(model(work)), str(pred), "--commit-every", every), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     half = pred / "_ledger" / "_delta_log" / f"{args.files // int(every) // 2 - 1:020d}.json"
     t = time.perf_counter()

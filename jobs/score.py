@@ -188,7 +188,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from cough.archive import check_since
     from cough.audio import TASK_MEMORY
     from cough.ledger import Ledger
-    from cough.pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred, scored_keys
+    from cough.pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
     from cough.runtime import cpus, init_ray
     from cough.score import Predictor, pred_schema, read_model_info
     from cough.shards import is_out
@@ -221,7 +221,10 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         read_version = table.version() if table is not None else None
         night = _night(source, info, target, labels=labels, group_pattern=group_pattern, rescore=rescore,
                        prefixes=tuple(prefixes), since=since, batch_size=batch_size)
-        scored = NOTHING_SCORED if rescore else scored_keys(table, info.version)
+        # What this model version scored (32 bytes per recording) is built by a Ray task and
+        # stays in the object store: the driver never holds it.
+        scored = ray.put(NOTHING_SCORED) if rescore or not night.unseen else \
+            ray.remote(_scored_keys).options(num_cpus=1).remote(target, info.version)
         run_id = new_version()
         log.info("run %s: %d listed in %s, %d not seen before by model %s (%d changed)%s",
                  run_id, night.listed, source.uri, night.unseen, info.version, night.changed,
@@ -232,7 +235,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
             # argument the actors lack, keeps Ray from fusing the two stages into one.
             stage1 = night.todo.map_batches(
                 night.prepare, batch_size=night.batch_size, batch_format="pyarrow", num_cpus=1, memory=TASK_MEMORY,
-                fn_kwargs={**night.prepare_kwargs, "scored": ray.put(scored), "gate": gate,
+                fn_kwargs={**night.prepare_kwargs, "scored": scored, "gate": gate,
                            "metadata_columns": night.metadata_columns})
             predictions = stage1.map_batches(
                 Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
@@ -266,6 +269,12 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
                     summary["errors"], summary["scored"], target.loc.uri)
     return {**summary, "run_id": run_id if summary["commits"] else None, "pred": target.loc.uri,
             "model_version": info.version}
+
+
+def _scored_keys(pred, model_version: str):
+    from cough.pred import scored_keys
+
+    return scored_keys(pred.table(), model_version)
 
 
 def _stream(predictions, writer, ledger, summary: dict, record: dict, *, model_version: str, rescore: bool,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cough.errors import UsageError
+from jobs.nightly import nightly
 from jobs.score import score
 
 from .conftest import ROOT, SAMPLE
@@ -165,8 +166,8 @@ def test_prefix_and_since_list_only_the_named_folders(tmp_path, ray_local, model
     for i, day in enumerate(("2026-11-23", "2026-11-24", "20261125", "misc")):
         _archive(src / day, 2, start=2 * i)
     _archive(src, 1, start=20)  # a file directly in SOURCE
-    since = score(str(src), str(model), str(tmp_path / "a"), since="2026-11-24")
-    assert since["listed"] == 4 and {Path(p).parent.name for p in _rows(tmp_path / "a").path} == {"2026-11-24",
+    since = nightly(str(src), str(model), str(tmp_path / "a"), since="2026-11-24")  # as the README's cron line
+    assert since["listed"] == 4 and since["report"] is not None and {Path(p).parent.name for p in _rows(tmp_path / "a").path} == {"2026-11-24",
                                                                                                   "20261125"}
     prefixed = score(str(src), str(model), str(tmp_path / "b"), prefixes=("2026-11-23", "misc/"))
     assert prefixed["listed"] == 4 and {Path(p).parent.name for p in _rows(tmp_path / "b").path} == {"2026-11-23",
