@@ -93,9 +93,10 @@ class Record:
             value = data[f.name]
             test, good = CHECKS[f.metadata["check"]]
             if not (value is None and f.metadata["nullable"]) and not test(value):
-                meaning = f" ({f.metadata['meaning']})" if f.metadata["meaning"] else ""
-                raise CoughError(f"{where}: {f.name!r}{meaning} must be {good}"
-                                 f"{' or null' if f.metadata['nullable'] else ''}, not {value!r}; {cls.ADVICE}")
+                good += " or null" if f.metadata["nullable"] else ""
+                if f.metadata["meaning"]:  # said as cough 0.1 said it: "model.json has the decision threshold 5"
+                    raise CoughError(f"{where} has {f.metadata['meaning']} {value!r}; it must be {good}; {cls.ADVICE}")
+                raise CoughError(f"{where}: {f.name!r} must be {good}, not {value!r}; {cls.ADVICE}")
             values[f.name] = value
         known = {f.name for f in cls._fields()}
         record = cls(**values, extra={k: v for k, v in data.items() if k not in known})

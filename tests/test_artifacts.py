@@ -43,7 +43,7 @@ def test_a_cough_0_1_manifest_reads_with_its_tables_in_out_folders():
     (Manifest, {**MANIFEST, "featurizer": {}}, "'featurizer.image_size' must be a whole number of pixels"),
     (Manifest, {**MANIFEST, "labels": 3}, "'labels' must be a string or null, not 3"),
     (Manifest, [MANIFEST], "holds a JSON list, not an object"),
-    (ModelMeta, {**MODEL, "threshold": 5}, "'threshold' (the decision threshold) must be a number between 0 and 1"),
+    (ModelMeta, {**MODEL, "threshold": 5}, "model.json has the decision threshold 5; it must be a number between 0 and 1"),
     (ModelMeta, {**MODEL, "arch": "resnet"}, "names the architecture 'resnet', which this cough does not build"),
     (ModelMeta, {**MODEL, "splits": ["a"]}, "'splits' must be an object, not ['a']; retrain the model"),
     (ModelMeta, {**MODEL, "schema_version": 2}, "upgrade cough"),

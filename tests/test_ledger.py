@@ -4,6 +4,7 @@ deleted, half uploaded; a driver killed mid-run)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -167,7 +168,11 @@ def test_prefix_and_since_list_only_the_named_folders(tmp_path, ray_local, model
         _archive(src / day, 2, start=2 * i)
     _archive(src, 1, start=20)  # a file directly in SOURCE
     since = nightly(str(src), str(model), str(tmp_path / "a"), since="2026-11-24")  # as the README's cron line
-    assert since["listed"] == 4 and since["report"] is not None and {Path(p).parent.name for p in _rows(tmp_path / "a").path} == {"2026-11-24",
+    assert since["listed"] == 4 and since["report"] is not None
+    report = Path(since["report"])
+    night = json.loads((report / "metrics.json").read_text())["operations"]["night"]
+    assert (night["listed"], night["new"], night["seen_before"], night["commits"]) == (4, 4, 0, 1)
+    assert "Its listing of SOURCE found 4 files: 4 new" in (report / "report.html").read_text() and {Path(p).parent.name for p in _rows(tmp_path / "a").path} == {"2026-11-24",
                                                                                                   "20261125"}
     prefixed = score(str(src), str(model), str(tmp_path / "b"), prefixes=("2026-11-23", "misc/"))
     assert prefixed["listed"] == 4 and {Path(p).parent.name for p in _rows(tmp_path / "b").path} == {"2026-11-23",

@@ -40,7 +40,7 @@ def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata
     defaults = {"recording_id": [f"{i:032x}" for i in range(n)], "path": [f"/archive/raw/r{i}.mp3" for i in range(n)],
                 "status": "ok", "error": None, "n_windows": 1, "model_version": "m1", "featurizer_version": "f1",
                 "run_id": "20260101T000000Z-aaaaaa", "participant": [f"g{i}" for i in range(n)], "label": None,
-                **{c: None for c in QUALITY_COLUMNS}}
+                "file_size": None, "file_mtime_ns": None, **{c: None for c in QUALITY_COLUMNS}}
     for col, value in defaults.items():
         if col not in frame:
             frame[col] = value

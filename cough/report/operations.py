@@ -3,6 +3,7 @@ reasons, and score drift between runs."""
 
 from __future__ import annotations
 
+
 import pandas as pd
 
 from .. import metrics as M
@@ -67,10 +68,10 @@ def operations(frame: pd.DataFrame, records=()) -> dict:
     record = next((r for r in records if r.get("run_id") == out["latest_run"]), None)
     if record is not None and "skipped" in record:  # what the run itself counted
         out["skipped"] = int(record["skipped"])
-    if record is not None and "listed" in record:  # what the night's listing found (file ledger)
-        out["night"] = {**{k: int(record.get(k) or 0) for k in NIGHT_COUNTS}, "commits": int(record.get("chunk") or 1)}
     else:  # recordings of this model version that the latest run left as they were
         out["skipped"] = int(len(current) - current.index.isin(last.index).sum()) if latest is not None else 0
+    if record is not None and "listed" in record:  # what the night's listing found (file ledger)
+        out["night"] = {**{k: int(record.get(k) or 0) for k in NIGHT_COUNTS}, "commits": int(record.get("chunk") or 1)}
     out["error_rate"] = error_rate(frame, run_id=latest) if len(frame) else None
     out["error_reasons"] = error_reasons(last)
     out["error_reasons_all_runs"] = error_reasons(frame)
