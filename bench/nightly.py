@@ -6,7 +6,7 @@
     folder and scored again: files opened (the run's ``bytes_read`` against the new files'
     bytes) and wall time of the second run over the first (target <= 10%).
 ``rss``: the driver's peak RSS (its own ``ru_maxrss``) while listing and planning (the
-    real `jobs.score._night`: listing in Ray tasks, the anti-join against a ledger that
+    real `cough.score.night.list_night`: listing in Ray tasks, the anti-join against a ledger that
     holds 99% of the files) for 100,000 and 1,000,000 empty placeholder files (target:
     within 1.5x).
 ``kill``: a 20,000-file run with ``--commit-every 1000``, killed with SIGKILL (driver and
@@ -139,15 +139,15 @@ def plan(args) -> None:
     from cough.features import DEFAULT_PARAMS
     from cough.pred import Pred
     from cough.runtime import init_ray
-    from cough.score import ModelInfo
+    from cough.score.night import list_night
+    from cough.score.stages import ModelInfo
     from cough.storage import Location
-    from jobs.score import _night
 
     init_ray("local", num_cpus=args.num_cpus)
     info = ModelInfo(model_dir="-", version="bench", params=DEFAULT_PARAMS, threshold=0.5)
     t = time.perf_counter()
-    night = _night(Location.of(args.source), info, Pred(Location.of(args.pred)), labels=None, group_pattern=None,
-                   rescore=False, prefixes=(), since=None, batch_size=32)
+    night = list_night(Location.of(args.source), info, Pred(Location.of(args.pred)), labels=None, group_pattern=None,
+                       rescore=False, prefixes=(), since=None, batch_size=32)
     print(json.dumps({**night.counts(), "seconds": time.perf_counter() - t,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

@@ -145,7 +145,7 @@ class PeakRSS(threading.Thread):
 
 
 def run_score(source: str, model: Path, pred: Path) -> tuple[dict, float]:
-    from jobs.score import score
+    from cough.score import score
 
     t = time.perf_counter()
     summary = score(source, str(model), str(pred))

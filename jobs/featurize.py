@@ -6,7 +6,7 @@ is what ``ray job submit`` runs).
 
 from __future__ import annotations
 
-from cough.featurize import featurize, recordings_frame  # noqa: F401 (recordings_frame: jobs/score.py's)
+from cough.featurize import featurize
 from cough.features import DEFAULT_PARAMS, MAX_WINDOW_S, WINDOWINGS, FeaturizerParams
 from cough.flags import integer, number
 from cough.runtime import add_ray_arguments

@@ -10,23 +10,20 @@ so the scheduler raises the alarm. Recipe (cron, on a machine that can reach the
         python -m jobs.nightly s3://bucket/incoming --model s3://bucket/models/current \\
         --pred s3://bucket/pred --json >> /var/log/cough-nightly.log 2>&1
 
-``ray job submit`` waits for the job and exits non-zero when it fails.
+``ray job submit`` waits for the job and exits non-zero when it fails. Parses the flags and
+calls :func:`cough.nightly.nightly`.
 """
 
 from __future__ import annotations
 
-import logging
-
-from cough.errors import CoughError, UsageError
 from cough.flags import integer, number
+from cough.nightly import nightly
 from cough.pred import COMMIT_EVERY
 from cough.runtime import add_ray_arguments
 
 HELP = "score tonight's new recordings, write the operational report next to PRED, fail on many errors"
 EXAMPLE = ("cough nightly data/sample/raw --model out/demo/model --pred out/nightly/pred "
            "--max-error-rate 0.05")
-REPORTS_DIR = "_reports"
-log = logging.getLogger("cough.nightly")
 
 
 def add_arguments(p) -> None:
@@ -44,35 +41,6 @@ def add_arguments(p) -> None:
     p.add_argument("--commit-every", type=integer(at_least=1), default=COMMIT_EVERY,
                    help=f"recordings per commit to PRED and its file ledger (default {COMMIT_EVERY})")
     add_ray_arguments(p)
-
-
-def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=None,
-            max_error_rate: float = 0.05, prefixes: tuple[str, ...] = (), since: str | None = None,
-            commit_every: int = COMMIT_EVERY, address=None, num_cpus=None) -> dict:
-    """Score, report, and judge one night. Raises CoughError when the error rate is too high
-    (after the report is written, so the reason is there to read)."""
-    from cough.report import error_rate, write_report
-    from cough.storage import Location
-    from jobs.score import score
-
-    if not 0 <= max_error_rate <= 1:
-        raise UsageError("--max-error-rate must lie between 0 and 1")
-    scored = score(source, model, pred, labels=labels, group_pattern=group_pattern, prefixes=prefixes, since=since,
-                   commit_every=commit_every, address=address, num_cpus=num_cpus)
-    summary = {**scored, "report": None, "error_rate": None}
-    if scored["run_id"] is None:
-        log.info("nothing new in %s since the last run: no report tonight", source)
-        return summary
-    report = Location.of(scored["pred"]).join(REPORTS_DIR, scored["run_id"]).uri
-    write_report(scored["pred"], report)
-    rate = error_rate(scored["pred"], run_id=scored["run_id"])
-    summary.update(report=report, error_rate=rate)
-    if rate is not None and rate > max_error_rate:
-        alarm = CoughError(f"{rate:.1%} of tonight's {scored['scored']} recordings failed, over the "
-                           f"{max_error_rate:.1%} limit; reasons in {report}/report.html")
-        alarm.summary = summary  # what --json prints beside the error
-        raise alarm
-    return summary
 
 
 def run(args) -> dict:

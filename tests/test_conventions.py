@@ -87,7 +87,7 @@ def test_a_cough_0_1_featurize_out_is_still_read(tmp_path, sample_features, ray_
     from cough.shards import read_out
     from cough.splits import split_datasets
     from cough.trainset import read_index
-    from jobs.score import score
+    from cough.score import score
 
     from .test_score import write_model
 

@@ -72,7 +72,7 @@ def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
 
 
 def test_score_survives_losing_a_worker_node(tmp_path, fresh_ray):
-    from jobs.score import score
+    from cough.score import score
 
     model = write_model(tmp_path / "model")
     pred = tmp_path / "pred"

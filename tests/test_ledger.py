@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cough.errors import UsageError
-from jobs.nightly import nightly
-from jobs.score import score
+from cough.nightly import nightly
+from cough.score import score
 
 from .conftest import ROOT, SAMPLE
 from .test_score import _rows, _snapshot, write_model
@@ -105,7 +105,7 @@ def test_a_file_deleted_between_listing_and_reading_is_an_error_row(tmp_path, ra
     from cough.features import DEFAULT_PARAMS
     from cough.labels import load_labels
     from cough.pred import NOTHING_SCORED
-    from cough.score import prepare_recordings
+    from cough.score.stages import prepare_recordings
 
     src = _archive(tmp_path / "incoming", 3)
     listing = listing_dataset(str(src), load_labels(None, str(src))).materialize()

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from cough.errors import CoughError
-from jobs.nightly import REPORTS_DIR, nightly
+from cough.nightly import REPORTS_DIR, nightly
 
 from .conftest import SAMPLE
 from .test_score import write_model

@@ -22,7 +22,7 @@ from cough.cli import main
 from cough.pred import RUN_KEY
 from cough.quality import QUALITY_COLUMNS
 from cough.report import error_rate, write_report
-from cough.score import pred_schema
+from cough.score.stages import pred_schema
 
 pytestmark = pytest.mark.whole_report  # each test renders a whole report: not in the fast tier
 

@@ -108,7 +108,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def test_kill_9_mid_score_on_s3_then_rerun_gives_every_recording_once(store, model, tmp_path):
-    from jobs.score import score
+    from cough.score import score
 
     b = store
     proc, lines = _score_process(b, "--batch-size", "2")
@@ -134,7 +134,7 @@ def test_kill_9_mid_score_on_s3_then_rerun_gives_every_recording_once(store, mod
 
 
 def test_a_run_killed_right_after_its_commit_is_not_scored_again(store):
-    from jobs.score import score
+    from cough.score import score
 
     b = store
     proc, lines = _score_process(b)

@@ -21,12 +21,12 @@ from cough.cli import main as cli
 from cough.features import DEFAULT_PARAMS
 from cough.schema import to_numpy
 from cough.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, scored_keys
-from cough.score import pred_schema, prepare_recordings, prepare_shards
+from cough.score.stages import pred_schema, prepare_recordings, prepare_shards
 from cough.shards import read_out, shard_names
 from cough.storage import Location
 from cough.synth import cough_signal, synth_archive
-from jobs.featurize import recordings_frame
-from jobs.score import score
+from cough.featurize import recordings_frame
+from cough.score import score
 
 from .conftest import ROOT, SAMPLE
 from .test_featurize import HOSTILE_PROBLEMS, _hostile_entries

@@ -1,6 +1,4 @@
-"""Scoring recordings with a MODEL and keeping PRED, the predictions table, exactly-once.
-
-The ``score`` job maps two stages over the archive (see jobs/score.py):
+"""The two Ray Data stages of the score job (cough/score/job.py maps them over tonight's rows):
 
 1. :func:`prepare_recordings` (raw archive) or :func:`prepare_shards` (an OUT of
    ``cough featurize``): Ray tasks that hash each file, skip what this model version has
@@ -24,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import CoughError
-from .features import FeaturizerParams
-from .pred import NOTHING_SCORED, Scored  # noqa: F401  (NOTHING_SCORED: what a --rescore run passes)
-from .quality import NO_GATE, QUALITY_COLUMNS, QualityGate
-from .schema import RECORDING_FIELDS, current_names, recordings_schema
-from .storage import Location
+from ..errors import CoughError
+from ..features import FeaturizerParams
+from ..pred import Scored
+from ..quality import NO_GATE, QUALITY_COLUMNS, QualityGate
+from ..schema import RECORDING_FIELDS, current_names, recordings_schema
+from ..storage import Location
 
 log = logging.getLogger("cough.score")
 
@@ -62,7 +60,7 @@ def read_model_info(model_dir: str) -> ModelInfo:
     >>> info.threshold, info.featurizer_version    # doctest: +SKIP
     (0.5, '3f1c...')
     """
-    from .model import CLASS_NAMES, META_FILE, read_meta, weights_location
+    from ..model import CLASS_NAMES, META_FILE, read_meta, weights_location
 
     model_dir = Location.of(model_dir).uri
     meta = read_meta(model_dir)
@@ -160,10 +158,10 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
     label, participant, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
     it, featurize the rest exactly as ``cough featurize`` does, and reject what ``gate``
     refuses."""
-    from .audio import RECORDING_BUDGET
-    from .errors import RecordingError
-    from .listing import Entry
-    from .recording import process, recording_id
+    from ..audio import RECORDING_BUDGET
+    from ..errors import RecordingError
+    from ..listing import Entry
+    from ..recording import process, recording_id
 
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     scored = _scored(scored)
@@ -191,7 +189,7 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
 def _prepared(rows: list[dict], metadata_columns: list[str]) -> pa.Table:
     """Stage 1's table from rows whose ``images`` are arrays (or None): the recordings
     columns, and every row's images packed into one buffer (cough.windowpack)."""
-    from .windowpack import pack
+    from ..windowpack import pack
 
     schema = prepared_schema(metadata_columns)
     images = pack([r.pop("images", None) for r in rows])
@@ -215,7 +213,7 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, s
         windows: dict[str, list] = {}
         wanted = sorted({r["path"] for r in todo if r["status"] == "ok"})
         if wanted:
-            from .schema import stored_names, to_numpy
+            from ..schema import stored_names, to_numpy
 
             stored = pq.read_schema(images.join(shard).path, filesystem=images.fs).names
             imgs = pq.read_table(images.join(shard).path, filesystem=images.fs, filters=[("path", "in", wanted)],
@@ -243,7 +241,7 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str, *, run_id: str, metadata_columns: list[str], threads: int = 1):
-        from .model import load_model, tensorflow
+        from ..model import load_model, tensorflow
 
         # oneDNN kernels double TensorFlow's CPU inference speed; the workers' default turns
         # them off (bit-reproducible training). Takes effect when TF is not loaded yet in this
@@ -256,8 +254,8 @@ class Predictor:
         self.schema = pred_schema(metadata_columns)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .model import aggregate_windows, predict_windows
-        from .windowpack import unpack
+        from ..model import aggregate_windows, predict_windows
+        from ..windowpack import unpack
 
         rows = batch.drop_columns(["images"]).to_pylist()
         images, counts = unpack(batch.column("images"), self.info.params.image_size)

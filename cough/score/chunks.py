@@ -1,0 +1,56 @@
+"""A score run's rows committed chunk by chunk: each chunk to PRED first (cough/pred.py
+``RunWriter``), then to the file ledger (cough/ledger.py says why in this order), with the
+run's counts summed as the chunks go."""
+
+from __future__ import annotations
+
+from ..pred import CHUNK_COUNTS
+
+
+def commit_chunks(predictions, writer, ledger, summary: dict, record: dict, *, model_version: str, rescore: bool,
+                  commit_every: int) -> None:
+    """Collect the scored rows of ``predictions`` (a Ray Dataset of PRED rows) and commit them
+    every ``commit_every`` recordings with ``writer``, then ``ledger`` (None: no ledger, a
+    featurize OUT); ``record`` is the run record each commit carries. Updates ``summary``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..ledger import ledger_rows
+
+    chunk = dict.fromkeys(CHUNK_COUNTS, 0)
+    files: list = []  # the chunk's ledger rows
+    chunks = [0]  # chunks handed to the ledger (one may hold only duplicates: nothing for PRED)
+    seen: set[int] = set()  # guards against a retried batch delivering a path twice
+
+    def commit():
+        added = writer.commit({**record, **chunk}, model_version=model_version, rescore=rescore)
+        if added < chunk["scored"]:  # a concurrent run committed some of them first
+            chunk["duplicates"] += chunk["scored"] - added
+            chunk["scored"] = added
+        if ledger is not None and files:
+            chunks[0] += 1
+            ledger.record(pa.concat_tables(files), run_id=writer.run_id, chunk=chunks[0])
+        summary["commits"] = writer.chunk
+        for key in CHUNK_COUNTS:
+            summary[key] += chunk[key]
+            chunk[key] = 0
+        files.clear()
+
+    for batch in predictions.iter_batches(batch_size=None, batch_format="pyarrow"):
+        keep = [i for i, p in enumerate(batch.column("path").to_pylist()) if hash(p) not in seen]
+        batch = batch.take(keep)
+        seen.update(hash(p) for p in batch.column("path").to_pylist())
+        status = batch.column("status").to_pylist()
+        chunk["ok"] += status.count("ok")
+        chunk["errors"] += status.count("error")
+        chunk["rejected"] += status.count("rejected")
+        chunk["duplicates"] += status.count("skipped")
+        chunk["scored"] = chunk["ok"] + chunk["errors"] + chunk["rejected"]
+        # bytes of the files that were read (those that have a content hash)
+        read = batch.filter(pc.is_valid(batch.column("recording_id")))
+        chunk["bytes_read"] += int(pc.sum(pc.max_element_wise(read.column("file_size"), 0)).as_py() or 0)
+        writer.add(batch.filter(pa.array([s != "skipped" for s in status])))
+        files.append(ledger_rows(batch, model_version))
+        if chunk["scored"] + chunk["duplicates"] >= commit_every:
+            commit()
+    commit()

@@ -1,0 +1,142 @@
+"""The score driver: check the inputs, find tonight's work, run the two stages, commit.
+
+Files seen before are not opened; a renamed copy of a scored recording is recognised by its
+content hash and not decoded; a run with nothing new writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .. import __version__
+from ..errors import CoughError, UsageError
+from ..pred import CHUNK_COUNTS, COMMIT_EVERY
+from ..quality import QualityGate
+
+log = logging.getLogger("cough.score")
+
+
+def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
+          gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0,
+          actor_threads: int | None = None, prefixes: tuple[str, ...] = (), since: str | None = None,
+          commit_every: int = COMMIT_EVERY, address: str | None = None, num_cpus: int | None = None,
+          dry_run: bool = False) -> dict:
+    """Score SOURCE with MODEL into PRED; returns the run's summary.
+
+    >>> score("data/sample/raw", "out/demo/model", "out/demo/pred")   # doctest: +SKIP
+    {'inputs': 60, 'listed': 60, 'new': 60, 'changed': 0, 'seen_before': 0, 'scored': 60, ...}
+
+    ``dry_run``: only :func:`cough.score.plan`.
+    """
+    import ray
+
+    from ..archive import check_since
+    from ..audio import TASK_MEMORY
+    from ..ledger import Ledger
+    from ..pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
+    from ..runtime import cpus, init_ray
+    from ..shards import is_out
+    from ..storage import Location, new_version
+    from .chunks import commit_chunks
+    from .night import list_night
+    from .plan import plan
+    from .stages import Predictor, pred_schema, read_model_info
+
+    if batch_size < 1 or (actors is not None and actors < 1) or actor_cpus <= 0 or commit_every < 1:
+        raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus above 0")
+    since = check_since(since)
+    source, model = Location.of(source), Location.of(model)
+    info = read_model_info(model)
+    target, output = claim_pred(pred, inputs={"SOURCE": source, "MODEL": model})
+    if not source.exists():
+        raise CoughError(f"SOURCE {source.uri} does not exist")
+    if (labels or group_pattern or prefixes or since) and is_out(source):
+        raise UsageError("SOURCE is a featurize OUT whose labels and groups were attached when it was "
+                         "made; drop --labels/--group-pattern/--prefix/--since")
+    for prefix in prefixes:
+        if not source.join(prefix.strip("/")).exists():
+            raise UsageError(f"--prefix {prefix}: {source.join(prefix.strip('/')).uri} does not exist")
+    if dry_run:
+        return plan(source, target, info, labels=labels, group_pattern=group_pattern, rescore=rescore)
+    init_ray(address, num_cpus=num_cpus)
+    if cpus() < actor_cpus + 1:
+        raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and an inference "
+                         f"actor of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
+    actors = actors or max(1, cpus() // 4)
+
+    with output.writing(LOG_DIR):
+        table = target.table()
+        read_version = table.version() if table is not None else None
+        night = list_night(source, info, target, labels=labels, group_pattern=group_pattern, rescore=rescore,
+                           prefixes=tuple(prefixes), since=since, batch_size=batch_size)
+        # What this model version scored (32 bytes per recording) is built by a Ray task and
+        # stays in the object store: the driver never holds it.
+        scored = ray.put(NOTHING_SCORED) if rescore or not night.unseen else \
+            ray.remote(_scored_keys).options(num_cpus=1).remote(target, info.version)
+        run_id = new_version()
+        log.info("run %s: %d listed in %s, %d not seen before by model %s (%d changed)%s",
+                 run_id, night.listed, source.uri, night.unseen, info.version, night.changed,
+                 "; --rescore replaces this model version's rows" if rescore else "")
+        summary = {**night.counts(), **dict.fromkeys(CHUNK_COUNTS, 0), "commits": 0}
+        if night.unseen:
+            # The memory reservation sizes decoding (long recordings) and, being a remote
+            # argument the actors lack, keeps Ray from fusing the two stages into one.
+            stage1 = night.todo.map_batches(
+                night.prepare, batch_size=night.batch_size, batch_format="pyarrow", num_cpus=1, memory=TASK_MEMORY,
+                fn_kwargs={**night.prepare_kwargs, "scored": scored, "gate": gate,
+                           "metadata_columns": night.metadata_columns})
+            predictions = stage1.map_batches(
+                Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+                fn_constructor_kwargs={"model_dir": model.uri, "run_id": run_id,
+                                       "threads": actor_threads or max(1, int(actor_cpus)),
+                                       "metadata_columns": night.metadata_columns})
+            record = {"model_version": info.version, "featurizer_version": info.featurizer_version,
+                      "source": source.uri, "model": model.uri, "rescore": rescore,
+                      "labels": Location.of(labels).uri if labels else None, "prefixes": list(prefixes),
+                      "since": since, "quality_gate": gate.to_dict(), "metadata_columns": night.metadata_columns,
+                      "cough_version": __version__, **night.counts()}
+            writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version)
+            ledger = Ledger(target) if not is_out(source) else None
+            try:
+                commit_chunks(predictions, writer, ledger, summary, record, model_version=info.version,
+                              rescore=rescore, commit_every=commit_every)
+            except BaseException as exc:
+                clean = job_error(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
+            finally:
+                writer.close()
+            came_back = summary["scored"] + summary["duplicates"]
+            if came_back != night.unseen:
+                raise CoughError(f"lost recordings: {night.unseen} to read, {came_back} came back")
+    summary["skipped"] = summary["seen_before"] + summary["duplicates"]
+    if summary["errors"]:
+        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
+                    summary["errors"], summary["scored"], target.loc.uri)
+    return {**summary, "run_id": run_id if summary["commits"] else None, "pred": target.loc.uri,
+            "model_version": info.version}
+
+
+def _scored_keys(pred, model_version: str):
+    from ..pred import scored_keys
+
+    return scored_keys(pred.table(), model_version)
+
+
+def job_error(exc: BaseException) -> BaseException:
+    """A CoughError raised inside a Ray worker (e.g. a model that fails to load in the
+    inference actors) as the plain one-line CoughError; anything else unchanged."""
+    from ray.exceptions import RayError
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, CoughError) and not isinstance(seen, RayError):
+            return CoughError(str(seen))
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    # ActorDiedError keeps only the text of its creation task's error (traceback included)
+    marker = f"{CoughError.__module__}.{CoughError.__name__}: "
+    if isinstance(exc, RayError) and marker in str(exc):
+        return CoughError(str(exc).rsplit(marker, 1)[1].splitlines()[0])
+    return exc

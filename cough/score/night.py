@@ -1,0 +1,66 @@
+"""What one score run must read: SOURCE listed in Ray tasks (cough/archive.py) and kept, by a
+distributed anti-join against PRED's file ledger (cough/ledger.py), to the file versions this
+model version has not seen; a featurize OUT is read whole (no ledger)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import CoughError
+
+
+@dataclass
+class Night:
+    """What one run found in SOURCE before scoring: the datasets and counts of the listing
+    (raw archives go through the file ledger; a featurize OUT is read whole)."""
+
+    todo: object                # Ray Dataset: the rows stage 1 reads
+    prepare: object             # stage 1's function (cough.score.stages.prepare_recordings or prepare_shards)
+    prepare_kwargs: dict
+    batch_size: int
+    metadata_columns: list
+    listed: int
+    unseen: int                 # rows in ``todo``
+    changed: int
+
+    def counts(self) -> dict:
+        return {"inputs": self.listed, "listed": self.listed, "new": self.unseen - self.changed,
+                "changed": self.changed, "seen_before": self.listed - self.unseen}
+
+
+def list_night(source, info, pred, *, labels, group_pattern, rescore, prefixes, since, batch_size) -> Night:
+    """List SOURCE in Ray tasks and keep what the ledger has not seen for this model version
+    (everything with ``rescore``); a featurize OUT's shards as they are. Call after Ray is up."""
+    import ray
+
+    from ..archive import listing_dataset
+    from ..labels import load_labels
+    from ..ledger import Ledger, unseen
+    from ..runtime import cpus
+    from ..shards import is_out, read_out, shard_names
+    from .stages import prepare_recordings, prepare_shards
+
+    if is_out(source):
+        out = read_out(source, what="SOURCE")
+        manifest = out.manifest
+        if manifest.get("featurizer_version") != info.featurizer_version:
+            raise CoughError(f"SOURCE {source.uri} was featurized with featurizer version "
+                             f"{manifest.get('featurizer_version')}, MODEL {info.model_dir} expects "
+                             f"{info.featurizer_version}: score the raw archive instead, or re-featurize")
+        shards = shard_names(out.recordings)
+        ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
+        n = int(manifest["inputs"])
+        return Night(ds, prepare_shards, {"recordings": out.recordings, "images": out.images}, 1,
+                     manifest.get("metadata_columns", []), n, n, 0)
+
+    index = load_labels(labels, source.uri, group_pattern=group_pattern)
+    listing = listing_dataset(source.uri, index, prefixes=prefixes, since=since).materialize()
+    listed = listing.count()
+    if listed == 0 and not (prefixes or since):
+        raise CoughError(f"SOURCE {source.uri} holds no recordings")
+    todo, changed = (listing, 0) if rescore else unseen(listing, Ledger(pred), info.version)
+    n = todo.count()
+    # Small nights still spread over every CPU: about 4 batches each.
+    batch = max(1, min(batch_size, -(-n // (4 * cpus()))))
+    todo = todo.repartition(max(1, -(-n // batch))).materialize() if n else todo
+    return Night(todo, prepare_recordings, {"params": info.params}, batch, index.metadata_columns, listed, n, changed)
