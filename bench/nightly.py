@@ -5,7 +5,7 @@
     the night's report; here on a private local Ray instance), then 1% new files in a new
     folder and scored again: files opened (the run's ``bytes_read`` against the new files'
     bytes) and wall time of the second run over the first (target <= 10%).
-``rss``: the driver's peak RSS (its own ``ru_maxrss``) while listing and planning (the
+``rss``: the driver's peak RSS (its own VmHWM) while listing and planning (the
     real `cough.score.night.list_night`: listing in Ray tasks, the anti-join against a ledger that
     holds 99% of the files) for 100,000 and 1,000,000 empty placeholder files (target:
     within 1.5x).
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import subprocess
 import sys
@@ -148,8 +147,14 @@ def plan(args) -> None:
     t = time.perf_counter()
     night = list_night(Location.of(args.source), info, Pred(Location.of(args.pred)), labels=None, group_pattern=None,
                        rescore=False, prefixes=(), since=None, batch_size=32)
-    print(json.dumps({**night.counts(), "seconds": time.perf_counter() - t,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({**night.counts(), "seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since it started its program (VmHWM). Not ``ru_maxrss``: Linux
+    keeps that across exec, so a child of a large parent reports the parent's size."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def placeholders(root: Path, n: int, folders: int = 1000) -> Path:
