@@ -136,10 +136,10 @@ def scale(args) -> None:
 def plan(args) -> None:
     """In its own process: list and plan as a run does; print counts and this driver's peak RSS."""
     from cough.features import DEFAULT_PARAMS
+    from cough.model import ModelInfo
     from cough.pred import Pred
     from cough.runtime import init_ray
     from cough.score.night import list_night
-    from cough.score.stages import ModelInfo
     from cough.storage import Location
 
     init_ray("local", num_cpus=args.num_cpus)

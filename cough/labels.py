@@ -39,8 +39,7 @@ def reserved_columns() -> frozenset[str]:
     """
     from .listing import ENTRY_COLUMNS
     from .report import PRED_COLUMNS
-    from .schema import images_schema, recordings_schema
-    from .score.stages import pred_schema, prepared_schema
+    from .schema import images_schema, pred_schema, prepared_schema, recordings_schema
 
     names = {*recordings_schema([]).names, *images_schema([]).names, *prepared_schema([]).names,
              *pred_schema([]).names, *ENTRY_COLUMNS, *PRED_COLUMNS}

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from .artifacts import ModelMeta
 from .errors import CoughError
+from .features import FeaturizerParams
 
 CLASS_NAMES = ["negative", "positive"]
 #: The weights file of a model.json that names none (cough 0.1's MODELs).
@@ -155,11 +157,11 @@ def write_model(model_dir, weights_h5: bytes, meta: ModelMeta) -> str:
     return version
 
 
-def weights_location(model_dir, meta: dict):
+def weights_location(model_dir, meta: ModelMeta):
     """The weights file that ``meta`` (MODEL's model.json) names."""
     from .storage import Location
 
-    return Location.of(model_dir).join(str(meta.get("weights", WEIGHTS_FILE)))
+    return Location.of(model_dir).join(meta.weights or WEIGHTS_FILE)
 
 
 def read_model_meta(model_dir) -> ModelMeta:
@@ -176,24 +178,68 @@ def read_model_meta(model_dir) -> ModelMeta:
     return ModelMeta.read(meta_loc, where=f"MODEL {loc.uri}: {META_FILE}")
 
 
-def read_meta(model_dir) -> dict:
-    """:func:`read_model_meta` as a dict, for callers not yet moved to the typed record (cough/score.py)."""
-    return read_model_meta(model_dir).to_dict()
+@dataclass(frozen=True)
+class ModelInfo:
+    """What scoring needs to know about a MODEL, read from its ``model.json``."""
+
+    model_dir: str
+    version: str
+    params: FeaturizerParams
+    threshold: float
+
+    @property
+    def featurizer_version(self) -> str:
+        return self.params.version
+
+
+#: The model.json fields scoring needs (the actors rebuild the network by ``arch``).
+SCORING_FIELDS = ("arch", "featurizer", "featurizer_version", "version", "threshold", "class_names")
+
+
+def read_model_info(model_dir) -> ModelInfo:
+    """Check a MODEL for scoring without loading TensorFlow (:func:`read_model_meta`, then the
+    fields scoring needs, the featurizer version, the weights file's signature); a
+    :class:`CoughError` says what is wrong.
+
+    >>> info = read_model_info("out/demo/model")   # doctest: +SKIP
+    >>> info.threshold, info.featurizer_version    # doctest: +SKIP
+    (0.5, '3f1c...')
+    """
+    from .storage import Location
+
+    model_dir = Location.of(model_dir).uri
+    meta = read_model_meta(model_dir)
+    missing = [name for name in SCORING_FIELDS if getattr(meta, name) is None]
+    problem = (f"it lacks {', '.join(map(repr, missing))}" if missing else
+               f"class_names {meta.class_names} are not {CLASS_NAMES}" if meta.class_names != CLASS_NAMES else None)
+    if problem:
+        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete ({problem}); {ModelMeta.ADVICE}")
+    params = FeaturizerParams.from_dict(meta.featurizer)  # valid: ModelMeta checked them
+    if meta.featurizer_version != params.version:
+        raise CoughError(f"MODEL {model_dir} was made for featurizer version {meta.featurizer_version}, but its "
+                         f"parameters give {params.version} with this cough: retrain the model with this version")
+    weights = weights_location(model_dir, meta)
+    try:
+        with weights.open_input() as f:
+            magic = f.read(8)
+    except (OSError, CoughError):
+        raise CoughError(f"MODEL {model_dir} has no readable {weights.name}") from None
+    if magic != b"\x89HDF\r\n\x1a\n":
+        raise CoughError(f"MODEL {model_dir}: {weights.name} is not an HDF5 weights file (corrupt?)")
+    return ModelInfo(model_dir=model_dir, version=meta.version, params=params, threshold=float(meta.threshold))
 
 
 def load_model(model_dir: str):
     """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
     import tempfile
 
-    from .features import FeaturizerParams
-
     meta = read_model_meta(model_dir)
     missing = [k for k in ("arch", "featurizer") if getattr(meta, k) is None]
     if missing:
         raise CoughError(f"MODEL {model_dir}: {META_FILE} lacks {', '.join(map(repr, missing))}; {ModelMeta.ADVICE}")
     model = build_model(meta.arch, image_size=FeaturizerParams.from_dict(meta.featurizer).image_size)
-    meta = meta.to_dict()
     weights = weights_location(model_dir, meta)
+    meta = meta.to_dict()
     with tempfile.TemporaryDirectory(prefix="cough-model-") as tmp:
         local = weights.path
         if not weights.local:  # h5py needs a local file

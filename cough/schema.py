@@ -1,5 +1,8 @@
-"""The tables every job speaks: ``recordings`` (one row per input file) and ``images``
-(one row per window). Column order and types live here and nowhere else."""
+"""The tables every job speaks: ``recordings`` (one row per input file), ``images`` (one row
+per window), score's stage 1 (a recording with its window images, in memory only) and PRED
+(one row per scored file version). Column order and types live here and nowhere else
+(the file ledger's and the listing's, internal to cough/ledger.py and cough/archive.py,
+beside their code)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from .features import DEFAULT_PARAMS, FeaturizerParams
+from .quality import QUALITY_COLUMNS
 
 #: Version of the layout of every JSON file cough writes (featurize's manifest.json, a
 #: MODEL's model.json, a REPORT's metrics.json, cough synth's synth.json), in each as
@@ -44,6 +48,12 @@ RECORDING_FIELDS = [
     pa.field("label", pa.int8()),
     pa.field("participant", pa.string()),
 ]
+
+
+#: Columns a recording row takes from the labels, besides the metadata columns.
+INFO_COLUMNS = ("label", "participant")
+#: The file version a row came from (cough.listing.Entry; null when SOURCE is a featurize OUT).
+FILE_FIELDS = [pa.field("file_size", pa.int64()), pa.field("file_mtime_ns", pa.int64())]
 
 
 #: Columns renamed in cough 0.2, away from SQL reserved words (``SELECT group`` fails): old
@@ -97,6 +107,38 @@ def images_schema(metadata_columns: list[str], params: FeaturizerParams = DEFAUL
         pa.field("image", image_type(params)),
         pa.field("log_mel", log_mel_type(params)),
     ] + [pa.field(c, pa.string()) for c in metadata_columns])
+
+
+def prepared_schema(metadata_columns: list[str]) -> pa.Schema:
+    """Stage 1's rows: a ``recordings`` row, the file version it came from, and its window
+    images (``n_windows`` × S×S×3 uint8 bytes)."""
+    schema = recordings_schema(metadata_columns)
+    for field in FILE_FIELDS:
+        schema = schema.append(field)
+    return schema.append(pa.field("images", pa.large_binary()))
+
+
+def pred_schema(metadata_columns: list[str]) -> pa.Schema:
+    """PRED's rows, one per input file version: the ``recordings`` columns (so reports can
+    check sample rate, channels, duration and format for shortcuts) plus the scores, and the
+    file's size and modification time (a file rewritten under the same path gets a second
+    row). ``predicted`` and ``label``: 1 positive, 0 negative."""
+    recording = {f.name: f for f in RECORDING_FIELDS}
+    return pa.schema([
+        *(recording[c] for c in ("recording_id", "path", "status", "error")),
+        pa.field("score", pa.float64()),
+        pa.field("predicted", pa.int8()),
+        recording["n_windows"],
+        pa.field("window_scores", pa.list_(pa.float32())),
+        pa.field("model_version", pa.string()),
+        pa.field("featurizer_version", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+        *(recording[c] for c in ("label", "participant", "duration_s", "sample_rate", "channels", "format",
+                                 *QUALITY_COLUMNS)),
+        *FILE_FIELDS,
+        *[pa.field(c, pa.string()) for c in metadata_columns],
+    ])
 
 
 def tensor_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:

@@ -27,10 +27,9 @@ from .errors import CoughError
 from .features import FeaturizerParams
 from .listing import Entry
 from .recording import process
-from .schema import image_type, images_schema, log_mel_type, recordings_schema, tensor_column
+from .schema import INFO_COLUMNS, image_type, images_schema, log_mel_type, recordings_schema, tensor_column
 from .storage import Location
 
-INFO_COLUMNS = ("label", "participant")
 #: Summary columns a batch returns (the job adds them up).
 COUNTS = ("inputs", "ok", "errors", "images")
 KIND = "featurize"
@@ -44,11 +43,6 @@ class FeaturesOut:
 
     loc: Location
     info: Manifest
-
-    @property
-    def manifest(self) -> dict:
-        """manifest.json as a dict, for callers not yet moved to :attr:`info` (jobs/score.py)."""
-        return self.info.to_dict()
 
     @property
     def images(self) -> Location:

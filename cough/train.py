@@ -251,7 +251,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     from .model import write_model
     from .pred import LOG_DIR, RunWriter, claim_pred
     from .schema import current_names
-    from .score.stages import pred_schema
+    from .schema import pred_schema
     from .metrics import binary_metrics, choose_threshold
     from .splits import split_groups
     from .trainloop import evaluate_splits, recording_scores

@@ -27,10 +27,10 @@ def test_the_license_file_is_the_apache_2_text_pyproject_names():
 def test_json_written_by_a_newer_cough_is_refused(tmp_path, sample_features):
     import shutil
 
-    from cough.model import read_meta
+    from cough.model import read_model_meta
     from cough.trainset import read_manifest
 
-    assert read_manifest(str(sample_features)).manifest["schema_version"] == 1
+    assert read_manifest(str(sample_features)).info.schema_version == 1
     shards = tmp_path / "shards"
     shutil.copytree(sample_features, shards)
     manifest = json.loads((shards / "manifest.json").read_text())
@@ -40,7 +40,7 @@ def test_json_written_by_a_newer_cough_is_refused(tmp_path, sample_features):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.json").write_text(json.dumps({"schema_version": 2, "threshold": 0.5}))
     with pytest.raises(CoughError, match="upgrade cough"):
-        read_meta(str(tmp_path / "model"))
+        read_model_meta(str(tmp_path / "model"))
 
 
 @pytest.mark.shared

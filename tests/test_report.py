@@ -1,7 +1,7 @@
 """cough report: metrics from TRUE labels with participant-level CIs, the shortcut check,
 subgroups, the operational (nightly) view, and degenerate inputs.
 
-PRED tables are built here as `cough score` writes them (a Delta table of cough.score.pred_schema,
+PRED tables are built here as `cough score` writes them (a Delta table of cough.schema.pred_schema,
 one commit per run carrying its run record), small enough to report in seconds.
 """
 
@@ -22,7 +22,7 @@ from cough.cli import main
 from cough.pred import RUN_KEY
 from cough.quality import QUALITY_COLUMNS
 from cough.report import error_rate, write_report
-from cough.score.stages import pred_schema
+from cough.schema import pred_schema
 
 pytestmark = pytest.mark.whole_report  # each test renders a whole report: not in the fast tier
 

@@ -21,7 +21,8 @@ from cough.cli import main as cli
 from cough.features import DEFAULT_PARAMS
 from cough.schema import to_numpy
 from cough.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, scored_keys
-from cough.score.stages import pred_schema, prepare_recordings, prepare_shards
+from cough.schema import pred_schema
+from cough.score.stages import prepare_recordings, prepare_shards
 from cough.shards import read_out, shard_names
 from cough.storage import Location
 from cough.synth import cough_signal, synth_archive

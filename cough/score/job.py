@@ -33,14 +33,16 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from ..archive import check_since
     from ..audio import TASK_MEMORY
     from ..ledger import Ledger
+    from ..model import read_model_info
     from ..pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
     from ..runtime import cpus, init_ray
+    from ..schema import pred_schema
     from ..shards import is_out
     from ..storage import Location, new_version
     from .chunks import commit_chunks
     from .night import list_night
     from .plan import plan
-    from .stages import Predictor, pred_schema, read_model_info
+    from .stages import Predictor
 
     if batch_size < 1 or (actors is not None and actors < 1) or actor_cpus <= 0 or commit_every < 1:
         raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus above 0")

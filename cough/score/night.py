@@ -42,16 +42,16 @@ def list_night(source, info, pred, *, labels, group_pattern, rescore, prefixes, 
 
     if is_out(source):
         out = read_out(source, what="SOURCE")
-        manifest = out.manifest
-        if manifest.get("featurizer_version") != info.featurizer_version:
+        manifest = out.info
+        if manifest.featurizer_version != info.featurizer_version:
             raise CoughError(f"SOURCE {source.uri} was featurized with featurizer version "
-                             f"{manifest.get('featurizer_version')}, MODEL {info.model_dir} expects "
+                             f"{manifest.featurizer_version}, MODEL {info.model_dir} expects "
                              f"{info.featurizer_version}: score the raw archive instead, or re-featurize")
         shards = shard_names(out.recordings)
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
-        n = int(manifest["inputs"])
+        n = int(manifest.inputs)
         return Night(ds, prepare_shards, {"recordings": out.recordings, "images": out.images}, 1,
-                     manifest.get("metadata_columns", []), n, n, 0)
+                     manifest.metadata_columns, n, n, 0)
 
     index = load_labels(labels, source.uri, group_pattern=group_pattern)
     listing = listing_dataset(source.uri, index, prefixes=prefixes, since=since).materialize()

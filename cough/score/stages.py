@@ -16,112 +16,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import CoughError
 from ..features import FeaturizerParams
 from ..pred import Scored
-from ..quality import NO_GATE, QUALITY_COLUMNS, QualityGate
-from ..schema import RECORDING_FIELDS, current_names, recordings_schema
+from ..quality import NO_GATE, QualityGate
+from ..schema import INFO_COLUMNS, current_names, pred_schema, prepared_schema
 from ..storage import Location
 
 log = logging.getLogger("cough.score")
-
-#: Columns of stage 1's rows besides metadata; ``images`` holds the windows' uint8 bytes.
-INFO_COLUMNS = ("label", "participant")
-#: The file version a row came from (cough.listing.Entry; null when SOURCE is a featurize OUT).
-FILE_FIELDS = [pa.field("file_size", pa.int64()), pa.field("file_mtime_ns", pa.int64())]
-
-
-# ---------------------------------------------------------------------------- the model
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What scoring needs to know about a MODEL, read from its ``model.json``."""
-
-    model_dir: str
-    version: str
-    params: FeaturizerParams
-    threshold: float
-
-    @property
-    def featurizer_version(self) -> str:
-        return self.params.version
-
-
-def read_model_info(model_dir: str) -> ModelInfo:
-    """Check a MODEL without loading TensorFlow; a :class:`CoughError` says what is wrong.
-
-    >>> info = read_model_info("out/demo/model")   # doctest: +SKIP
-    >>> info.threshold, info.featurizer_version    # doctest: +SKIP
-    (0.5, '3f1c...')
-    """
-    from ..model import CLASS_NAMES, META_FILE, read_meta, weights_location
-
-    model_dir = Location.of(model_dir).uri
-    meta = read_meta(model_dir)
-    try:
-        params = FeaturizerParams.from_dict(meta["featurizer"])
-        info = ModelInfo(model_dir=model_dir, version=str(meta["version"]), params=params,
-                         threshold=float(meta["threshold"]))
-        if "arch" not in meta:  # read_meta checked it when present; the actors rebuild the network by it
-            raise KeyError("arch")
-        recorded = meta["featurizer_version"]
-        if list(meta["class_names"]) != CLASS_NAMES:
-            raise ValueError(f"class_names {meta['class_names']} are not {CLASS_NAMES}")
-    except Exception as exc:
-        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete "
-                         f"({type(exc).__name__}: {exc})") from None
-    if recorded != params.version:
-        raise CoughError(f"MODEL {model_dir} was made for featurizer version {recorded}, but its parameters "
-                         f"give {params.version} with this cough: retrain the model with this version")
-    weights = weights_location(model_dir, meta)
-    try:
-        with weights.open_input() as f:
-            magic = f.read(8)
-    except (OSError, CoughError):
-        raise CoughError(f"MODEL {model_dir} has no readable {weights.name}") from None
-    if magic != b"\x89HDF\r\n\x1a\n":
-        raise CoughError(f"MODEL {model_dir}: {weights.name} is not an HDF5 weights file (corrupt?)")
-    return info
-
-
-# ------------------------------------------------------------------------- the tables
-
-def prepared_schema(metadata_columns: list[str]) -> pa.Schema:
-    """Stage 1's rows: a ``recordings`` row, the file version it came from, and its window
-    images (``n_windows`` × S×S×3 uint8 bytes)."""
-    schema = recordings_schema(metadata_columns)
-    for field in FILE_FIELDS:
-        schema = schema.append(field)
-    return schema.append(pa.field("images", pa.large_binary()))
-
-
-def pred_schema(metadata_columns: list[str]) -> pa.Schema:
-    """PRED's rows, one per input file version: the ``recordings`` columns (so reports can
-    check sample rate, channels, duration and format for shortcuts) plus the scores, and the
-    file's size and modification time (a file rewritten under the same path gets a second
-    row). ``predicted`` and ``label``: 1 positive, 0 negative."""
-    recording = {f.name: f for f in RECORDING_FIELDS}
-    return pa.schema([
-        *(recording[c] for c in ("recording_id", "path", "status", "error")),
-        pa.field("score", pa.float64()),
-        pa.field("predicted", pa.int8()),
-        recording["n_windows"],
-        pa.field("window_scores", pa.list_(pa.float32())),
-        pa.field("model_version", pa.string()),
-        pa.field("featurizer_version", pa.string()),
-        pa.field("run_id", pa.string()),
-        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-        *(recording[c] for c in ("label", "participant", "duration_s", "sample_rate", "channels", "format",
-                                 *QUALITY_COLUMNS)),
-        *FILE_FIELDS,
-        *[pa.field(c, pa.string()) for c in metadata_columns],
-    ])
 
 
 def _scored(scored) -> Scored:
@@ -241,7 +147,7 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str, *, run_id: str, metadata_columns: list[str], threads: int = 1):
-        from ..model import load_model, tensorflow
+        from ..model import load_model, read_model_info, tensorflow
 
         # oneDNN kernels double TensorFlow's CPU inference speed; the workers' default turns
         # them off (bit-reproducible training). Takes effect when TF is not loaded yet in this
