@@ -1,12 +1,13 @@
-"""The JSON files cough writes, as typed records: featurize's ``manifest.json``
-(:class:`Manifest`), a MODEL's ``model.json`` (:class:`ModelMeta`) and a REPORT's
-``metrics.json`` (:class:`Metrics`, its top-level fields).
+"""The JSON cough writes, as typed records: featurize's ``manifest.json``
+(:class:`Manifest`), a MODEL's ``model.json`` (:class:`ModelMeta`), a REPORT's
+``metrics.json`` (:class:`Metrics`, its top-level fields) and the run record each PRED
+commit carries (:class:`RunRecord`).
 
 Each is a dataclass with ``to_dict`` (what is written) and a validating ``from_dict``
 (what is read) that names the bad field and says what to do. Keys a record does not
 type (from an older or newer cough) are kept in ``extra`` and written back unchanged, so
-``from_dict(d).to_dict() == d`` for every file cough wrote. PRED's run record is
-cough/pred.py's. The tables' schemas are in cough/schema.py.
+``from_dict(d).to_dict() == d`` for every file cough wrote. The tables' schemas are in
+cough/schema.py.
 
 >>> m = Manifest.from_dict({"images": 3, "featurizer": {"image_size": 150}, "featurizer_version": "f1"})
 >>> m.images, m.image_size, m.tables["images"]   # a cough 0.1 manifest: its tables were OUT's folders
@@ -48,6 +49,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "str": (lambda v: isinstance(v, str), "a string"),
     "list": (lambda v: isinstance(v, list), "a list"),
     "dict": (lambda v: isinstance(v, dict), "an object"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 
@@ -272,3 +274,69 @@ class Metrics(Record):
     run: dict | None = spec("dict")
     confusion_matrix_layout: dict | None = spec("dict")
     plots: list = spec("list", factory=list)
+
+
+@dataclass(kw_only=True)
+class RunRecord(Record):
+    """What one commit to PRED says of its run, in the Delta commit's metadata under
+    ``cough.run`` (cough/pred.py ``RunWriter``): the model, where SOURCE, MODEL and labels
+    were (absolute URIs), the flags, what the night's listing found and the chunk's
+    :attr:`CHUNK_COUNTS`. A run committed in chunks has one record per chunk;
+    :meth:`after` sums them (cough/pred.py ``committed_runs``). Every field is optional:
+    cough 0.1's records (converted PREDs) and ``cough train --cv``'s hold only some.
+
+    >>> first = RunRecord(run_id="r1", listed=9, seen_before=1, scored=5, ok=5, chunk=1)
+    >>> run = RunRecord(run_id="r1", listed=9, seen_before=1, scored=3, ok=2, errors=1, duplicates=1, chunk=2)
+    >>> run = run.after(first)
+    >>> run.scored, run.ok, run.errors, run.skipped, run.chunk
+    (8, 7, 1, 2, 2)
+    """
+
+    FILE: ClassVar[str] = "PRED's run record (cough.run)"
+    ADVICE: ClassVar[str] = "was PRED written by `cough score`?"
+    #: Counts of one chunk, summed over a run's chunks.
+    CHUNK_COUNTS: ClassVar[tuple] = ("scored", "ok", "errors", "rejected", "duplicates", "bytes_read")
+
+    model_version: str | None = spec("str")
+    featurizer_version: str | None = spec("str")
+    source: str | None = spec("str")
+    model: str | None = spec("str")
+    rescore: bool | None = spec("bool")
+    labels: str | None = spec("str", nullable=True)
+    prefixes: list | None = spec("list")
+    since: str | None = spec("str", nullable=True)
+    quality_gate: dict | None = spec("dict")
+    metadata_columns: list | None = spec("list")
+    cough_version: str | None = spec("str")
+    #: ``cough train --cv``'s out-of-fold predictions, of ``cv_folds`` folds.
+    out_of_fold: bool | None = spec("bool")
+    cv_folds: int | None = spec("count")
+    # what the listing found (the file ledger's counts)
+    inputs: int | None = spec("count")
+    listed: int | None = spec("count")
+    new: int | None = spec("count")
+    changed: int | None = spec("count")
+    seen_before: int | None = spec("count")
+    # the chunk's counts (CHUNK_COUNTS)
+    scored: int | None = spec("count")
+    ok: int | None = spec("count")
+    errors: int | None = spec("count")
+    rejected: int | None = spec("count")
+    duplicates: int | None = spec("count")
+    bytes_read: int | None = spec("count")
+    #: Not read (the ledger knew them) or not decoded (content known).
+    skipped: int | None = spec("count")
+    run_id: str | None = spec("str")
+    #: The chunk's number, from 1.
+    chunk: int | None = spec("count")
+
+    def after(self, earlier: "RunRecord | None") -> "RunRecord":
+        """This chunk's record with the :attr:`CHUNK_COUNTS` of the run's ``earlier`` chunks
+        (their merged record) added, and ``skipped`` derived when the listing was counted."""
+        run = self
+        if earlier is not None:
+            run = dataclasses.replace(run, **{k: (getattr(earlier, k) or 0) + (getattr(run, k) or 0)
+                                              for k in self.CHUNK_COUNTS})
+        if run.seen_before is not None:
+            run = dataclasses.replace(run, skipped=run.seen_before + (run.duplicates or 0))
+        return run

@@ -15,9 +15,9 @@ A run's rows land in one Delta commit per chunk of ``--commit-every`` recordings
 * an application transaction ``cough-score-<run_id>`` whose version is the chunk's number: a
   commit retried after an error that hid its success finds its own transaction in the log
   and does nothing;
-* the run record (the night's counts, absolute MODEL and SOURCE URIs, ...) with the chunk's
-  counts, in the commit's metadata under ``cough.run`` (:func:`committed_runs` reads them
-  back, one record per run).
+* the run record (:class:`cough.artifacts.RunRecord`: the night's counts, absolute MODEL and
+  SOURCE URIs, ...) with the chunk's counts, in the commit's metadata under ``cough.run``
+  (:func:`committed_runs` reads them back, one record per run).
 
 Commits are optimistic: a run commits against the table version it read, with no automatic
 retry (``max_commit_retries=0``; Delta's log entry is a put-if-absent on every store). When
@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .artifacts import RunRecord
 from .errors import CoughError, UsageError
 from .storage import Location, claim
 
@@ -53,7 +54,7 @@ LOG_DIR = "_delta_log"
 #: Recordings per commit (``--commit-every``): a driver lost mid-run redoes at most this many.
 COMMIT_EVERY = 10_000
 #: Counts a run record gives per chunk (:func:`committed_runs` sums them over a run's chunks).
-CHUNK_COUNTS = ("scored", "ok", "errors", "rejected", "duplicates", "bytes_read")
+CHUNK_COUNTS = RunRecord.CHUNK_COUNTS
 #: Attempts to commit a run when other runs keep committing first (or an error hides the outcome).
 COMMIT_ATTEMPTS = 5
 
@@ -176,26 +177,21 @@ def open_pred(pred, *, what: str = "PRED") -> Pred:
     return Pred(loc)
 
 
-def committed_runs(pred: Pred, table=None) -> list[dict]:
+def committed_runs(pred: Pred, table=None) -> list[RunRecord]:
     """The run records of PRED's commits, oldest first, one per run: a run committed in
-    chunks has its chunks' :data:`CHUNK_COUNTS` summed (rows of runs a --rescore replaced
-    are gone from the table; their records stay in the log's history)."""
+    chunks has its chunks' :data:`CHUNK_COUNTS` summed (:meth:`RunRecord.after`; rows of
+    runs a --rescore replaced are gone from the table; their records stay in the log's
+    history). A record that is not a :class:`RunRecord` is refused by name."""
     table = table if table is not None else pred.table()
     if table is None:
         return []
-    runs: dict[str, dict] = {}
+    runs: dict[str | None, RunRecord] = {}
     for commit in reversed(table.history()):
-        record = commit.get(RUN_KEY)
-        if not isinstance(record, dict):
+        data = commit.get(RUN_KEY)
+        if not isinstance(data, dict):
             continue
-        record = dict(record)
-        earlier = runs.get(record.get("run_id"))
-        if earlier is not None:
-            for key in CHUNK_COUNTS:
-                record[key] = int(earlier.get(key) or 0) + int(record.get(key) or 0)
-        if "seen_before" in record:  # not read (the ledger knew them) or not decoded (content known)
-            record["skipped"] = int(record["seen_before"]) + int(record.get("duplicates") or 0)
-        runs[record.get("run_id")] = record
+        record = RunRecord.from_dict(data, where=f"PRED {pred.loc.uri}: the run record of version {commit.get('version')}")
+        runs[record.run_id] = record.after(runs.get(record.run_id))
     return list(runs.values())
 
 
@@ -243,7 +239,7 @@ class RunWriter:
 
         return pa.RecordBatchReader.from_batches(self.schema, batches()), kept
 
-    def commit(self, record: dict, *, model_version: str, rescore: bool) -> int:
+    def commit(self, record: RunRecord, *, model_version: str, rescore: bool) -> int:
         """Commit the rows added since the last commit as the run's next chunk, in one Delta
         commit whose metadata carries ``record``; returns how many rows it added (0: nothing
         to commit, or all of it already committed by a concurrent run). A ``--rescore``
@@ -259,7 +255,9 @@ class RunWriter:
         self.rows = 0
         return added
 
-    def _commit(self, record: dict, *, model_version: str, replace: bool, chunk: int) -> int:
+    def _commit(self, record: RunRecord, *, model_version: str, replace: bool, chunk: int) -> int:
+        import dataclasses
+
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
@@ -275,7 +273,8 @@ class RunWriter:
             moved = table is not None and table.version() != self.read_version
             drop = scored_keys(table, model_version) if moved and not replace else NOTHING_SCORED
             reader, kept = self._rows(drop)
-            props = CommitProperties(custom_metadata={RUN_KEY: {**record, "run_id": self.run_id, "chunk": chunk}},
+            record = dataclasses.replace(record, run_id=self.run_id, chunk=chunk)
+            props = CommitProperties(custom_metadata={RUN_KEY: record.to_dict()},
                                      max_commit_retries=0, app_transactions=[Transaction(self.app_id, chunk)])
             if drop is not NOTHING_SCORED and drop.ids.size + len(drop.unreadable):
                 log.info("PRED %s gained rows of model %s from another run while this one went; "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .artifacts import ModelMeta
+from .artifacts import ModelMeta, RunRecord
 from .errors import CoughError, UsageError
 from .model import CLASS_NAMES
 
@@ -250,8 +250,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     from .crossval import OOF_RUN_PREFIX, grouped_folds, oof_table
     from .model import write_model
     from .pred import LOG_DIR, RunWriter, claim_pred
-    from .schema import current_names
-    from .schema import pred_schema
+    from .schema import current_names, pred_schema
     from .metrics import binary_metrics, choose_threshold
     from .splits import split_groups
     from .trainloop import evaluate_splits, recording_scores
@@ -308,10 +307,10 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
             writer.add(oof_table(scores, oof_windows, recordings_table, schema=schema, threshold=threshold,
                                  model_version=version, featurizer_version=manifest.featurizer_version,
                                  run_id=run_id))
-            writer.commit({"model_version": version, "featurizer_version": manifest.featurizer_version,
-                           "source": features.loc.uri, "model": output.loc.uri, "out_of_fold": True,
-                           "cv_folds": settings.cv, "metadata_columns": columns, "cough_version": __version__,
-                           "inputs": len(scores), "ok": len(scores), "errors": 0, "rejected": 0, "skipped": 0},
+            writer.commit(RunRecord(model_version=version, featurizer_version=manifest.featurizer_version,
+                                    source=features.loc.uri, model=output.loc.uri, out_of_fold=True,
+                                    cv_folds=settings.cv, metadata_columns=columns, cough_version=__version__,
+                                    inputs=len(scores), ok=len(scores), errors=0, rejected=0, skipped=0),
                           model_version=version, rescore=True)
         finally:
             writer.close()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cough.artifacts import Manifest, Metrics, ModelMeta
+from cough.artifacts import Manifest, Metrics, ModelMeta, RunRecord
 from cough.errors import CoughError
 
 MANIFEST = {"schema_version": 1, "inputs": 3, "ok": 2, "errors": 1, "images": 5, "kind": "featurize",
@@ -22,8 +22,15 @@ MODEL = {"arch": "pooled", "parameters": 65000, "class_names": ["negative", "pos
          "version": "0123456789abcdef", "weights": "weights-0123456789abcdef.h5", "kind": "train",
          "schema_version": 1, "from_a_later_cough": {"kept": True}}
 
+#: A chunk's record as `cough score` commits it (cough/score/job.py, cough/pred.py).
+RUN = {"model_version": "m1", "featurizer_version": "f1", "source": "/data/raw", "model": "/models/m1",
+       "rescore": False, "labels": None, "prefixes": [], "since": "2026-11-24",
+       "quality_gate": {"min_snr_db": 6.0}, "metadata_columns": ["site"], "cough_version": "0.2.0",
+       "inputs": 9, "listed": 9, "new": 7, "changed": 1, "seen_before": 1, "scored": 5, "ok": 4, "errors": 1,
+       "rejected": 0, "duplicates": 0, "bytes_read": 1234, "run_id": "20261124T020000Z-abcdef", "chunk": 1}
 
-@pytest.mark.parametrize("record, data", [(Manifest, MANIFEST), (ModelMeta, MODEL)])
+
+@pytest.mark.parametrize("record, data", [(Manifest, MANIFEST), (ModelMeta, MODEL), (RunRecord, RUN)])
 def test_a_record_writes_back_what_it_read(record, data):
     assert record.from_dict(json.loads(json.dumps(data))).to_dict() == data
 
@@ -61,3 +68,26 @@ def test_a_minimal_model_json_holds_only_what_it_says():
     assert (meta.threshold, meta.arch, meta.training_groups()) == (0.3, None, None)
     assert meta.to_dict() == {"version": "m1", "threshold": 0.3}
     assert ModelMeta.from_dict(MODEL).training_groups() == {"a", "1", "b"}
+
+
+def test_a_run_record_of_cough_0_1_reads_with_its_own_keys_kept():
+    old = {"model_version": "m1", "source": "/data/raw", "labels": None, "inputs": 3, "scored": 3, "ok": 3,
+           "errors": 0, "skipped": 0, "run_id": "r1", "rows": 3, "parts": 1, "supersedes": [],
+           "committed_at": "2025-01-01T00:00:00+00:00"}
+    record = RunRecord.from_dict(old)
+    assert (record.run_id, record.scored, record.skipped, record.listed) == ("r1", 3, 0, None)
+    assert record.extra == {"rows": 3, "parts": 1, "supersedes": [], "committed_at": "2025-01-01T00:00:00+00:00"}
+
+
+def test_a_runs_chunks_add_up_to_one_record():
+    first = RunRecord.from_dict(RUN)
+    second = RunRecord.from_dict({**RUN, "scored": 2, "ok": 1, "errors": 0, "rejected": 1, "duplicates": 3,
+                                  "bytes_read": 10, "chunk": 2})
+    run = second.after(first.after(None))
+    assert (run.scored, run.ok, run.errors, run.rejected, run.duplicates, run.bytes_read) == (7, 5, 1, 1, 3, 1244)
+    assert (run.chunk, run.listed, run.skipped) == (2, 9, 1 + 3)  # skipped: seen before + duplicates
+
+
+def test_a_bad_run_record_is_refused_by_name():
+    with pytest.raises(CoughError, match="'scored' must be a whole number >= 0, not -1"):
+        RunRecord.from_dict({**RUN, "scored": -1})

@@ -128,7 +128,7 @@ def test_a_long_run_commits_in_chunks_recorded_as_one_run(tmp_path, ray_local, m
     summary = score(str(src), str(model), str(pred), commit_every=3)
     assert summary["commits"] == 3 and summary["scored"] == 8
     (record,) = committed_runs(Pred(Location.of(str(pred))))
-    assert (record["scored"], record["ok"], record["listed"], record["chunk"]) == (8, 8, 8, 3)
+    assert (record.scored, record.ok, record.listed, record.chunk) == (8, 8, 8, 3)
     assert len(_rows(pred)) == 8 and len(_ledger(pred)) == 8
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from cough.artifacts import RunRecord
 from cough.cli import main as cli
 from cough.features import DEFAULT_PARAMS
 from cough.schema import to_numpy
@@ -104,8 +105,8 @@ def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, 
     labels = pd.read_csv(SAMPLE / "labels.csv").set_index("filename")
     assert len(rows) == 60 and rows.path.is_unique and (rows.status == "ok").all()
     (record,) = committed_runs(Pred(Location.of(str(sample_pred))))  # one run, one Delta commit
-    assert (record["run_id"], record["scored"], record["model"]) == (rows.run_id[0], 60, str(model_dir))
-    assert record["source"] == str(SAMPLE / "raw")  # absolute URIs in the record
+    assert (record.run_id, record.scored, record.model) == (rows.run_id[0], 60, str(model_dir))
+    assert record.source == str(SAMPLE / "raw")  # absolute URIs in the record
     meta = json.loads((model_dir / "model.json").read_text())
     assert (rows.model_version == meta["version"]).all() and (rows.featurizer_version == DEFAULT_PARAMS.version).all()
     for r in rows.itertuples():
@@ -213,7 +214,7 @@ def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, t
     rows = _rows(pred).assign(model_version="m2")
     version = DeltaTable(str(pred)).version()
     first, second = _writer(pred, rows[:40], "r1", version), _writer(pred, rows[20:], "r2", version)
-    record = {"model_version": "m2"}
+    record = RunRecord(model_version="m2")
     assert first.commit(record, model_version="m2", rescore=False) == 40
     assert second.commit(record, model_version="m2", rescore=False) == 20  # after one refused attempt
     m2 = _rows(pred).query("model_version == 'm2'")
@@ -230,10 +231,10 @@ def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_pa
     rows = _rows(pred).assign(model_version="m2")
     version = DeltaTable(str(pred)).version()
     writer = _writer(pred, rows, "r1", version)
-    assert writer.commit({"model_version": "m2"}, model_version="m2", rescore=False) == 60
+    assert writer.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60
     before = _snapshot(pred)
     again = _writer(pred, rows, "r1", version)  # the same chunk of the same run, committed again
-    assert again.commit({"model_version": "m2"}, model_version="m2", rescore=False) == 60  # found in the log
+    assert again.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60  # found in the log
     assert _snapshot(pred) == before and DeltaTable(str(pred)).transaction_version("cough-score-r1") == 1
 
 
@@ -257,7 +258,7 @@ def test_a_cough_0_1_pred_is_refused_with_how_to_convert_and_the_conversion_work
     converted = _rows(new)
     assert len(converted) == 60 and _snapshot(old) == before
     assert list(converted["participant"]) == list(rows["participant"]) and "group" not in converted
-    assert [r["run_id"] for r in committed_runs(Pred(Location.of(str(new))))] == sorted(set(converted.run_id))
+    assert [r.run_id for r in committed_runs(Pred(Location.of(str(new))))] == sorted(set(converted.run_id))
     assert score(str(SAMPLE / "raw"), str(model_dir), str(new))["scored"] == 0  # nothing lost, nothing twice
 
 

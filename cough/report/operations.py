@@ -12,7 +12,7 @@ from .read import current_rows, read_predictions
 
 #: Error reasons listed in the operational section.
 TOP_ERRORS = 10
-#: The night's counts a run record carries (jobs/score.py's summary; the file ledger's).
+#: The night's counts a run record carries (cough.score's summary; the file ledger's).
 NIGHT_COUNTS = ("listed", "new", "changed", "seen_before", "duplicates", "bytes_read")
 
 
@@ -65,13 +65,13 @@ def operations(frame: pd.DataFrame, records=()) -> dict:
     out["scored"] = int((last["status"] == "ok").sum())
     out["errored"] = int((last["status"] == "error").sum())
     out["rejected_latest"] = int((last["status"] == "rejected").sum())
-    record = next((r for r in records if r.get("run_id") == out["latest_run"]), None)
-    if record is not None and "skipped" in record:  # what the run itself counted
-        out["skipped"] = int(record["skipped"])
+    record = next((r for r in records if r.run_id == out["latest_run"]), None)
+    if record is not None and record.skipped is not None:  # what the run itself counted
+        out["skipped"] = int(record.skipped)
     else:  # recordings of this model version that the latest run left as they were
         out["skipped"] = int(len(current) - current.index.isin(last.index).sum()) if latest is not None else 0
-    if record is not None and "listed" in record:  # what the night's listing found (file ledger)
-        out["night"] = {**{k: int(record.get(k) or 0) for k in NIGHT_COUNTS}, "commits": int(record.get("chunk") or 1)}
+    if record is not None and record.listed is not None:  # what the night's listing found (file ledger)
+        out["night"] = {**{k: int(getattr(record, k) or 0) for k in NIGHT_COUNTS}, "commits": int(record.chunk or 1)}
     out["error_rate"] = error_rate(frame, run_id=latest) if len(frame) else None
     out["error_reasons"] = error_reasons(last)
     out["error_reasons_all_runs"] = error_reasons(frame)

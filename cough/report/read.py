@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from ..artifacts import ModelMeta
+from ..artifacts import ModelMeta, RunRecord
 from ..baselines import label_metadata_columns
 from ..errors import CoughError, UsageError
 
@@ -139,7 +139,7 @@ def current_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates("_key", keep="last").drop(columns="_key").sort_index()
 
 
-def run_records(pred, version: str | None) -> list[dict]:
+def run_records(pred, version: str | None) -> list[RunRecord]:
     """The run records in PRED's Delta log (each commit's ``cough.run``) of ``version``'s
     runs, oldest first."""
     from ..pred import committed_runs, open_pred
@@ -149,7 +149,7 @@ def run_records(pred, version: str | None) -> list[dict]:
     except Exception as exc:  # unreadable housekeeping must not stop an evaluation
         log.warning("cannot read the run records of %s: %s", pred, exc)
         return []
-    return [r for r in records if version is None or r.get("model_version") == version]
+    return [r for r in records if version is None or r.model_version == version]
 
 
 @dataclass(frozen=True)
@@ -178,18 +178,18 @@ def scoring_model(records) -> ScoringModel:
     report never loads the model itself)."""
     from ..model import read_model_meta
 
-    folds = [r for r in records if r.get("out_of_fold")]
-    out_of_fold = {"out_of_fold": bool(folds), "cv_folds": folds[-1].get("cv_folds") if folds else None}
+    folds = [r for r in records if r.out_of_fold]
+    out_of_fold = {"out_of_fold": bool(folds), "cv_folds": folds[-1].cv_folds if folds else None}
     for record in reversed(list(records)):
-        if not record.get("model"):
+        if not record.model:
             continue
         try:
-            meta = read_model_meta(record["model"])
+            meta = read_model_meta(record.model)
         except CoughError as exc:  # moved, or not a model this cough can trust: its threshold is not used
             log.warning("%s", exc)
             continue
-        if str(meta.version) == str(record.get("model_version")):
-            return ScoringModel(record["model"], meta, **out_of_fold)
+        if str(meta.version) == str(record.model_version):
+            return ScoringModel(record.model, meta, **out_of_fold)
     return ScoringModel(**out_of_fold)
 
 

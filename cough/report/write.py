@@ -104,7 +104,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                         f"> {M.PSI_WARN:g}): the incoming recordings, or how they are processed, have changed.")
     metrics["warnings"] = warnings + metrics["warnings"]
     metrics["ci_method"] = M.CI_METHOD
-    metrics["provenance"] = describe(sorted({str(r["source"]) for r in records if r.get("source")}),
+    metrics["provenance"] = describe(sorted({str(r.source) for r in records if r.source}),
                                      frame["participant"].unique() if "participant" in frame else [],
                                      _label_source(labels_text, label_info, records))
     metrics["threshold_source"] = t_source
@@ -130,7 +130,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
 
 def _label_source(text: str, label_info: dict | None, records) -> str:
     """Where the evaluated labels came from, as far as PRED's run records tell."""
-    attached = sorted({str(r["labels"]) for r in records if r.get("labels")})
+    attached = sorted({str(r.labels) for r in records if r.labels})
     if label_info is not None or not attached:
         return text
     return f"{text}, attached by cough score from {', '.join(attached)}"

@@ -4,10 +4,13 @@ run's counts summed as the chunks go."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from ..artifacts import RunRecord
 from ..pred import CHUNK_COUNTS
 
 
-def commit_chunks(predictions, writer, ledger, summary: dict, record: dict, *, model_version: str, rescore: bool,
+def commit_chunks(predictions, writer, ledger, summary: dict, record: RunRecord, *, model_version: str, rescore: bool,
                   commit_every: int) -> None:
     """Collect the scored rows of ``predictions`` (a Ray Dataset of PRED rows) and commit them
     every ``commit_every`` recordings with ``writer``, then ``ledger`` (None: no ledger, a
@@ -23,7 +26,7 @@ def commit_chunks(predictions, writer, ledger, summary: dict, record: dict, *, m
     seen: set[int] = set()  # guards against a retried batch delivering a path twice
 
     def commit():
-        added = writer.commit({**record, **chunk}, model_version=model_version, rescore=rescore)
+        added = writer.commit(dataclasses.replace(record, **chunk), model_version=model_version, rescore=rescore)
         if added < chunk["scored"]:  # a concurrent run committed some of them first
             chunk["duplicates"] += chunk["scored"] - added
             chunk["scored"] = added

@@ -31,6 +31,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     import ray
 
     from ..archive import check_since
+    from ..artifacts import RunRecord
     from ..audio import TASK_MEMORY
     from ..ledger import Ledger
     from ..model import read_model_info
@@ -93,11 +94,11 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
                 fn_constructor_kwargs={"model_dir": model.uri, "run_id": run_id,
                                        "threads": actor_threads or max(1, int(actor_cpus)),
                                        "metadata_columns": night.metadata_columns})
-            record = {"model_version": info.version, "featurizer_version": info.featurizer_version,
-                      "source": source.uri, "model": model.uri, "rescore": rescore,
-                      "labels": Location.of(labels).uri if labels else None, "prefixes": list(prefixes),
-                      "since": since, "quality_gate": gate.to_dict(), "metadata_columns": night.metadata_columns,
-                      "cough_version": __version__, **night.counts()}
+            record = RunRecord(model_version=info.version, featurizer_version=info.featurizer_version,
+                               source=source.uri, model=model.uri, rescore=rescore,
+                               labels=Location.of(labels).uri if labels else None, prefixes=list(prefixes),
+                               since=since, quality_gate=gate.to_dict(), metadata_columns=night.metadata_columns,
+                               cough_version=__version__, **night.counts())
             writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version)
             ledger = Ledger(target) if not is_out(source) else None
             try:
