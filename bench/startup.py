@@ -27,7 +27,7 @@ PROBES = [
     ("import cough.cli and build the parser (every job's flags)",
      "import time; t = time.perf_counter(); import cough.cli as c; c.build_parser(); print(time.perf_counter() - t)"),
     ("import the featurize driver's modules (ray, ray.data, pandas, pyarrow)",
-     "import time; t = time.perf_counter(); import jobs.featurize, cough.runtime, cough.labels, cough.listing, "
+     "import time; t = time.perf_counter(); import cough.commands.featurize, cough.runtime, cough.labels, cough.listing, "
      "cough.storage, cough.shards, ray, ray.data; print(time.perf_counter() - t)"),
     ("import what a featurizing worker runs (cough.shards) and featurize one file",
      "import time, sys; t = time.perf_counter(); from cough.recording import process; "

@@ -19,14 +19,15 @@ import sys
 from . import __version__
 from .errors import CoughError, UsageError
 
-#: subcommand -> module with HELP, EXAMPLE, add_arguments(parser) and run(args) -> dict.
+#: subcommand -> module with HELP, EXAMPLE, add_arguments(parser) and run(args) -> dict
+#: (cough/commands/; ``python -m jobs.<job>`` runs :func:`main` with its name).
 JOBS = {
-    "synth": "jobs.synth",
-    "featurize": "jobs.featurize",
-    "train": "jobs.train",
-    "score": "jobs.score",
-    "report": "jobs.report",
-    "nightly": "jobs.nightly",
+    "synth": "cough.commands.synth",
+    "featurize": "cough.commands.featurize",
+    "train": "cough.commands.train",
+    "score": "cough.commands.score",
+    "report": "cough.commands.report",
+    "nightly": "cough.commands.nightly",
 }
 #: Arguments that name files or folders (checked by :func:`cough.runtime.check_paths`).
 PATH_ARGS = ("source", "shards", "pred", "out", "labels", "model", "storage", "trace_dir")

@@ -5,7 +5,7 @@ images committed by its manifest (cough/shards.py says the layout).
 archive, attaches labels, maps batches of recordings through
 :func:`cough.shards.featurize_batch` on Ray Data (each writes one shard per table under a
 new version folder), sums the per-batch counts, and commits by writing the manifest last;
-then it deletes the version it replaced. jobs/featurize.py parses the flags.
+then it deletes the version it replaced. cough/commands/featurize.py parses the flags.
 """
 
 from __future__ import annotations

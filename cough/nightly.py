@@ -3,7 +3,7 @@
 :func:`nightly` runs :func:`cough.score.score` on SOURCE (the file ledger keeps it to what
 arrived since the last run), writes that night's operational report in
 ``PRED/_reports/<run_id>/`` (ignored by Delta readers) and raises a CoughError (exit 1)
-when the night's error rate passes ``max_error_rate``. jobs/nightly.py parses the flags.
+when the night's error rate passes ``max_error_rate``. cough/commands/nightly.py parses the flags.
 """
 
 from __future__ import annotations

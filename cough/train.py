@@ -6,7 +6,7 @@ Train (cough/trainloop.py: one shard of the training images per worker, gradient
 all-reduced every step), scores the validation and test recordings against their true
 labels, picks the threshold on validation, and commits MODEL/ by writing model.json last
 (cough.model.write_model). :func:`cross_validate` is ``--cv K``. Checkpoints live under
-MODEL's folder/.cough-train until MODEL commits. jobs/train.py parses the flags.
+MODEL's folder/.cough-train until MODEL commits. cough/commands/train.py parses the flags.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ log = logging.getLogger("cough.train")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How to train: the flags of ``cough train`` (jobs/train.py says what each means).
+    """How to train: the flags of ``cough train`` (cough/commands/train.py says what each means).
     Checked on construction: settings that bound each other are refused with the flags to fix."""
 
     arch: str = DEFAULT_ARCH

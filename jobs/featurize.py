@@ -1,49 +1,8 @@
 """featurize: decode every recording under SOURCE and write Parquet shards of mel images.
 
-Parses the flags and calls :func:`cough.featurize.featurize` (``python -m jobs.featurize``
-is what ``ray job submit`` runs).
+``cough featurize`` as a module, what ``ray job submit`` runs: the flags and the library call
+are cough/commands/featurize.py's.
 """
-
-from __future__ import annotations
-
-from cough.featurize import featurize
-from cough.features import DEFAULT_PARAMS, MAX_WINDOW_S, WINDOWINGS, FeaturizerParams
-from cough.flags import integer, number
-from cough.runtime import add_ray_arguments
-
-HELP = "decode recordings and write mel-spectrogram image shards (Parquet)"
-EXAMPLE = "cough featurize data/sample/raw --labels data/sample/labels.csv --out out/features"
-
-
-def add_arguments(p) -> None:
-    p.add_argument("source", metavar="SOURCE", help="directory of recordings (searched recursively) or URI")
-    p.add_argument("--out", required=True,
-                   help="output folder (images/, recordings/, manifest.json): new, empty, or an earlier "
-                        "`cough featurize` output, which this run replaces when it commits; anything else is refused")
-    p.add_argument("--labels", help="CSV with filename,label[,participant,...]")
-    p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
-    p.add_argument("--window-s", type=number(at_least=DEFAULT_PARAMS.min_tail_s, at_most=MAX_WINDOW_S, unit="seconds"),
-                   default=DEFAULT_PARAMS.window_s, help="seconds per image (default 2.0)")
-    p.add_argument("--windowing", choices=WINDOWINGS, default=DEFAULT_PARAMS.windowing,
-                   help="where windows are cut: from the start of each recording (the seed's way) or centred on "
-                        "its cough events (default start; see docs/results.md)")
-    p.add_argument("--bandwidth-hz", type=number(at_least=500, at_most=DEFAULT_PARAMS.sample_rate / 2, unit="Hz"),
-                   help="band-limit every recording to this many Hz before the mel transform, so that the "
-                        "recording channel's bandwidth cannot show in the images (e.g. 4000 for archives that "
-                        "mix 8 kHz phone lines with wideband apps; default: off)")
-    p.add_argument("--batch-size", type=integer(at_least=1), default=64, help="recordings per shard (default 64)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="say what would be read and written, and stop (no Ray, nothing written)")
-    add_ray_arguments(p)
-
-
-def run(args) -> dict:
-    params = FeaturizerParams(window_s=args.window_s, hop_s=args.window_s, windowing=args.windowing,
-                              bandwidth_hz=args.bandwidth_hz)
-    return featurize(args.source, args.out, labels=args.labels, group_pattern=args.group_pattern,
-                     params=params, batch_size=args.batch_size, address=args.address,
-                     num_cpus=args.num_cpus, dry_run=args.dry_run)
-
 
 if __name__ == "__main__":
     from cough.cli import run_module

@@ -1,71 +1,8 @@
 """score: predict every recording under SOURCE with MODEL into PRED, incrementally.
 
-Parses the flags and calls :func:`cough.score.score` (``python -m jobs.score`` is what
-``ray job submit`` runs). See docs/score.md.
+``cough score`` as a module, what ``ray job submit`` runs: the flags and the library call
+are cough/commands/score.py's. See docs/score.md.
 """
-
-from __future__ import annotations
-
-from cough.flags import integer, number
-from cough.pred import COMMIT_EVERY
-from cough.quality import NO_GATE, QualityGate
-from cough.runtime import add_ray_arguments
-from cough.score import score
-
-HELP = "score recordings with a MODEL into PRED (a Delta Lake table), incrementally and crash-safe"
-EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
-           "--labels data/sample/labels.csv")
-
-
-def add_arguments(p) -> None:
-    p.add_argument("source", metavar="SOURCE",
-                   help="directory of recordings (searched recursively), URI, or an OUT of `cough featurize`")
-    p.add_argument("--model", required=True, help="MODEL directory written by `cough train`")
-    p.add_argument("--out", required=True,
-                   help="PRED, a Delta Lake table: created when absent or empty, extended when it is an earlier "
-                        "`cough score` output; anything else is refused")
-    p.add_argument("--labels", help="CSV with filename,label[,participant,...] (raw SOURCE only)")
-    p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
-    p.add_argument("--rescore", action="store_true",
-                   help="score everything again and replace this model version's earlier predictions")
-    gate = QualityGate()
-    p.add_argument("--min-snr-db", type=number(), default=gate.min_snr_db,
-                   help=f"quality gate: recordings whose cough events stand less than this above the background "
-                        f"are rejected, not scored (default {gate.min_snr_db:g})")
-    p.add_argument("--max-clipped-fraction", type=number(at_least=0, at_most=1), default=gate.max_clipped_fraction,
-                   help=f"quality gate: share of clipped samples above which a recording is rejected "
-                        f"(default {gate.max_clipped_fraction:g})")
-    p.add_argument("--no-quality-gate", action="store_true",
-                   help="score every decodable recording (quality values are still recorded)")
-    p.add_argument("--batch-size", type=integer(at_least=1), default=32, help="recordings per featurizing task (default 32)")
-    p.add_argument("--actors", type=integer(at_least=1),
-                   help="most inference actors (default: one per 4 CPUs of the cluster, at least 1)")
-    p.add_argument("--actor-cpus", type=number(above=0), default=1.0, help="CPUs reserved per inference actor (default 1)")
-    p.add_argument("--actor-threads", type=integer(at_least=1, at_most=1024),
-                   help="TensorFlow threads per inference actor (default: its reserved CPUs, at least 1)")
-    p.add_argument("--prefix", action="append", default=[], metavar="FOLDER",
-                   help="list only this folder under SOURCE (e.g. 2026/11/24; repeatable): a date-partitioned "
-                        "archive's cheap path")
-    p.add_argument("--since", metavar="YYYY-MM-DD",
-                   help="list only SOURCE's top-level folders named by a date on or after this one")
-    p.add_argument("--commit-every", type=integer(at_least=1), default=COMMIT_EVERY,
-                   help=f"recordings per commit to PRED and its file ledger; a driver lost mid-run redoes at "
-                        f"most one chunk (default {COMMIT_EVERY})")
-    p.add_argument("--dry-run", action="store_true",
-                   help="say what would be read, skipped (already scored) and written, and stop "
-                        "(no Ray, nothing written; reads every file to hash it)")
-    add_ray_arguments(p)
-
-
-def run(args) -> dict:
-    return score(args.source, args.model, args.out, labels=args.labels, group_pattern=args.group_pattern,
-                 rescore=args.rescore, batch_size=args.batch_size,
-                 gate=NO_GATE if args.no_quality_gate else QualityGate(min_snr_db=args.min_snr_db,
-                                                                     max_clipped_fraction=args.max_clipped_fraction), actors=args.actors,
-                 actor_cpus=args.actor_cpus, actor_threads=args.actor_threads, prefixes=tuple(args.prefix),
-                 since=args.since, commit_every=args.commit_every, address=args.address,
-                 num_cpus=args.num_cpus, dry_run=args.dry_run)
-
 
 if __name__ == "__main__":
     from cough.cli import run_module

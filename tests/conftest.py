@@ -97,7 +97,7 @@ def sample_features(tmp_path_factory) -> Path:
     """``cough featurize`` output for data/sample, made once per session."""
     import ray
 
-    from jobs.featurize import featurize
+    from cough.featurize import featurize
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})

@@ -55,7 +55,7 @@ class NodeKiller(threading.Thread):
 
 
 def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
-    from jobs.featurize import featurize
+    from cough.featurize import featurize
 
     out = tmp_path / "out"
     with three_nodes() as (cluster, workers):

@@ -24,7 +24,7 @@ from cough.features import DEFAULT_PARAMS, FeaturizerParams, featurize as featur
 from cough.labels import load_labels, parse_label
 from cough.schema import to_numpy
 from cough.synth import cough_signal
-from jobs.featurize import featurize
+from cough.featurize import featurize
 
 from .conftest import ROOT
 

@@ -51,7 +51,7 @@ def test_cough_help_exits_zero_and_lists_the_jobs():
 
 
 def test_featurize_reads_and_writes_file_uris(tmp_path, ray_local, sample_archive):
-    from jobs.featurize import featurize
+    from cough.featurize import featurize
 
     raw = sample_archive / "raw"
     for f in sorted(raw.iterdir())[5:]:

@@ -303,7 +303,7 @@ def _kill_rank_when(trace: Path, run_dir: Path, rank: int, killed: list):
 
 
 def _train_with_kill(tmp_path, sample_features, *extra):
-    from jobs.train import run
+    from cough.commands.train import run
 
     trace, killed = tmp_path / "trace", []
     watcher = threading.Thread(target=_kill_rank_when, args=(trace, tmp_path / ".cough-train" / "model", 1, killed),
@@ -347,7 +347,7 @@ def test_two_workers_survive_a_killed_worker_and_write_a_model_true_to_its_metri
 
 
 def test_interrupted_run_continues_with_resume(tmp_path, ray_local, sample_features):
-    from jobs.train import run
+    from cough.commands.train import run
 
     with pytest.raises(CoughError, match="--resume"):
         _train_with_kill(tmp_path, sample_features, "--max-failures", 0)

@@ -5,8 +5,8 @@ must read (:mod:`.night`: SOURCE listed in Ray tasks, kept by an anti-join again
 file ledger), streams it through two Ray Data stages (:mod:`.stages`: read, hash and
 featurize with tasks, predict with an actor pool) and commits the rows chunk by chunk
 (:mod:`.chunks`), to PRED (cough/pred.py) and then the ledger (cough/ledger.py).
-:func:`plan` is ``--dry-run``: the same comparison without Ray. jobs/score.py parses the
-flags. See docs/score.md.
+:func:`plan` is ``--dry-run``: the same comparison without Ray. cough/commands/score.py
+parses the flags. See docs/score.md.
 
 One module per step: :mod:`.night` (what to read), :mod:`.stages` (the Ray stages),
 :mod:`.chunks` (commits per chunk), :mod:`.plan` (the dry run), :mod:`.job` (the driver).
