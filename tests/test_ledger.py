@@ -154,7 +154,7 @@ def test_a_driver_killed_mid_run_loses_at_most_a_chunk_and_the_rerun_continues(t
     done = _ledger(pred)
     assert 4 <= len(done) < 12, "the kill came too late to test anything"
 
-    rerun = score(str(src), str(model), str(pred), num_cpus=2)
+    rerun = score(str(src), str(model), str(pred), address="local", num_cpus=2)  # never a `ray start` head of another test
     assert rerun["seen_before"] == len(done)  # what the ledger holds is not opened again
     rows = _rows(pred)
     assert len(rows) == 12 and rows.path.is_unique and rows.recording_id.is_unique and (rows.status == "ok").all()
