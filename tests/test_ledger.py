@@ -145,7 +145,7 @@ def _kill_when(proc: subprocess.Popen, done, what: str, lines: list) -> None:
 def test_a_driver_killed_mid_run_loses_at_most_a_chunk_and_the_rerun_continues(tmp_path, fresh_ray, model):
     src, pred = _archive(tmp_path / "incoming", 12), tmp_path / "pred"
     proc = subprocess.Popen([sys.executable, "-m", "jobs.score", str(src), "--model", str(model), "--out", str(pred),
-                             "--commit-every", "4", "--batch-size", "2", "--num-cpus", "2", "--json"],
+                             "--commit-every", "4", "--batch-size", "2", "--num-cpus", "2", "--address", "local", "--json"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
