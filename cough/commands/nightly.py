@@ -4,10 +4,10 @@ cough/cli.py builds the parser from them; ``python -m jobs.nightly`` runs the sa
 
 from __future__ import annotations
 
-from ..flags import integer, number
+from ..flags import number
 from ..nightly import nightly
-from ..pred import COMMIT_EVERY
 from ..runtime import add_ray_arguments
+from .score import add_night_arguments
 
 HELP = "score tonight's new recordings, write the operational report next to PRED, fail on many errors"
 EXAMPLE = ("cough nightly data/sample/raw --model out/demo/model --pred out/nightly/pred "
@@ -22,12 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
                    help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")
-    p.add_argument("--prefix", action="append", default=[], metavar="FOLDER",
-                   help="list only this folder under SOURCE (e.g. 2026/11/24; repeatable)")
-    p.add_argument("--since", metavar="YYYY-MM-DD",
-                   help="list only SOURCE's top-level folders named by a date on or after this one")
-    p.add_argument("--commit-every", type=integer(at_least=1), default=COMMIT_EVERY,
-                   help=f"recordings per commit to PRED and its file ledger (default {COMMIT_EVERY})")
+    add_night_arguments(p)
     add_ray_arguments(p)
 
 

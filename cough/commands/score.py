@@ -41,6 +41,15 @@ def add_arguments(p) -> None:
     p.add_argument("--actor-cpus", type=number(above=0), default=1.0, help="CPUs reserved per inference actor (default 1)")
     p.add_argument("--actor-threads", type=integer(at_least=1, at_most=1024),
                    help="TensorFlow threads per inference actor (default: its reserved CPUs, at least 1)")
+    add_night_arguments(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be read, skipped (already scored) and written, and stop "
+                        "(no Ray, nothing written; reads the files the ledger has not seen, to hash them)")
+    add_ray_arguments(p)
+
+
+def add_night_arguments(p) -> None:
+    """What a night lists and how often it commits (score and nightly alike)."""
     p.add_argument("--prefix", action="append", default=[], metavar="FOLDER",
                    help="list only this folder under SOURCE (e.g. 2026/11/24; repeatable): a date-partitioned "
                         "archive's cheap path")
@@ -49,10 +58,6 @@ def add_arguments(p) -> None:
     p.add_argument("--commit-every", type=integer(at_least=1), default=COMMIT_EVERY,
                    help=f"recordings per commit to PRED and its file ledger; a driver lost mid-run redoes at "
                         f"most one chunk (default {COMMIT_EVERY})")
-    p.add_argument("--dry-run", action="store_true",
-                   help="say what would be read, skipped (already scored) and written, and stop "
-                        "(no Ray, nothing written; reads every file to hash it)")
-    add_ray_arguments(p)
 
 
 def run(args) -> dict:
