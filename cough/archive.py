@@ -60,9 +60,7 @@ def dated_on_or_after(name: str, since: str) -> bool:
 
 def _rows(entries: list[Entry], index: LabelIndex) -> pa.Table:
     schema = listing_schema(index.metadata_columns)
-    rows = [{**e.to_dict(), **{k: None if v != v else v for k, v in index.lookup(e.path).items()}}  # NaN: missing
-            for e in entries]
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist([{**e.to_dict(), **index.lookup(e.path)} for e in entries], schema=schema)
 
 
 def _list_top(source: str, index: LabelIndex, include_files: bool) -> tuple[pa.Table, list[str]]:

@@ -164,6 +164,7 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
     root = PurePosixPath(_strip_scheme(source))
     first_line, repeats = {}, []
     for line, rec in enumerate(table.to_dict("records"), start=2):
+        rec = {k: None if isinstance(v, float) and v != v else v for k, v in rec.items()}  # an empty cell: None, not NaN
         name = str(rec["filename"]).strip()
         candidate = PurePosixPath(name) if name.startswith("/") else root / name
         resolved = PurePosixPath(os.path.normpath(str(candidate)))

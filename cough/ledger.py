@@ -98,9 +98,9 @@ class Ledger:
         if rows.num_rows == 0:
             return
         app_id = f"cough-ledger-{run_id}"
-        now = pa.scalar(dt.datetime.now(dt.timezone.utc), SCHEMA.field("seen_at").type)
+        now = dt.datetime.now(dt.timezone.utc)
         rows = rows.append_column("run_id", pa.array([run_id] * rows.num_rows, pa.string())) \
-                   .append_column("seen_at", pa.array([now.as_py()] * rows.num_rows, SCHEMA.field("seen_at").type))
+                   .append_column("seen_at", pa.array([now] * rows.num_rows, SCHEMA.field("seen_at").type))
         rows = rows.append_column("bucket", pa.array(buckets(rows.column("path").to_pylist()), pa.int16()))
         rows = rows.select(SCHEMA.names).cast(SCHEMA)
         error = None
