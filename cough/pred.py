@@ -270,7 +270,8 @@ class RunWriter:
                 return next((int(c.get("operationMetrics", {}).get("num_added_rows", self.rows))
                              for c in table.history(20) if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id
                              and (c.get(RUN_KEY) or {}).get("chunk", 1) == chunk), self.rows)
-            moved = table is not None and table.version() != self.read_version
+            base = table.version() if table is not None else -1
+            moved = table is not None and base != self.read_version
             drop = scored_keys(table, model_version) if moved and not replace else NOTHING_SCORED
             reader, kept = self._rows(drop)
             record = dataclasses.replace(record, run_id=self.run_id, chunk=chunk)
@@ -295,7 +296,9 @@ class RunWriter:
                 log.warning("committing run %s to %s failed (%s): checking the log", self.run_id,
                             self.pred.loc.uri, _first_line(exc))
                 continue
-            self.read_version = table.version() + 1 if table is not None else 0  # this commit's version
+            # this commit's version (no retries: the next one after ``base``); not table.version(),
+            # which write_deltalake has moved to the latest version, another run's commit maybe
+            self.read_version = base + 1
             return kept[0]
         raise CoughError(f"cannot commit to PRED {self.pred.loc.uri} after {COMMIT_ATTEMPTS} attempts: "
                          f"{_first_line(error)}")

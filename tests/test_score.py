@@ -223,6 +223,36 @@ def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, t
     assert len(scored_keys(DeltaTable(str(pred)), "m2").ids) == 60
 
 
+def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_sees_another_run(sample_pred, tmp_path,
+                                                                                              caplog):
+    """Only a commit by another run makes a chunk's commit read what PRED holds (all of this
+    model version's ids: it grows with the archive); then the chunk adds only what PRED lacks."""
+    import logging
+
+    from deltalake import DeltaTable
+
+    pred = tmp_path / "pred"
+    shutil.copytree(sample_pred, pred)
+    rows = _rows(pred).assign(model_version="m2")
+    record = RunRecord(model_version="m2")
+    writer = _writer(pred, rows[:10], "r1", DeltaTable(str(pred)).version())
+    caplog.set_level(logging.INFO, logger="cough.score")
+    for chunk in (rows[10:20], rows[20:30], None):
+        assert writer.commit(record, model_version="m2", rescore=False) == 10
+        if chunk is not None:
+            writer.add(pa.Table.from_pandas(chunk.assign(run_id="r1")[writer.schema.names], schema=writer.schema,
+                                            preserve_index=False))
+    assert "another run" not in caplog.text
+    assert _writer(pred, rows[30:45], "r2", DeltaTable(str(pred)).version()).commit(
+        record, model_version="m2", rescore=False) == 15
+    writer.add(pa.Table.from_pandas(rows[30:].assign(run_id="r1")[writer.schema.names], schema=writer.schema,
+                                    preserve_index=False))
+    assert writer.commit(record, model_version="m2", rescore=False) == 15
+    assert "gained rows of model m2 from another run" in caplog.text
+    m2 = _rows(pred).query("model_version == 'm2'")
+    assert len(m2) == 60 and m2.recording_id.is_unique
+
+
 def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_path):
     from deltalake import DeltaTable
 
