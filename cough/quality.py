@@ -112,15 +112,22 @@ def frame_power(y: np.ndarray, *, frame_length: int, hop_length: int) -> np.ndar
     """
     # Running sums of squares: 8 bytes per sample, where the frames themselves would take
     # frame_length / hop_length times as many (the featurizer's memory budget counts bytes).
-    energy = np.concatenate([[0.0], np.cumsum(np.pad(y.astype(np.float64) ** 2, frame_length // 2))])
+    # Squared and summed in place in one array, zeros around it as the padding.
+    pad = frame_length // 2
+    energy = np.zeros(len(y) + 2 * pad + 1)
+    np.square(y, out=energy[1 + pad:1 + pad + len(y)], dtype=np.float64)
+    np.cumsum(energy, out=energy)
     starts = np.arange(0, len(energy) - frame_length, hop_length)
     return (energy[starts + frame_length] - energy[starts]) / frame_length
 
 
-def split(y: np.ndarray, *, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
+def split(y: np.ndarray, *, top_db: float, frame_length: int, hop_length: int,
+          power: np.ndarray | None = None) -> np.ndarray:
     """Non-silent intervals ``(n, 2)`` in samples: ``librosa.effects.split`` (frames within
-    ``top_db`` of the loudest frame)."""
-    power = frame_power(y, frame_length=frame_length, hop_length=hop_length)
+    ``top_db`` of the loudest frame). ``power``: :func:`frame_power` of ``y`` with these
+    frames, when the caller has it already."""
+    if power is None:
+        power = frame_power(y, frame_length=frame_length, hop_length=hop_length)
     db = 10 * np.log10(np.maximum(power, 1e-10)) - 10 * np.log10(max(power.max(), 1e-10))
     loud = (db > -top_db).astype(np.int8)
     edges = np.flatnonzero(np.diff(loud)) + 1
@@ -128,8 +135,10 @@ def split(y: np.ndarray, *, top_db: float, frame_length: int, hop_length: int) -
     return np.minimum(edges.astype(np.int64) * hop_length, len(y)).reshape(-1, 2)
 
 
-def find_events(y: np.ndarray, sample_rate: int, *, params: QualityParams = DEFAULT_QUALITY) -> np.ndarray:
-    """Cough events of a mono signal: ``(n, 2)`` sample indices ``[start, end)``.
+def find_events(y: np.ndarray, sample_rate: int, *, params: QualityParams = DEFAULT_QUALITY,
+                power: np.ndarray | None = None) -> np.ndarray:
+    """Cough events of a mono signal: ``(n, 2)`` sample indices ``[start, end)``. ``power``:
+    :func:`frame_power` of ``y`` at ``params``' frames, when the caller has it already.
 
     >>> y = np.zeros(16000, np.float32); y[4000:6000] = 0.5; y[9000:9500] = 0.5
     >>> find_events(y, 16000).tolist()   # two bursts 0.19 s apart are one event
@@ -138,7 +147,7 @@ def find_events(y: np.ndarray, sample_rate: int, *, params: QualityParams = DEFA
     frame, hop = _frame(params.frame_s, sample_rate), _frame(params.hop_s, sample_rate)
     if len(y) == 0 or np.max(np.abs(y)) == 0:
         return np.zeros((0, 2), np.int64)
-    spans = split(y, top_db=params.event_top_db, frame_length=frame, hop_length=hop)
+    spans = split(y, top_db=params.event_top_db, frame_length=frame, hop_length=hop, power=power)
     merged: list[list[int]] = []
     gap = params.min_gap_s * sample_rate
     for start, end in spans:
@@ -164,19 +173,20 @@ def measure(y: np.ndarray, sample_rate: int, *, samples: np.ndarray | None = Non
     recording of pure noise must still come out as noise (a few dB), not as "no background".
     """
     raw = y if samples is None else samples
-    clipped = float(np.mean(np.abs(raw) >= CLIP_LEVEL)) if raw.size else 0.0
-    spans = find_events(y, sample_rate, params=params)
+    clipped = float(np.count_nonzero((raw >= CLIP_LEVEL) | (raw <= -CLIP_LEVEL)) / raw.size) if raw.size else 0.0
+    frame, hop = _frame(params.frame_s, sample_rate), _frame(params.hop_s, sample_rate)
+    power = frame_power(y, frame_length=frame, hop_length=hop)  # once, for the events and the SNR
+    spans = find_events(y, sample_rate, params=params, power=power)
     in_event = np.zeros(len(y), bool)
     for start, end in spans:
         in_event[start:end] = True
     silence = float(1.0 - in_event.mean()) if len(y) else 1.0
     if len(spans) == 0:
         return Quality(None, None, clipped, silence, np.zeros((0, 2)))
-    frame, hop = _frame(params.frame_s, sample_rate), _frame(params.hop_s, sample_rate)
-    power = frame_power(y, frame_length=frame, hop_length=hop)
     centres = np.minimum(np.arange(len(power)) * hop, len(y) - 1)
     event_power = power[in_event[centres]] if in_event[centres].any() else power
-    quietest = np.sort(power)[:max(1, int(NOISE_QUANTILE * len(power)))]
+    quiet = max(1, int(NOISE_QUANTILE * len(power)))
+    quietest = np.partition(power, quiet - 1)[:quiet]
     snr = 10 * np.log10(max(float(event_power.mean()), POWER_FLOOR) / max(float(quietest.mean()), POWER_FLOOR))
     return Quality(
         snr_db=round(float(snr), 2),
@@ -187,12 +197,16 @@ def measure(y: np.ndarray, sample_rate: int, *, samples: np.ndarray | None = Non
 
 def _bandwidth(y: np.ndarray, sample_rate: int, rolloff: float) -> float:
     """Frequency below which ``rolloff`` of the signal's energy lies (Hann-windowed frames,
-    power spectra averaged)."""
+    power spectra averaged). The FFT runs in float32 as in :mod:`cough.melspec` (half the CPU
+    of float64); the spectra are summed in float64."""
+    import scipy.fft
+
     n_fft = min(2048, 1 << int(np.log2(max(len(y), 2))))
-    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::n_fft // 4]
-    window, total = hann(n_fft), np.zeros(n_fft // 2 + 1)
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(y, np.float32), n_fft)[::n_fft // 4]
+    window, total = hann(n_fft).astype(np.float32), np.zeros(n_fft // 2 + 1)
     for start in range(0, len(frames), FRAMES_PER_CHUNK):  # bounded temporaries, as in cough.melspec
-        total += (np.abs(np.fft.rfft(frames[start:start + FRAMES_PER_CHUNK] * window, axis=1)) ** 2).sum(axis=0)
+        spectrum = scipy.fft.rfft(frames[start:start + FRAMES_PER_CHUNK] * window, axis=1, overwrite_x=True)
+        total += (np.square(spectrum.real) + np.square(spectrum.imag)).sum(axis=0, dtype=np.float64)
     energy = np.cumsum(total)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     return float(freqs[int(np.searchsorted(energy, rolloff * energy[-1]))])
