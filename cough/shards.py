@@ -80,14 +80,17 @@ def shard_name(paths) -> str:
 
 
 def write_table(table: pa.Table, where: "str | Location") -> None:
-    """Write one shard. Dictionary encoding only for the small columns: on the tensor
-    columns it cost 40% of the write and saved nothing that zstd does not (level 1: files
-    8% smaller than snappy with dictionaries, written 25% faster; bench/profile_featurize.py)."""
+    """Write one shard. Dictionaries and statistics only for the small columns: on the tensor
+    columns dictionaries cost 40% of the write and saved nothing that zstd does not (level 1:
+    files 8% smaller than snappy with dictionaries, written 25% faster), and min/max over
+    every pixel cost another 20% for statistics no reader can use (bench/profile_featurize.py;
+    docs/benchmarks.md)."""
     loc = Location.of(where)
     if loc.local:  # object stores have no folders to make
         loc.fs.create_dir(loc.path.rsplit("/", 1)[0], recursive=True)
     small = [f.name for f in table.schema if not isinstance(f.type, pa.BaseExtensionType)]
-    pq.write_table(table, loc.path, filesystem=loc.fs, use_dictionary=small, compression="zstd", compression_level=1)
+    pq.write_table(table, loc.path, filesystem=loc.fs, use_dictionary=small, write_statistics=small,
+                   compression="zstd", compression_level=1)
 
 
 def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, params: FeaturizerParams,
