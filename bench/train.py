@@ -4,7 +4,12 @@ speed (default), side by side in one run on the same training images:
   (a) plain Keras ``fit`` in this process on the images in memory (all cores),
   (b) ``cough train`` with 1 Ray Train worker,
   (c) ``cough train`` with 2 Ray Train workers.
-Per-epoch fit time and images/s (first epoch left out: tracing and warm-up), plus wall time.
+Per-epoch fit time and images/s (first epoch left out: tracing and warm-up), plus wall time
+(of ``fit`` for (a), of the ``train`` call for (b) and (c), Ray already started). Then, as a
+user sees them, each a fresh process from start to exit:
+  (a2) a plain Keras script (``--what script``): read the training images from the shards,
+       import TensorFlow, fit, save the weights;
+  (b2) ``python -m cough train SHARDS --workers 1 --address local``.
 
 arch: grouped, stratified k-fold cross-validation of each architecture with plain Keras
 (the architecture is measured, not the infrastructure): recording-level AUC on the held-out
@@ -78,6 +83,38 @@ def keras_fit(arch, images, labels, *, epochs, batch_size, weights, threads, on_
     return times, model
 
 
+def script(args):
+    """A plain Keras training script, as (a2) of ``speed`` runs it in a fresh process."""
+    recs, frame, images = load(args.shards)
+    train_rows = frame["participant"].isin(split_groups(recs, seed=0)["train"]).to_numpy()
+    labels = frame["label"].to_numpy(dtype=int)[train_rows]
+    _, model = keras_fit(args.arch, images[train_rows], labels, epochs=args.epochs, batch_size=32,
+                         weights=class_weights(labels), threads=args.num_cpus)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_weights(os.path.join(tmp, "weights.h5"))
+
+
+def fresh_process_walls(args) -> dict:
+    """(a2) and (b2) of ``speed``: seconds from start to exit of a fresh process each."""
+    import subprocess
+
+    walls = {}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        for name, cmd in (("a2_keras_script", [__file__, args.shards, "--what", "script"]),
+                          ("b2_cough_train_cli", ["-m", "cough", "train", args.shards, "--out", f"{tmp}/model",
+                                                  "--workers", "1", "--address", "local", "-q"])):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *cmd, "--arch", args.arch, "--epochs", str(args.epochs),
+                            "--num-cpus", str(args.num_cpus)], check=True, cwd=Path(__file__).resolve().parents[1],
+                           stdout=subprocess.DEVNULL)
+            walls[name] = {"wall_s": time.perf_counter() - start, "load": os.getloadavg()[0]}
+            print(f"({name.split('_')[0]}) {name}: {walls[name]['wall_s']:.1f} s from start to exit "
+                  f"(load {walls[name]['load']:.1f})", flush=True)
+    ratio = walls["b2_cough_train_cli"]["wall_s"] / walls["a2_keras_script"]["wall_s"]
+    print(f"(b2)/(a2) = {ratio:.2f}x (target: wall for the epochs <= 2x plain Keras)")
+    return {**walls, "b2_vs_a2": ratio}
+
+
 def speed(args):
     from cough.cli import build_parser
     from cough.runtime import init_ray
@@ -125,6 +162,7 @@ def speed(args):
         print(f"{name:24} {steady:8.1f} {run['images_per_s']:9.1f} {run['vs_a']:6.2f}x {steady_cpu:12.1f} "
               f"{run['cpu_vs_a']:6.2f}x {run['wall_s']:7.0f} {run['wall_vs_a']:6.2f}x {run['load']:5.1f}")
     print("targets: 1 worker <= 1.15x (a) per epoch, wall for the epochs <= 2x (a)")
+    out["fresh_processes"] = fresh_process_walls(args)
     return out
 
 
@@ -172,7 +210,7 @@ def arch(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("shards", help="a `cough featurize` OUT (e.g. of ../shared/data/covid19-cough)")
-    p.add_argument("--what", choices=["speed", "arch"], default="speed")
+    p.add_argument("--what", choices=["speed", "arch", "script"], default="speed")
     p.add_argument("--arch", default="pooled", help="speed: the architecture to time")
     p.add_argument("--archs", default="pooled,seed", help="arch: architectures to compare")
     p.add_argument("--epochs", type=int, default=3)
@@ -182,8 +220,8 @@ def main():
     p.add_argument("--machine", default=f"{os.cpu_count()} cores, no GPU, Python {sys.version.split()[0]}")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
-    result = speed(args) if args.what == "speed" else arch(args)
-    if args.json:
+    result = {"speed": speed, "arch": arch, "script": script}[args.what](args)
+    if args.json and result:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
 

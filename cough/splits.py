@@ -3,12 +3,16 @@ stratified by label, each split with both classes; then the rows and Ray Dataset
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from .errors import CoughError
 from .model import CLASS_NAMES
 from .schema import stored_names
+
+log = logging.getLogger("cough.train")
 
 #: Columns the workers read; ``log_mel`` is never read for training.
 IMAGE_COLUMNS = ["recording_id", "window_index", "label", "image"]
@@ -69,11 +73,28 @@ def split_windows(index: pd.DataFrame, groups: dict[str, list[str]], exclude_pat
     return {name: used[split == name].assign(label=lambda f: f["label"].astype(int)) for name in groups}
 
 
-def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
+#: Up to this many bytes of images, the driver reads the splits itself (one pyarrow scan of
+#: the Parquet shards) and hands them to Ray as in-memory blocks: 1 s on the shared archive
+#: (114 MB), where three Ray Data reads took 15-25 s of scheduling and worker start-up on
+#: 2 cores, more than the whole training of 4 epochs (docs/benchmarks.md).
+DRIVER_READ_BYTES = 1 << 30
+#: Larger splits that take less than this share of Ray's object store are read by Ray Data
+#: and materialized there, so that each epoch iterates memory instead of re-reading Parquet.
+CACHE_FRACTION = 0.2
+
+
+def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str], *,
+                   image_bytes: int | None = None) -> dict:
     """One Ray Dataset per split: the images of its groups (a :class:`cough.storage.Location`
-    of an OUT's images folder), read lazily (the filter is pushed down into the Parquet
-    scan; ``log_mel`` is not read). A cough 0.1 OUT's columns come out under their current
-    names."""
+    of an OUT's images folder; ``log_mel`` is not read). A cough 0.1 OUT's columns come out
+    under their current names.
+
+    ``image_bytes``, the size of the splits' images, decides where they are read:
+    at most :data:`DRIVER_READ_BYTES`, by the driver into Ray's object store; at most
+    :data:`CACHE_FRACTION` of the object store, by Ray Data, materialized there; larger (or
+    None), lazily by Ray Data, streamed from storage every epoch (the filter is pushed down
+    into the Parquet scan).
+    """
     import pyarrow.dataset as pads
     import ray
     from ray.data.expressions import col
@@ -81,6 +102,9 @@ def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str
     fs, path = images.fs, images.path
     available = pads.dataset(path, filesystem=fs, format="parquet").schema.names
     participant, *columns = stored_names(["participant", *IMAGE_COLUMNS], available)
+    if image_bytes is not None and image_bytes <= DRIVER_READ_BYTES:
+        log.debug("reading %.0f MB of images in the driver", image_bytes / 1e6)
+        return _read_in_driver(images, groups, exclude_paths, participant, columns)
     renamed = {old: new for old, new in zip(columns, IMAGE_COLUMNS) if old != new}
     out = {}
     for name, members in groups.items():
@@ -89,4 +113,29 @@ def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str
             keep = keep & ~col("path").is_in(list(exclude_paths))
         ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=0.25).filter(expr=keep).select_columns(columns)
         out[name] = ds.rename_columns(renamed) if renamed else ds
+    if image_bytes is not None and image_bytes <= CACHE_FRACTION * ray.cluster_resources().get("object_store_memory", 0):
+        log.debug("caching %.0f MB of images in the object store", image_bytes / 1e6)
+        return {name: ds.materialize() for name, ds in out.items()}
+    log.debug("streaming the images from storage every epoch")
+    return out
+
+
+def _read_in_driver(images, groups: dict[str, list[str]], exclude_paths: list[str], participant: str,
+                    columns: list[str], block_rows: int = 256) -> dict:
+    """:func:`split_datasets` for small splits: one filtered pyarrow scan, split by group,
+    put into Ray's object store in blocks of ``block_rows`` images."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    import ray
+
+    keep = pc.field(participant).isin([m for members in groups.values() for m in members]) & \
+        pc.field("label").is_valid()
+    if exclude_paths:
+        keep = keep & ~pc.field("path").isin(list(exclude_paths))
+    table = pads.dataset(images.path, filesystem=images.fs, format="parquet").to_table(
+        columns=[participant, *columns], filter=keep)
+    out = {}
+    for name, members in groups.items():
+        part = table.filter(pc.field(participant).isin(list(members))).select(columns).rename_columns(IMAGE_COLUMNS)
+        out[name] = ray.data.from_arrow([part.slice(i, block_rows) for i in range(0, max(part.num_rows, 1), block_rows)])
     return out

@@ -151,7 +151,7 @@ def _fit(features, index, dropped_paths: list[str], groups: dict, settings: Trai
     """Train one model on ``groups``' splits of the featurize OUT ``features``."""
     from .storage import join
     from .splits import split_datasets, split_windows
-    from .trainloop import TrainConfig, cache_small, class_weights, fit, final_checkpoint
+    from .trainloop import TrainConfig, class_weights, fit, final_checkpoint
 
     windows = split_windows(index, groups, dropped_paths)
     weights = class_weights(windows["train"]["label"])
@@ -166,8 +166,8 @@ def _fit(features, index, dropped_paths: list[str], groups: dict, settings: Trai
     run_dir = join(storage, name)
     _prepare_run(run_dir, {"shards": features.loc.uri, "featurizer_version": features.info.featurizer_version,
                            **{k: getattr(settings, k) for k in RESUME_KEYS[2:]}}, settings.resume)
-    datasets = cache_small(split_datasets(features.images, groups, dropped_paths),
-                           sum(map(len, windows.values())), config.image_size)
+    datasets = split_datasets(features.images, groups, dropped_paths,
+                              image_bytes=sum(map(len, windows.values())) * config.image_size ** 2 * 3)
     result = fit(datasets, config, workers=settings.workers, storage=storage, name=name,
                  max_failures=settings.max_failures)
     weights_h5, state, predictions = final_checkpoint(result.checkpoint)

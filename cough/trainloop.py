@@ -36,7 +36,7 @@ OPTIMIZER_FILE = "optimizer.npz"
 PREDICTIONS_FILE = "predictions.parquet"
 
 
-# --------------------------------------------------------------------------- class weights, caching
+# --------------------------------------------------------------------------- class weights
 
 
 def class_weights(labels) -> dict[int, float]:
@@ -50,22 +50,6 @@ def class_weights(labels) -> dict[int, float]:
     labels = np.asarray(labels, dtype=int)
     weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
     return {0: float(weights[0]), 1: float(weights[1])}
-
-
-def cache_small(datasets: dict, n_images: int, image_size: int, *, fraction: float = 0.2) -> dict:
-    """Materialize the splits in Ray's object store when their images take less than
-    ``fraction`` of it, so that each epoch iterates memory instead of re-reading Parquet
-    (a Ray Data read costs seconds of scheduling per pass, which dominates small epochs).
-    Larger datasets keep streaming from storage every epoch."""
-    import ray
-
-    need = n_images * image_size * image_size * 3
-    have = ray.cluster_resources().get("object_store_memory", 0)
-    if need > fraction * have:
-        log.debug("streaming %d images (%.0f MB) from storage every epoch", n_images, need / 1e6)
-        return datasets
-    log.debug("caching %d images (%.0f MB) in the object store", n_images, need / 1e6)
-    return {name: ds.materialize() for name, ds in datasets.items()}
 
 
 # --------------------------------------------------------------------------- metrics

@@ -87,6 +87,34 @@ def test_same_bytes_under_two_names_is_one_recording_in_one_split():
         recordings(index.assign(label=pd.array([None] * 8, dtype="Int8")))
 
 
+@pytest.mark.parametrize("image_bytes", [1, 1 << 40, None], ids=["driver-read", "streamed", "unknown-size"])
+def test_every_way_of_reading_the_splits_gives_the_same_images(ray_local, sample_features, image_bytes):
+    """Small splits are read by the driver, large ones streamed by Ray Data: the same rows,
+    labels and pixels either way, with the excluded paths and unlabelled images left out."""
+    from cough.shards import read_out
+    from cough.splits import split_datasets, split_windows
+    from cough.trainset import read_index
+
+    out = read_out(str(sample_features))
+    index = read_index(out)
+    recs, dropped = recordings(index)
+    groups = split_groups(recs, seed=0)
+    dropped = dropped + [sorted(index.loc[index["label"].notna(), "path"])[0]]  # one more left out
+    expected = split_windows(index, groups, dropped)
+    images = to_numpy(pq.read_table(out.images.path, columns=["recording_id", "window_index", "image"])
+                      .sort_by([("recording_id", "ascending"), ("window_index", "ascending")])["image"])
+    keys = index.sort_values(["recording_id", "window_index"])[["recording_id", "window_index"]]
+    pixels = {(r, w): images[i] for i, (r, w) in enumerate(keys.itertuples(index=False))}
+    got = split_datasets(out.images, groups, dropped, image_bytes=image_bytes)
+    assert set(got) == set(groups)
+    for name, ds in got.items():
+        rows = pd.DataFrame(ds.take_all())
+        assert sorted(zip(rows["recording_id"], rows["window_index"], rows["label"])) == \
+            sorted(zip(expected[name]["recording_id"], expected[name]["window_index"], expected[name]["label"]))
+        for r in rows.itertuples(index=False):
+            assert np.array_equal(np.asarray(r.image), pixels[(r.recording_id, r.window_index)])
+
+
 def test_class_weights_give_each_class_the_same_total_weight():
     labels = np.array([0] * 30 + [1] * 10)
     w = class_weights(labels)
