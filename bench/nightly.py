@@ -32,6 +32,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,14 +88,43 @@ def nightly(source: str, model: str, pred: str, *extra: str) -> list[str]:
             "--address", "local", *extra]
 
 
-def score(source: str, model: str, pred: str, *extra: str) -> tuple[dict, float]:
-    """One night as cron runs it (:func:`nightly`): ``(summary, wall seconds)``."""
+def session_cpu(sid: int, seen: dict[int, float]) -> list[int]:
+    """Record in ``seen`` the CPU seconds (user + system) of each live process of session
+    ``sid`` (a night started with ``start_new_session``: its driver, and the local Ray it
+    started, workers included, keep that session); returns their pids."""
+    live = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            seen[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            live.append(int(pid))
+    return live
+
+
+def start(cmd: list[str], output=subprocess.PIPE) -> subprocess.Popen:
+    """``cmd`` in a session of its own (what :func:`session_cpu` counts)."""
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=output, stderr=output, text=True, start_new_session=True)
+
+
+def score(source: str, model: str, pred: str, *extra: str) -> tuple[dict, float, float]:
+    """One night as cron runs it (:func:`nightly`): ``(summary, wall seconds, CPU seconds of
+    the driver and its Ray, sampled twice a second)``."""
     t = time.perf_counter()
-    out = subprocess.run(nightly(source, model, pred, *extra), cwd=ROOT, capture_output=True, text=True)
+    proc, cpu, outputs = start(nightly(source, model, pred, *extra)), {}, []
+    reader = threading.Thread(target=lambda: outputs.extend(proc.communicate()), daemon=True)
+    reader.start()
+    while reader.is_alive():
+        session_cpu(proc.pid, cpu)
+        reader.join(0.5)
     wall = time.perf_counter() - t
-    if out.returncode != 0:
-        raise SystemExit(f"score failed ({out.returncode}): {out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1]), wall
+    out, err = outputs
+    if proc.returncode != 0:
+        raise SystemExit(f"score failed ({proc.returncode}): {err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), wall, sum(cpu.values())
 
 
 def model(work: Path) -> Path:
@@ -117,7 +147,7 @@ def scale(args) -> None:
     work = Path(args.work)
     src = archive(work / f"archive-{args.files}", args.files)
     pred = fresh(work / f"pred-scale-{args.files}")
-    first, t1 = score(str(src), str(model(work)), str(pred))
+    first, t1, _ = score(str(src), str(model(work)), str(pred))
     print(f"first run: {first['listed']} listed, {first['scored']} scored, {first['bytes_read'] / 1e6:.0f} MB read, "
           f"{t1:.0f} s ({load()})", flush=True)
     new = args.files // 100
@@ -125,7 +155,7 @@ def scale(args) -> None:
     fresh(tonight)
     new_bytes = write_wavs(tonight, new, seed=999)
     try:
-        second, t2 = score(str(src), str(model(work)), str(pred))
+        second, t2, _ = score(str(src), str(model(work)), str(pred))
     finally:
         fresh(tonight)
     print(f"second run (1% new): {second['listed']} listed, {second['new']} new, {second['seen_before']} seen before, "
@@ -208,35 +238,42 @@ def rss(args) -> None:
 
 def kill(args) -> None:
     """Uninterrupted, killed at half, rerun, uninterrupted again: the rerun against the mean of
-    the two uninterrupted runs around it (the machine's load drifts)."""
+    the two uninterrupted runs around it (the machine's load drifts). Wall and CPU seconds."""
     work = Path(args.work)
     src = archive(work / f"archive-{args.files}", args.files, folders=20)
     every = str(max(1, args.files // 20))
     fulls = []
 
     def uninterrupted():
-        full, t_full = score(str(src), str(model(work)), str(fresh(work / "pred-full")), "--commit-every", every)
-        fulls.append(t_full)
-        print(f"uninterrupted: {full['scored']} scored in {t_full:.0f} s ({load()})", flush=True)
+        full, t_full, cpu = score(str(src), str(model(work)), str(fresh(work / "pred-full")), "--commit-every", every)
+        fulls.append((t_full, cpu))
+        print(f"uninterrupted: {full['scored']} scored in {t_full:.0f} s, {cpu:.0f} CPU s ({load()})", flush=True)
 
     uninterrupted()
     pred = fresh(work / "pred-killed")
-    proc = subprocess.Popen(nightly(str(src), str(model(work)), str(pred), "--commit-every", every), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc, cpu = start(nightly(str(src), str(model(work)), str(pred), "--commit-every", every), subprocess.DEVNULL), {}
     half = pred / "_ledger" / "_delta_log" / f"{args.files // int(every) // 2 - 1:020d}.json"
     t = time.perf_counter()
     while not half.exists() and proc.poll() is None:
+        session_cpu(proc.pid, cpu)
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    os.killpg(proc.pid, signal.SIGKILL)
-    print(f"killed after {time.perf_counter() - t:.0f} s, with half the files in the ledger ({load()})", flush=True)
-    rerun, t_rerun = score(str(src), str(model(work)), str(pred), "--commit-every", every)
-    print(f"rerun: {rerun['seen_before']} seen before, {rerun['scored']} scored in {t_rerun:.0f} s ({load()})",
-          flush=True)
+    os.killpg(proc.pid, signal.SIGKILL)  # the local Ray's head processes; its workers have groups of their own
+    killed = time.perf_counter() - t
+    while session_cpu(proc.pid, cpu) and time.perf_counter() - t < killed + 120:  # the workers notice and exit
+        time.sleep(0.1)
+    left = session_cpu(proc.pid, cpu)
+    print(f"killed after {killed:.0f} s ({sum(cpu.values()):.0f} CPU s), with half the files in the ledger; "
+          f"its processes all gone {time.perf_counter() - t - killed:.1f} s later"
+          f"{f' but for {len(left)}' if left else ''} ({load()})", flush=True)
+    rerun, t_rerun, cpu_rerun = score(str(src), str(model(work)), str(pred), "--commit-every", every)
+    print(f"rerun: {rerun['seen_before']} seen before, {rerun['scored']} scored in {t_rerun:.0f} s, "
+          f"{cpu_rerun:.0f} CPU s ({load()})", flush=True)
     uninterrupted()
-    mean = sum(fulls) / len(fulls)
-    print(f"rerun / uninterrupted (mean of {len(fulls)}) = {t_rerun / mean:.0%} (target <= 60%)")
+    wall, cpu = (sum(f[i] for f in fulls) / len(fulls) for i in (0, 1))
+    print(f"rerun / uninterrupted (mean of {len(fulls)}) = {t_rerun / wall:.0%} wall (target <= 60%), "
+          f"{cpu_rerun / cpu:.0%} CPU")
 
 
 def s3(args) -> None:
@@ -254,12 +291,12 @@ def s3(args) -> None:
         pafs.copy_files(str(src), "bench/raw", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
         pafs.copy_files(str(model(work)), "bench/model", source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=fs)
-        first, t1 = score("s3://bench/raw", "s3://bench/model", "s3://bench/pred")
+        first, t1, _ = score("s3://bench/raw", "s3://bench/model", "s3://bench/pred")
         tonight = fresh(work / "tonight")
         new_bytes = write_wavs(tonight / "2026-12-31", args.files // 100, seed=999)
         pafs.copy_files(str(tonight), "bench/raw", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
         start = log.stat().st_size
-        second, t2 = score("s3://bench/raw", "s3://bench/model", "s3://bench/pred")
+        second, t2, _ = score("s3://bench/raw", "s3://bench/model", "s3://bench/pred")
         with open(log) as f:
             f.seek(start)
             requests = f.read().splitlines()
