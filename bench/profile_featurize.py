@@ -3,8 +3,8 @@
 Runs the featurizing path of :func:`cough.recording.process` split into its stages
 and the shard writing of :mod:`cough.shards`, timing the CPU each stage takes
 (``process_time``, which other jobs on a shared machine disturb less than wall time):
-read, hash, decode, mono+resample, STFT+mel+dB, windows, image, Arrow conversion,
-Parquet write (per batch of ``--batch-size`` recordings). Prints CPU ms per recording.
+read, hash, decode, quality (events, SNR, bandwidth, clipping: cough.quality.measure),
+mono+resample, STFT+mel+dB, windows, image, Arrow conversion, Parquet write (per batch of ``--batch-size`` recordings). Prints CPU ms per recording.
 What the framework around it costs (Ray Data, object store, driver) is the difference
 between this sum and bench/featurize.py's marginal figure; py-spy shows the rest.
 
@@ -38,6 +38,7 @@ def main() -> None:
     from cough.audio import decode
     from cough.listing import Entry, recording_paths
     from cough.errors import RecordingError
+    from cough.quality import measure
     from cough.recording import RECORDING_BUDGET, _threadpools, recording_id
     from cough.schema import image_type, log_mel_type, tensor_column
     from cough.shards import write_table
@@ -71,7 +72,9 @@ def main() -> None:
             timed("hash", recording_id, data)
             try:
                 audio = timed("decode", decode, data)
-                y = timed("mono+resample", F.to_mono, audio, params=p)
+                mono = timed("mono+resample", F.mono, audio)
+                timed("quality", measure, mono, audio.sample_rate, samples=audio.samples)
+                y = timed("mono+resample", F.to_rate, mono, audio.sample_rate, params=p)
                 db = timed("stft+mel+dB", F.log_mel, y, params=p)
             except RecordingError:
                 continue
