@@ -169,13 +169,14 @@ def plan(args) -> None:
     from cough.model import ModelInfo
     from cough.pred import Pred
     from cough.runtime import init_ray
+    from cough.labels import load_labels
     from cough.score.night import list_night
     from cough.storage import Location
 
     init_ray("local", num_cpus=args.num_cpus)
     info = ModelInfo(model_dir="-", version="bench", params=DEFAULT_PARAMS, threshold=0.5)
     t = time.perf_counter()
-    night = list_night(Location.of(args.source), info, Pred(Location.of(args.pred)), labels=None, group_pattern=None,
+    night = list_night(Location.of(args.source), info, Pred(Location.of(args.pred)), index=load_labels(None, args.source),
                        rescore=False, prefixes=(), since=None, batch_size=32)
     print(json.dumps({**night.counts(), "seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 

@@ -33,6 +33,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from ..archive import check_since
     from ..artifacts import RunRecord
     from ..audio import TASK_MEMORY
+    from ..labels import load_labels
     from ..ledger import Ledger
     from ..model import read_model_info
     from ..pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
@@ -61,6 +62,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
             raise UsageError(f"--prefix {prefix}: {source.join(prefix.strip('/')).uri} does not exist")
     if dry_run:
         return plan(source, target, info, labels=labels, group_pattern=group_pattern, rescore=rescore)
+    index = load_labels(labels, source.uri, group_pattern=group_pattern)  # usage errors before Ray starts
     init_ray(address, num_cpus=num_cpus)
     if cpus() < actor_cpus + 1:
         raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and an inference "
@@ -70,7 +72,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     with output.writing(LOG_DIR):
         table = target.table()
         read_version = table.version() if table is not None else None
-        night = list_night(source, info, target, labels=labels, group_pattern=group_pattern, rescore=rescore,
+        night = list_night(source, info, target, index=index, rescore=rescore,
                            prefixes=tuple(prefixes), since=since, batch_size=batch_size)
         # What this model version scored (32 bytes per recording) is built by a Ray task and
         # stays in the object store: the driver never holds it.

@@ -28,13 +28,14 @@ class Night:
                 "changed": self.changed, "seen_before": self.listed - self.unseen}
 
 
-def list_night(source, info, pred, *, labels, group_pattern, rescore, prefixes, since, batch_size) -> Night:
+def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_size) -> Night:
     """List SOURCE in Ray tasks and keep what the ledger has not seen for this model version
-    (everything with ``rescore``); a featurize OUT's shards as they are. Call after Ray is up."""
+    (everything with ``rescore``); a featurize OUT's shards as they are. ``index``: the labels
+    (:func:`cough.labels.load_labels`, read before Ray starts so that a bad CSV is a usage
+    error with nothing started). Call after Ray is up."""
     import ray
 
     from ..archive import listing_dataset
-    from ..labels import load_labels
     from ..ledger import Ledger, unseen
     from ..runtime import cpus
     from ..shards import is_out, read_out, shard_names
@@ -53,7 +54,6 @@ def list_night(source, info, pred, *, labels, group_pattern, rescore, prefixes, 
         return Night(ds, prepare_shards, {"recordings": out.recordings, "images": out.images}, 1,
                      manifest.metadata_columns, n, n, 0)
 
-    index = load_labels(labels, source.uri, group_pattern=group_pattern)
     listing = listing_dataset(source.uri, index, prefixes=prefixes, since=since).materialize()
     listed = listing.count()
     if listed == 0 and not (prefixes or since):
