@@ -211,6 +211,9 @@ def main() -> None:
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=2, help="runs of (b), (p), (c), interleaved (default 2)")
     ap.add_argument("--seed-every", type=int, default=1, help="(a) on every K-th file only (default 1: all)")
+    ap.add_argument("--copies", type=int, default=1, help="(b) and (p) on K copies of the files under other "
+                                                         "names (every copy decoded): more work beside the "
+                                                         "start-up that the marginal rate subtracts")
     ap.add_argument("--baseline", type=Path, help="another checkout of cough (e.g. `git archive` of an older "
                                                   "commit) whose `cough featurize` runs as (b0), side by side")
     args = ap.parse_args()
@@ -220,13 +223,15 @@ def main() -> None:
     files = recording_paths(args.source)[: args.limit]
     n = len(files)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{n} files from {args.source}; {args.num_cpus} CPUs; load average (1/5/15 min) {_load()}", flush=True)
+          f"{n} files from {args.source} ((b), (p): {args.copies}x); {args.num_cpus} CPUs; load average (1/5/15 min) {_load()}", flush=True)
     wall: dict[str, list[float]] = {"b0": [], "b": [], "p": [], "c": []}
     cpu: dict[str, list[float]] = {"b0": [], "b": [], "p": [], "c": []}
     startups = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        everything = link_copies(files, tmp / "all", 1)
+        everything = link_copies(files, tmp / "all", args.copies)
+        copies = sorted(str(f) for f in everything.iterdir())
+        n_all = len(copies)
         one = link_copies(files[:1], tmp / "one", 1)
 
         seed_files = files[:: args.seed_every]
@@ -239,11 +244,12 @@ def main() -> None:
 
         for _ in range(args.repeat):
             if args.baseline:
-                run = Marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus, root=args.baseline)
+                run = Marginal("featurize", one, everything, n_all, tmp / "out", num_cpus=args.num_cpus,
+                               root=args.baseline)
                 wall["b0"].append(run.rate)
                 cpu["b0"].append(run.cpu_rate)
                 print(f"(b0) baseline featurize, marginal: {run}", flush=True)
-            run = Marginal("featurize", one, everything, n, tmp / "out", num_cpus=args.num_cpus)
+            run = Marginal("featurize", one, everything, n_all, tmp / "out", num_cpus=args.num_cpus)
             wall["b"].append(run.rate)
             cpu["b"].append(run.cpu_rate)
             startups.append(run.t1)
@@ -251,10 +257,10 @@ def main() -> None:
                   f"{run.summary['images']} images", flush=True)
 
             t = time.perf_counter()
-            images, p_cpu = pool_featurize(files, tmp / "pool", args.num_cpus)
+            images, p_cpu = pool_featurize(copies, tmp / "pool", args.num_cpus)
             p = time.perf_counter() - t
-            wall["p"].append(n / p)
-            cpu["p"].append(args.num_cpus * n / p_cpu)
+            wall["p"].append(n_all / p)
+            cpu["p"].append(args.num_cpus * n_all / p_cpu)
             print(f"(p) Pool({args.num_cpus}) of featurize_batch:   {wall['p'][-1]:8.1f} files/s, by CPU "
                   f"{cpu['p'][-1]:6.1f}  ({p:.1f} s / {p_cpu:.1f} CPU s, {images} images; load {_load()})", flush=True)
 
