@@ -197,14 +197,25 @@ def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_
     assert last["operationParameters"]["mode"] == "Overwrite" and last["cough.run"]["run_id"] == summary["run_id"]
 
 
-def _writer(pred: Path, rows: pd.DataFrame, run_id: str, read_version):
-    schema = pred_schema(["site"])
-    writer = RunWriter(Pred(Location.of(str(pred))), run_id, schema, read_version=read_version)
-    writer.add(pa.Table.from_pandas(rows.assign(run_id=run_id)[schema.names], schema=schema, preserve_index=False))
-    return writer
+@pytest.fixture
+def make_writer():
+    """``make_writer(pred, rows, run_id, read_version)``: a RunWriter holding ``rows``; every one
+    made is closed after the test (its scratch folder is removed)."""
+    made = []
+
+    def make(pred: Path, rows: pd.DataFrame, run_id: str, read_version):
+        schema = pred_schema(["site"])
+        writer = RunWriter(Pred(Location.of(str(pred))), run_id, schema, read_version=read_version)
+        made.append(writer)
+        writer.add(pa.Table.from_pandas(rows.assign(run_id=run_id)[schema.names], schema=schema, preserve_index=False))
+        return writer
+
+    yield make
+    for writer in made:
+        writer.close()
 
 
-def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, tmp_path):
+def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, tmp_path, make_writer):
     """Both read PRED at the same version and scored the same new files; the second to commit
     adds only what the first did not."""
     from deltalake import DeltaTable
@@ -213,7 +224,7 @@ def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, t
     shutil.copytree(sample_pred, pred)
     rows = _rows(pred).assign(model_version="m2")
     version = DeltaTable(str(pred)).version()
-    first, second = _writer(pred, rows[:40], "r1", version), _writer(pred, rows[20:], "r2", version)
+    first, second = make_writer(pred, rows[:40], "r1", version), make_writer(pred, rows[20:], "r2", version)
     record = RunRecord(model_version="m2")
     assert first.commit(record, model_version="m2", rescore=False) == 40
     assert second.commit(record, model_version="m2", rescore=False) == 20  # after one refused attempt
@@ -224,7 +235,7 @@ def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, t
 
 
 def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_sees_another_run(sample_pred, tmp_path,
-                                                                                              caplog):
+                                                                                              caplog, make_writer):
     """Only a commit by another run makes a chunk's commit read what PRED holds (all of this
     model version's ids: it grows with the archive); then the chunk adds only what PRED lacks."""
     import logging
@@ -235,7 +246,7 @@ def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_se
     shutil.copytree(sample_pred, pred)
     rows = _rows(pred).assign(model_version="m2")
     record = RunRecord(model_version="m2")
-    writer = _writer(pred, rows[:10], "r1", DeltaTable(str(pred)).version())
+    writer = make_writer(pred, rows[:10], "r1", DeltaTable(str(pred)).version())
     caplog.set_level(logging.INFO, logger="cough.score")
     for chunk in (rows[10:20], rows[20:30], None):
         assert writer.commit(record, model_version="m2", rescore=False) == 10
@@ -243,7 +254,7 @@ def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_se
             writer.add(pa.Table.from_pandas(chunk.assign(run_id="r1")[writer.schema.names], schema=writer.schema,
                                             preserve_index=False))
     assert "another run" not in caplog.text
-    assert _writer(pred, rows[30:45], "r2", DeltaTable(str(pred)).version()).commit(
+    assert make_writer(pred, rows[30:45], "r2", DeltaTable(str(pred)).version()).commit(
         record, model_version="m2", rescore=False) == 15
     writer.add(pa.Table.from_pandas(rows[30:].assign(run_id="r1")[writer.schema.names], schema=writer.schema,
                                     preserve_index=False))
@@ -253,17 +264,17 @@ def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_se
     assert len(m2) == 60 and m2.recording_id.is_unique
 
 
-def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_path):
+def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_path, make_writer):
     from deltalake import DeltaTable
 
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
     rows = _rows(pred).assign(model_version="m2")
     version = DeltaTable(str(pred)).version()
-    writer = _writer(pred, rows, "r1", version)
+    writer = make_writer(pred, rows, "r1", version)
     assert writer.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60
     before = _snapshot(pred)
-    again = _writer(pred, rows, "r1", version)  # the same chunk of the same run, committed again
+    again = make_writer(pred, rows, "r1", version)  # the same chunk of the same run, committed again
     assert again.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60  # found in the log
     assert _snapshot(pred) == before and DeltaTable(str(pred)).transaction_version("cough-score-r1") == 1
 
