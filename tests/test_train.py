@@ -87,13 +87,20 @@ def test_same_bytes_under_two_names_is_one_recording_in_one_split():
         recordings(index.assign(label=pd.array([None] * 8, dtype="Int8")))
 
 
-@pytest.mark.parametrize("image_bytes", [1, 1 << 40, None], ids=["driver-read", "streamed", "unknown-size"])
-def test_every_way_of_reading_the_splits_gives_the_same_images(ray_local, sample_features, image_bytes):
-    """Small splits are read by the driver, large ones streamed by Ray Data: the same rows,
-    labels and pixels either way, with the excluded paths and unlabelled images left out."""
+@pytest.mark.parametrize("image_bytes, driver_limit", [(1, None), (1, 0), (1 << 40, None), (None, None)],
+                         ids=["driver-read", "materialized", "streamed", "unknown-size"])
+def test_every_way_of_reading_the_splits_gives_the_same_images(ray_local, sample_features, monkeypatch, image_bytes,
+                                                                driver_limit):
+    """Small splits are read by the driver, middling ones materialized by Ray Data, large ones
+    streamed: the same rows, labels and pixels every way, with the excluded paths and
+    unlabelled images left out."""
+    from cough import splits
     from cough.shards import read_out
     from cough.splits import split_datasets, split_windows
     from cough.trainset import read_index
+
+    if driver_limit is not None:  # the sample is tiny: lower the driver's share to reach Ray Data's cache
+        monkeypatch.setattr(splits, "DRIVER_READ_BYTES", driver_limit)
 
     out = read_out(str(sample_features))
     index = read_index(out)
@@ -107,6 +114,8 @@ def test_every_way_of_reading_the_splits_gives_the_same_images(ray_local, sample
     pixels = {(r, w): images[i] for i, (r, w) in enumerate(keys.itertuples(index=False))}
     got = split_datasets(out.images, groups, dropped, image_bytes=image_bytes)
     assert set(got) == set(groups)
+    materialized = {type(ds).__name__ == "MaterializedDataset" for ds in got.values()}
+    assert materialized == {image_bytes is not None and image_bytes <= 1}  # only the unbounded ones stream
     for name, ds in got.items():
         rows = pd.DataFrame(ds.take_all())
         assert sorted(zip(rows["recording_id"], rows["window_index"], rows["label"])) == \
