@@ -75,7 +75,7 @@ def split_windows(index: pd.DataFrame, groups: dict[str, list[str]], exclude_pat
 
 #: Up to this many bytes of images, the driver reads the splits itself (one pyarrow scan of
 #: the Parquet shards) and hands them to Ray as in-memory blocks: 1 s on the shared archive
-#: (114 MB), where three Ray Data reads took 15-25 s of scheduling and worker start-up on
+#: (114 MB), where three Ray Data reads took 15-27 s of scheduling and worker start-up on
 #: 2 cores, more than the whole training of 4 epochs (docs/benchmarks.md).
 DRIVER_READ_BYTES = 1 << 30
 #: Larger splits that take less than this share of Ray's object store are read by Ray Data
@@ -100,11 +100,11 @@ def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str
     from ray.data.expressions import col
 
     fs, path = images.fs, images.path
-    available = pads.dataset(path, filesystem=fs, format="parquet").schema.names
-    participant, *columns = stored_names(["participant", *IMAGE_COLUMNS], available)
+    shards = pads.dataset(path, filesystem=fs, format="parquet")
+    participant, *columns = stored_names(["participant", *IMAGE_COLUMNS], shards.schema.names)
     if image_bytes is not None and image_bytes <= DRIVER_READ_BYTES:
         log.debug("reading %.0f MB of images in the driver", image_bytes / 1e6)
-        return _read_in_driver(images, groups, exclude_paths, participant, columns)
+        return _read_in_driver(shards, groups, exclude_paths, participant, columns)
     renamed = {old: new for old, new in zip(columns, IMAGE_COLUMNS) if old != new}
     out = {}
     for name, members in groups.items():
@@ -120,20 +120,19 @@ def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str
     return out
 
 
-def _read_in_driver(images, groups: dict[str, list[str]], exclude_paths: list[str], participant: str,
+def _read_in_driver(shards, groups: dict[str, list[str]], exclude_paths: list[str], participant: str,
                     columns: list[str], block_rows: int = 256) -> dict:
-    """:func:`split_datasets` for small splits: one filtered pyarrow scan, split by group,
-    put into Ray's object store in blocks of ``block_rows`` images."""
+    """:func:`split_datasets` for small splits: one filtered scan of ``shards`` (a pyarrow
+    dataset of the images table), split by group, put into Ray's object store in blocks of
+    ``block_rows`` images."""
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
     import ray
 
     keep = pc.field(participant).isin([m for members in groups.values() for m in members]) & \
         pc.field("label").is_valid()
     if exclude_paths:
         keep = keep & ~pc.field("path").isin(list(exclude_paths))
-    table = pads.dataset(images.path, filesystem=images.fs, format="parquet").to_table(
-        columns=[participant, *columns], filter=keep)
+    table = shards.to_table(columns=[participant, *columns], filter=keep)
     out = {}
     for name, members in groups.items():
         part = table.filter(pc.field(participant).isin(list(members))).select(columns).rename_columns(IMAGE_COLUMNS)
