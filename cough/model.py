@@ -196,6 +196,17 @@ class ModelInfo:
 SCORING_FIELDS = ("arch", "featurizer", "featurizer_version", "version", "threshold", "class_names")
 
 
+def _complete_meta(model_dir, fields) -> ModelMeta:
+    """MODEL's model.json (:func:`read_model_meta`), or a CoughError naming which of ``fields``
+    it lacks."""
+    meta = read_model_meta(model_dir)
+    missing = [name for name in fields if getattr(meta, name) is None]
+    if missing:
+        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete (it lacks "
+                         f"{', '.join(map(repr, missing))}); {ModelMeta.ADVICE}")
+    return meta
+
+
 def read_model_info(model_dir) -> ModelInfo:
     """Check a MODEL for scoring without loading TensorFlow (:func:`read_model_meta`, then the
     fields scoring needs, the featurizer version, the weights file's signature); a
@@ -208,12 +219,10 @@ def read_model_info(model_dir) -> ModelInfo:
     from .storage import Location
 
     model_dir = Location.of(model_dir).uri
-    meta = read_model_meta(model_dir)
-    missing = [name for name in SCORING_FIELDS if getattr(meta, name) is None]
-    problem = (f"it lacks {', '.join(map(repr, missing))}" if missing else
-               f"class_names {meta.class_names} are not {CLASS_NAMES}" if meta.class_names != CLASS_NAMES else None)
-    if problem:
-        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete ({problem}); {ModelMeta.ADVICE}")
+    meta = _complete_meta(model_dir, SCORING_FIELDS)
+    if meta.class_names != CLASS_NAMES:
+        raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete (class_names "
+                         f"{meta.class_names} are not {CLASS_NAMES}); {ModelMeta.ADVICE}")
     params = FeaturizerParams.from_dict(meta.featurizer)  # valid: ModelMeta checked them
     if meta.featurizer_version != params.version:
         raise CoughError(f"MODEL {model_dir} was made for featurizer version {meta.featurizer_version}, but its "
@@ -233,10 +242,7 @@ def load_model(model_dir: str):
     """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
     import tempfile
 
-    meta = read_model_meta(model_dir)
-    missing = [k for k in ("arch", "featurizer") if getattr(meta, k) is None]
-    if missing:
-        raise CoughError(f"MODEL {model_dir}: {META_FILE} lacks {', '.join(map(repr, missing))}; {ModelMeta.ADVICE}")
+    meta = _complete_meta(model_dir, ("arch", "featurizer"))
     model = build_model(meta.arch, image_size=FeaturizerParams.from_dict(meta.featurizer).image_size)
     weights = weights_location(model_dir, meta)
     meta = meta.to_dict()
