@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,13 +81,34 @@ def decode_only(files: list[str]) -> int:
     return done
 
 
+class ProcessStat(NamedTuple):
+    ppid: int
+    session: int
+    state: str
+    cpu_s: float  # user + system
+    started: str  # clock ticks after boot: with the pid, names a process even when pids are reused
+
+
+def process_stats() -> dict[int, ProcessStat]:
+    """Every live process's line of ``/proc/PID/stat``, by pid."""
+    tick, stats = os.sysconf("SC_CLK_TCK"), {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the name: state ppid pgrp session ... utime(12th) stime(13th) ... starttime(20th)
+        stats[int(name)] = ProcessStat(int(fields[1]), int(fields[3]), fields[0],
+                                       (int(fields[11]) + int(fields[12])) / tick, fields[19])
+    return stats
+
+
 class TreeCPU(threading.Thread):
     """CPU seconds (user + system) used by process ``pid`` and all its descendants (Ray's
     daemons and workers included), read from /proc every 0.1 s until :meth:`done`. On a
     machine that other jobs share, wall time measures the share the scheduler gave a way;
     CPU seconds measure the work the way did."""
-
-    TICK = os.sysconf("SC_CLK_TCK")
 
     def __init__(self, pid: int, *, descendants_only: bool = False):
         super().__init__(daemon=True)
@@ -94,23 +116,14 @@ class TreeCPU(threading.Thread):
         self.start()
 
     def _sample(self) -> None:
-        stats = {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                # after the name: state ppid ... utime(12th) stime(13th) ... starttime(20th)
-                stats[int(name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), fields[19])
+        stats = process_stats()
         tree, grew = {self.root}, True
         while grew:
-            more = {pid for pid, (ppid, _, _) in stats.items() if ppid in tree} - tree
+            more = {pid for pid, stat in stats.items() if stat.ppid in tree} - tree
             tree |= more
             grew = bool(more)
         for pid in tree & stats.keys() - ({self.root} if self.skip_root else set()):
-            self.seen[(pid, stats[pid][2])] = stats[pid][1] / self.TICK
+            self.seen[(pid, stats[pid].started)] = stats[pid].cpu_s
 
     def run(self) -> None:
         while not self.stop.wait(0.1):

@@ -92,17 +92,11 @@ def session_cpu(sid: int, seen: dict[int, float]) -> list[int]:
     """Record in ``seen`` the CPU seconds (user + system) of each live process of session
     ``sid`` (a night started with ``start_new_session``: its driver, and the local Ray it
     started, workers included, keep that session); returns their pids."""
-    live = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            seen[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            live.append(int(pid))
-    return live
+    from featurize import process_stats
+
+    live = {pid: stat for pid, stat in process_stats().items() if stat.session == sid and stat.state != "Z"}
+    seen.update((pid, stat.cpu_s) for pid, stat in live.items())
+    return list(live)
 
 
 def start(cmd: list[str], output=subprocess.PIPE) -> subprocess.Popen:

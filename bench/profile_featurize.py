@@ -4,7 +4,8 @@ Runs the featurizing path of :func:`cough.recording.process` split into its stag
 and the shard writing of :mod:`cough.shards`, timing the CPU each stage takes
 (``process_time``, which other jobs on a shared machine disturb less than wall time):
 read, hash, decode, quality (events, SNR, bandwidth, clipping: cough.quality.measure),
-mono+resample, STFT+mel+dB, windows, image, Arrow conversion, Parquet write (per batch of ``--batch-size`` recordings). Prints CPU ms per recording.
+mono+resample, STFT+mel+dB, windows, image, Arrow conversion, Parquet write (per batch of
+``--batch-size`` recordings). Prints CPU ms per recording.
 What the framework around it costs (Ray Data, object store, driver) is the difference
 between this sum and bench/featurize.py's marginal figure; py-spy shows the rest.
 
