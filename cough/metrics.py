@@ -240,9 +240,6 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baselines: dict | None
     >>> m["confusion_matrix"], m["sensitivity"], m["auc"]
     ([[1, 1], [1, 1]], 0.5, 0.75)
     """
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import average_precision_score, brier_score_loss
-
     y = np.asarray(y, dtype=int)
     score = np.asarray(score, dtype=float)
     baselines = {name: np.asarray(s, dtype=float) for name, s in (baselines or {}).items() if s is not None}
@@ -258,6 +255,10 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baselines: dict | None
         out["not_computable"] = {k: reason for k in ("auc", "pr_auc", "brier", "confusion_matrix", *RATES,
                                                      "calibration")}
         return out
+    # scikit-learn (~1 s to import) only past this point: an unlabelled night's report needs none
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import average_precision_score, brier_score_loss
+
     both = len(np.unique(y)) == 2
     out["prevalence"] = float(y.mean())
     cm = confusion(y, predicted)

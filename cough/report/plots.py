@@ -28,8 +28,6 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from sklearn.calibration import CalibrationDisplay
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
     # Legible on a phone: a figure is shown at most ~400 px wide there, so fonts are sized
     # against the figure's width (about 1/30 of it), and legends are not shrunk below it.
@@ -42,6 +40,9 @@ def draw_plots(metrics: dict, arrays: dict, ops: dict, frame: pd.DataFrame) -> d
     y, score = rows["label"].to_numpy(int), rows["score"].to_numpy(float)
     both = len(np.unique(y)) == 2
     plots = {}
+    if len(rows):  # scikit-learn (~1 s to import) only where labelled rows are drawn
+        from sklearn.calibration import CalibrationDisplay
+        from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
     if both:
         fig, ax = plt.subplots(figsize=(5, 4.6))
         RocCurveDisplay.from_predictions(y, score, ax=ax, name="model, recordings", plot_chance_level=True)
