@@ -162,6 +162,9 @@ def speed(args):
         print(f"{name:24} {steady:8.1f} {run['images_per_s']:9.1f} {run['vs_a']:6.2f}x {steady_cpu:12.1f} "
               f"{run['cpu_vs_a']:6.2f}x {run['wall_s']:7.0f} {run['wall_vs_a']:6.2f}x {run['load']:5.1f}")
     print("targets: 1 worker <= 1.15x (a) per epoch, wall for the epochs <= 2x (a)")
+    import ray
+
+    ray.shutdown()  # (a2) and (b2) run alone, not beside this process's idle Ray instance
     out["fresh_processes"] = fresh_process_walls(args)
     return out
 

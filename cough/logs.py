@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 
 #: Lines that every job's workers print and nobody acts on: TensorFlow's start-up banner
 #: (CUDA probing on CPU machines, oneDNN, absl), Ray Train's per-report chatter
@@ -25,7 +26,7 @@ NOISE = re.compile("|".join([
     r"^(INFO:tensorflow:)?(Enabled multi-worker collective ops|Using MirroredStrategy|Check health not enabled"
     r"|MultiWorkerMirroredStrategy with cluster_spec|Collective all_reduce|Collective batch_all_reduce)",
     r"^INFO:tensorflow:",
-    r"oneDNN custom operations are on|cuda drivers|cuInit|TensorRT",
+    r"oneDNN custom operations are on|cuda drivers|cuInit|TensorRT|^To enable the following instructions: ",
     r"^Checkpoint successfully created at|^Reporting training result \d+: TrainingReport\(",
     r"^Data size \d+ bytes exceeds the maximum broadcast size",
     r"^Requesting resources:|^Attempting to start training worker group|^Started training worker group"
@@ -144,23 +145,31 @@ def ray_log_level() -> int:
 
 
 @contextlib.contextmanager
-def native_stderr_muted():
-    """Drop what native code writes to file descriptor 2 while the block runs (not with -v,
-    not for library callers). TensorFlow's start-up banner (absl: CUDA probing, oneDNN)
-    ignores TF_CPP_MIN_LOG_LEVEL since TensorFlow moved to absl logging; Python errors
-    still come through as exceptions."""
+def native_stderr_filtered():
+    """Hold back what is written to file descriptor 2 while the block runs, then pass on
+    every line of it but :data:`NOISE` (not with -v, not for library callers).
+    TensorFlow's start-up banner (absl: CUDA probing, oneDNN) ignores TF_CPP_MIN_LOG_LEVEL
+    since TensorFlow moved to absl logging; what Ray and our own loggers write meanwhile,
+    from any thread, still comes through, late by the block's length."""
     if _mode not in ("default", "quiet"):
         yield
         return
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def say(message: str) -> None:

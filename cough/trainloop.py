@@ -336,6 +336,8 @@ def _report(model, state: dict, metrics: dict, rank: int, *, best_weights=None, 
 #: the worker process imports TensorFlow, which Ray's TensorFlow backend does before
 #: :func:`train_loop` runs.
 TRAIN_WORKER_ENV = {**WORKER_ENV, "TF_ENABLE_ONEDNN_OPTS": "1"}
+#: How often Ray Train's controller polls the workers (ray.train.v2's HEALTH_CHECK_INTERVAL_S_ENV_VAR).
+CONTROLLER_POLL_ENV, CONTROLLER_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
 
 
 def worker_resources(workers: int) -> tuple[dict, int, bool]:
@@ -404,9 +406,17 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
+    # Ray Train's controller looks at its workers every 2 s and takes in one report per look,
+    # so a run ended seconds after its last report (4.8 s of a 4-epoch run, docs/benchmarks.md).
+    # Ray Train propagates this variable from the driver to its controller; a user's value wins.
+    ours = CONTROLLER_POLL_ENV not in os.environ
+    os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
     try:
         return trainer.fit()
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CoughError(f"training failed ({reason}); rerun with --resume to continue from the "
                          "last checkpoint") from exc
+    finally:
+        if ours:  # the caller's environment as it was
+            os.environ.pop(CONTROLLER_POLL_ENV, None)

@@ -5,6 +5,7 @@ its advice (all of it with -v), --dry-run, `python -m jobs.<name>`, a quiet defa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,26 @@ def test_workers_chatter_is_filtered_and_their_warnings_kept(monkeypatch):
         == ([], [])
     monkeypatch.setattr(logs, "_mode", "quiet")
     assert logs.worker_lines(batch) == ([], [])
+
+
+def test_tensorflows_banner_in_the_driver_is_dropped_and_every_other_line_kept(monkeypatch, capfd):
+    """While `cough train` starts Ray beside TensorFlow's import, file descriptor 2 is held
+    back: the banner's native lines go, what Ray or we log meanwhile (any thread) is kept."""
+    import threading
+
+    from cough import logs
+
+    monkeypatch.setattr(logs, "_mode", "default")
+    with logs.native_stderr_filtered():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1795848905.429515   28141 port.cc:153] oneDNN custom operations are on.\n")
+        said = threading.Thread(target=lambda: sys.stderr.write("cough train: joining the Ray instance\n"))
+        said.start()
+        said.join()
+        os.write(2, b"E0000 00:00:1795882132.418546   14669 cuda_platform.cc:52] failed call to cuInit\n"
+                    b"2026-11-28 16:15:49,018 WARNING worker.py:1 -- a warning of Ray's\n")
+    assert capfd.readouterr().err == "cough train: joining the Ray instance\n" \
+                                     "2026-11-28 16:15:49,018 WARNING worker.py:1 -- a warning of Ray's\n"
 
 
 @pytest.mark.slow
