@@ -146,22 +146,28 @@ def ray_log_level() -> int:
 
 @contextlib.contextmanager
 def native_stderr_filtered():
-    """Hold back what is written to file descriptor 2 while the block runs, then pass on
-    every line of it but :data:`NOISE` (not with -v, not for library callers).
+    """Hold back what native code writes to file descriptor 2 while the block runs, then
+    pass on every line of it but :data:`NOISE` (not with -v, not for library callers).
     TensorFlow's start-up banner (absl: CUDA probing, oneDNN) ignores TF_CPP_MIN_LOG_LEVEL
-    since TensorFlow moved to absl logging; what Ray and our own loggers write meanwhile,
-    from any thread, still comes through, late by the block's length."""
+    since TensorFlow moved to absl logging. ``sys.stderr`` meanwhile writes to the real
+    stderr, so what Python code says (any thread) is not delayed and a terminal is still
+    seen as one (progress bars)."""
     if _mode not in ("default", "quiet"):
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
+    previous = sys.stderr
+    with tempfile.TemporaryFile() as held, \
+            open(saved, "w", buffering=1, encoding=previous.encoding, errors=previous.errors, closefd=False) as real:
         os.dup2(held.fileno(), 2)
+        sys.stderr = real
         try:
             yield
         finally:
-            sys.stderr.flush()
+            sys.stderr = previous
+            real.flush()
+            previous.flush()  # what went through the old object (fd 2) is held back too
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)

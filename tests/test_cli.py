@@ -192,6 +192,29 @@ def test_tensorflows_banner_in_the_driver_is_dropped_and_every_other_line_kept(m
                                      "2026-11-28 16:15:49,018 WARNING worker.py:1 -- a warning of Ray's\n"
 
 
+def test_a_terminal_is_still_a_terminal_while_the_banner_is_held_back(monkeypatch):
+    """Ray starts inside that block and decides on progress bars by ``sys.stderr.isatty()``:
+    a user at a terminal keeps them."""
+    import io
+    import pty
+
+    from cough import logs
+
+    monkeypatch.setattr(logs, "_mode", "default")
+    controller, terminal = pty.openpty()
+    original = os.dup(2)
+    os.dup2(terminal, 2)
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True))
+    try:
+        with logs.native_stderr_filtered():
+            seen = sys.stderr.isatty()
+    finally:
+        os.dup2(original, 2)
+        for fd in (original, controller, terminal):
+            os.close(fd)
+    assert seen
+
+
 @pytest.mark.slow
 def test_a_terminal_gets_a_progress_bar_per_stage(tmp_path):
     """In a terminal (a pseudo-terminal of 120 columns here), Ray Data's tqdm bars: the
