@@ -124,6 +124,51 @@ def test_every_way_of_reading_the_splits_gives_the_same_images(ray_local, sample
             assert np.array_equal(np.asarray(r.image), pixels[(r.recording_id, r.window_index)])
 
 
+def test_a_worker_reads_its_split_for_its_steps_and_asks_no_further(ray_local):
+    """Each of 2 workers takes its steps' batches from its real split of the training images
+    (every image once) and does not ask its split for anything past them: a split answers
+    that ask only after a wait (it held `model.fit` 4-6 s at every other epoch with 2
+    workers, docs/benchmarks.md)."""
+    import math
+
+    from cough.trainloop import worker_batches
+
+    class Asked:
+        """A worker's split, counting the batches asked of it (the last ask may find the end)."""
+
+        def __init__(self, split):
+            self.split, self.asks = split, 0
+
+        def iter_batches(self, **kwargs):
+            batches = iter(self.split.iter_batches(**kwargs))
+            while True:
+                self.asks += 1
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                yield batch
+
+    images = np.arange(100 * 2 * 2 * 3, dtype=np.uint8).reshape(100, 2, 2, 3)
+    ds = ray_local.data.from_numpy(images).rename_columns({"data": "image"}).add_column(
+        "label", lambda batch: np.zeros(len(batch["image"]), dtype=np.int8), batch_format="numpy")
+    splits = [Asked(split) for split in ds.streaming_split(2, equal=True)]
+    steps, got = math.ceil(50 / 8), {}
+
+    def read(rank):
+        got[rank] = list(worker_batches(splits[rank], batch_size=8, steps=steps, seed=0))
+
+    readers = [threading.Thread(target=read, args=(rank,), daemon=True) for rank in (0, 1)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=120)
+    assert sorted(got) == [0, 1]
+    assert [len(got[rank]) for rank in (0, 1)] == [steps, steps]
+    assert [split.asks for split in splits] == [steps, steps]
+    seen = np.concatenate([batch for rank in (0, 1) for batch, _ in got[rank]])
+    assert sorted(seen[:, 0, 0, 0].tolist()) == sorted(images[:, 0, 0, 0].tolist())
+
+
 def test_class_weights_give_each_class_the_same_total_weight():
     labels = np.array([0] * 30 + [1] * 10)
     w = class_weights(labels)
