@@ -110,9 +110,9 @@ def worker_batches(shard, *, batch_size: int, steps: int, seed: int, shuffle_buf
     (numpy batches of the fixed-shape ``image`` column), as they are stored.
 
     It ends after the last of them without asking the shard for more: tf.data's prefetch asks
-    past the epoch's end, and a split shard answers that only once every worker's split is
-    done. With 2 workers that wait held `model.fit` 4-6 s after the epoch's last step,
-    every other epoch (docs/benchmarks.md).
+    past the epoch's end, and a split shard answers that ask only after a wait. With 2 workers
+    the wait held `model.fit` 4-6 s after the epoch's last step, every other epoch
+    (docs/benchmarks.md).
     """
     batches = iter(shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2,
                                       local_shuffle_buffer_size=shuffle_buffer or None,
