@@ -134,6 +134,13 @@ def cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def node_cpus() -> list[int]:
+    """CPUs of each alive node of the cluster."""
+    import ray
+
+    return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]] or [1]
+
+
 def archive_dataset(frame, batch_size: int):
     """``(dataset, batch_size)``: an archive's rows (a DataFrame, one row per recording) as a
     Ray Dataset of Arrow blocks of at most ``batch_size`` rows, smaller for small archives so

@@ -40,7 +40,8 @@ def add_arguments(p) -> None:
                    help="most inference actors (default: one per 4 CPUs of the cluster, at least 1)")
     p.add_argument("--actor-cpus", type=number(above=0), default=1.0, help="CPUs reserved per inference actor (default 1)")
     p.add_argument("--actor-threads", type=integer(at_least=1, at_most=1024),
-                   help="TensorFlow threads per inference actor (default: its reserved CPUs, at least 1)")
+                   help="TensorFlow threads per inference actor (default: the cluster's CPUs shared among the "
+                        "actors, at most one node's)")
     add_night_arguments(p)
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be read, skipped (already scored) and written, and stop "

@@ -37,7 +37,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from ..ledger import Ledger
     from ..model import read_model_info
     from ..pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
-    from ..runtime import cpus, init_ray
+    from ..runtime import cpus, init_ray, node_cpus
     from ..schema import pred_schema
     from ..shards import is_out
     from ..storage import Location, new_version
@@ -68,6 +68,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and an inference "
                          f"actor of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
     actors = actors or max(1, cpus() // 4)
+    threads = actor_threads or inference_threads(node_cpus(), actors=actors, actor_cpus=actor_cpus)
 
     with output.writing(LOG_DIR):
         table = target.table()
@@ -94,7 +95,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
                 Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                 fn_constructor_kwargs={"model_dir": model.uri, "run_id": run_id,
-                                       "threads": actor_threads or max(1, int(actor_cpus)),
+                                       "threads": threads,
                                        "metadata_columns": night.metadata_columns})
             record = RunRecord(model_version=info.version, featurizer_version=info.featurizer_version,
                                source=source.uri, model=model.uri, rescore=rescore,
@@ -122,6 +123,25 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
                     summary["errors"], summary["scored"], target.loc.uri)
     return {**summary, "run_id": run_id if summary["commits"] else None, "pred": target.loc.uri,
             "model_version": info.version}
+
+
+def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -> int:
+    """TensorFlow threads per inference actor when ``--actor-threads`` is not given: the
+    cluster's CPUs shared among the ``actors`` (at most one node's worth, at least the CPUs
+    each reserves). Reservations keep the stages from starving each other; the threads let
+    the network use the CPUs stage 1 leaves idle, which it does whenever inference is the
+    slower stage (seed network on 2 CPUs: 1.4x faster than one thread per reserved CPU,
+    docs/benchmarks.md).
+
+    >>> inference_threads([2], actors=1, actor_cpus=1.0)
+    2
+    >>> inference_threads([16, 16, 16, 16], actors=16, actor_cpus=1.0)
+    4
+    >>> inference_threads([16, 16], actors=1, actor_cpus=1.0)
+    16
+    """
+    share = min(sum(node_cpus) // actors, max(node_cpus))
+    return max(1, int(actor_cpus), share)
 
 
 def _scored_keys(pred, model_version: str):
