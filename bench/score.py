@@ -26,7 +26,7 @@ twice each, with the pooled architecture (whose cheap inference leaves storage a
 target: s3:// at least 0.8x the local throughput.
 
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw [--limit N] [--num-cpus 2]
-    .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --arch pooled
+    .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --arch pooled [--copies 4]
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --memory [--limit N]
     .venv/bin/python bench/score.py ../shared/data/covid19-cough/raw --s3 [--limit N]
 """
@@ -160,12 +160,12 @@ def compare(files: list[str], tmp: Path, args) -> None:
 
     from cough.model import load_model, tensorflow
 
-    n = len(files)
+    n = len(files) * args.copies
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{n} files from {Path(files[0]).parent}; {args.arch} architecture, untrained weights; "
+          f"{n} files ({args.copies}x {len(files)}) from {Path(files[0]).parent}; {args.arch} architecture, untrained weights; "
           f"{args.num_cpus} CPUs; load average (1/5/15 min) {_load()}", flush=True)
     model_dir = make_model(tmp / "model", args.arch)
-    everything = link_copies(files, tmp / "all", 1)
+    everything = link_copies(files, tmp / "all", args.copies)
     one = link_copies(files[:1], tmp / "one", 1)
     tensorflow(args.num_cpus)
     model, _ = load_model(str(model_dir))
@@ -325,6 +325,9 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="peak RSS of `cough score` on 1x and 10x the files")
     ap.add_argument("--arch", choices=["seed", "pooled"], default="seed",
                     help="network (default seed); pooled also runs `cough featurize` as (f)")
+    ap.add_argument("--copies", type=int, default=1,
+                    help="(b), (c), (f) on K renamed copies of the files, every copy decoded and scored "
+                         "(a steadier marginal rate than at 1x, where start-up is most of a run)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of (b), (c), (f), interleaved (default 1)")
     ap.add_argument("--seed-every", type=int, default=1, help="(a) on every K-th file only (default 1: all)")
     ap.add_argument("--baseline", type=Path, help="another checkout of cough whose `cough score` runs as (b0)")

@@ -22,7 +22,7 @@ from cough.flags import integer, number
     (["featurize", "S", "--out", "O", "--num-cpus", "-1"], "argument --num-cpus: must be at least 1, not -1"),
     (["score", "S", "--model", "M", "--out", "P", "--actor-cpus", "nan"],
      "argument --actor-cpus: must be a finite number, not 'nan'"),
-    (["score", "S", "--model", "M", "--out", "P", "--actor-cpus", "0"], "argument --actor-cpus: must be above 0, not 0"),
+    (["score", "S", "--model", "M", "--out", "P", "--actor-cpus", "-1"], "argument --actor-cpus: must be at least 0, not -1"),
     (["score", "S", "--model", "M", "--out", "P", "--actors", "0"], "argument --actors: must be at least 1, not 0"),
     (["score", "S", "--model", "M", "--out", "P", "--batch-size", "two"],
      "argument --batch-size: must be a whole number, not 'two'"),

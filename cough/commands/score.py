@@ -38,7 +38,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=integer(at_least=1), default=32, help="recordings per featurizing task (default 32)")
     p.add_argument("--actors", type=integer(at_least=1),
                    help="most inference actors (default: one per 4 CPUs of the cluster, at least 1)")
-    p.add_argument("--actor-cpus", type=number(above=0), default=1.0, help="CPUs reserved per inference actor (default 1)")
+    p.add_argument("--actor-cpus", type=number(at_least=0), default=0.0,
+                   help="CPUs reserved per inference actor (default 0: its threads share the CPUs that "
+                        "featurizing tasks reserve)")
     p.add_argument("--actor-threads", type=integer(at_least=1, at_most=1024),
                    help="TensorFlow threads per inference actor (default: the cluster's CPUs shared among the "
                         "actors, at most one node's)")

@@ -17,7 +17,7 @@ log = logging.getLogger("cough.score")
 
 
 def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
-          gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 1.0,
+          gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 0.0,
           actor_threads: int | None = None, prefixes: tuple[str, ...] = (), since: str | None = None,
           commit_every: int = COMMIT_EVERY, address: str | None = None, num_cpus: int | None = None,
           dry_run: bool = False) -> dict:
@@ -46,8 +46,8 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from .plan import plan
     from .stages import Predictor
 
-    if batch_size < 1 or (actors is not None and actors < 1) or actor_cpus <= 0 or commit_every < 1:
-        raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus above 0")
+    if batch_size < 1 or (actors is not None and actors < 1) or actor_cpus < 0 or commit_every < 1:
+        raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus at least 0")
     since = check_since(since)
     source, model = Location.of(source), Location.of(model)
     info = read_model_info(model)
@@ -65,8 +65,8 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     index = load_labels(labels, source.uri, group_pattern=group_pattern)  # usage errors before Ray starts
     init_ray(address, num_cpus=num_cpus)
     if cpus() < actor_cpus + 1:
-        raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and an inference "
-                         f"actor of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
+        raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and inference "
+                         f"actors of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
     actors = actors or max(1, cpus() // 4)
     threads = actor_threads or inference_threads(node_cpus(), actors=actors, actor_cpus=actor_cpus)
 
@@ -128,10 +128,11 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
 def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -> int:
     """TensorFlow threads per inference actor when ``--actor-threads`` is not given: the
     cluster's CPUs shared among the ``actors`` (at most one node's worth, at least the CPUs
-    each reserves). Reservations keep the stages from starving each other; the threads let
-    the network use the CPUs stage 1 leaves idle, which it does whenever inference is the
-    slower stage (seed network on 2 CPUs: 1.4x faster than one thread per reserved CPU,
-    docs/benchmarks.md).
+    each reserves). With the default ``--actor-cpus 0`` the featurizing tasks reserve every
+    CPU and the actors' threads share them through the OS scheduler, so whichever stage is
+    the slower one gets the cores the other leaves idle (a cheap network: featurizing on
+    every core; an expensive one: inference on every core while stage 1 waits on
+    backpressure). Measured on 2 CPUs in docs/benchmarks.md.
 
     >>> inference_threads([2], actors=1, actor_cpus=1.0)
     2
