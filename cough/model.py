@@ -128,10 +128,13 @@ def _forward(model):
     if forward is None:
         tf = tensorflow()
         size = model.input_shape[1]
+        # A weak reference, as tf.function keeps to the variables it captures: the cache must
+        # not keep a dropped model (300 MB of weights for the seed network) alive.
+        of = weakref.ref(model)
 
         @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
         def forward(images):
-            return model(tf.cast(images, tf.float32) * (1.0 / 255.0), training=False)[:, 1]
+            return of()(tf.cast(images, tf.float32) * (1.0 / 255.0), training=False)[:, 1]
 
         _FORWARDS[model] = forward
     return forward

@@ -134,12 +134,14 @@ def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -
     every core; an expensive one: inference on every core while stage 1 waits on
     backpressure). Measured on 2 CPUs in docs/benchmarks.md.
 
-    >>> inference_threads([2], actors=1, actor_cpus=1.0)
+    >>> inference_threads([2], actors=1, actor_cpus=0.0)
     2
-    >>> inference_threads([16, 16, 16, 16], actors=16, actor_cpus=1.0)
+    >>> inference_threads([16, 16, 16, 16], actors=16, actor_cpus=0.0)
     4
-    >>> inference_threads([16, 16], actors=1, actor_cpus=1.0)
+    >>> inference_threads([16, 16], actors=1, actor_cpus=0.0)
     16
+    >>> inference_threads([8], actors=8, actor_cpus=2.0)   # at least what each reserves
+    2
     """
     share = min(sum(node_cpus) // actors, max(node_cpus))
     return max(1, int(actor_cpus), share)
