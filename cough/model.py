@@ -123,7 +123,8 @@ def _forward(model):
     """``model``'s inference pass as one TensorFlow graph, traced once per model: uint8
     windows in (scaled as :func:`preprocess` does), P(positive) out. In a graph TensorFlow
     fuses each convolution with its bias and activation, which op-by-op eager calls cannot:
-    1.5x less CPU per window for ``pooled``, 1.16x for ``seed`` (docs/benchmarks.md)."""
+    1.5-1.7x less CPU per window for ``pooled``, 1.16-1.22x for ``seed`` (two measurements,
+    docs/benchmarks.md)."""
     forward = _FORWARDS.get(model)
     if forward is None:
         tf = tensorflow()
