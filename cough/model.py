@@ -102,6 +102,11 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float32) * (1.0 / 255.0)
 
 
+def rescale(tf, images):
+    """:func:`preprocess` as TensorFlow ops, the same numbers (in tf.data and traced graphs)."""
+    return tf.cast(images, tf.float32) * (1.0 / 255.0)
+
+
 def predict_windows(model, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
     """P(positive) for each image of a uint8 ``(n, S, S, 3)`` batch (inference mode, no
     collective ops, so it is safe inside a Ray Train worker too).
@@ -135,7 +140,7 @@ def _forward(model):
 
         @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
         def forward(images):
-            return of()(tf.cast(images, tf.float32) * (1.0 / 255.0), training=False)[:, 1]
+            return of()(rescale(tf, images), training=False)[:, 1]
 
         _FORWARDS[model] = forward
     return forward

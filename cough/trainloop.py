@@ -26,7 +26,7 @@ from .errors import CoughError
 from .logs import say
 from .metrics import auc, binary_metrics, choose_threshold, finite
 from .runtime import WORKER_ENV
-from .model import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows
+from .model import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows, rescale
 
 log = logging.getLogger("cough.train")
 
@@ -135,8 +135,8 @@ def _tf_dataset(tf, shard, config: TrainConfig, world_size: int, epoch: int, ran
     signature = (tf.TensorSpec((None, size, size, 3), tf.uint8), tf.TensorSpec((None,), tf.int64))
     weights = tf.constant([config.class_weight[0], config.class_weight[1]], tf.float32)
 
-    def model_inputs(images, labels):  # the same numbers as cough.model.preprocess
-        return (tf.cast(images, tf.float32) * (1.0 / 255.0), tf.one_hot(labels, len(CLASS_NAMES)),
+    def model_inputs(images, labels):
+        return (rescale(tf, images), tf.one_hot(labels, len(CLASS_NAMES)),
                 tf.gather(weights, labels))
 
     return tf.data.Dataset.from_generator(
