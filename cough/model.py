@@ -138,7 +138,9 @@ def _forward(model):
         # not keep a dropped model (300 MB of weights for the seed network) alive.
         of = weakref.ref(model)
 
-        @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
+        # autograph=False: straight-line code has nothing to convert, and a conversion leaves
+        # a generated source file in /tmp of every worker killed before its exit handlers run.
+        @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)], autograph=False)
         def forward(images):
             return of()(rescale(tf, images), training=False)[:, 1]
 

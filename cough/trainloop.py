@@ -135,6 +135,7 @@ def _tf_dataset(tf, shard, config: TrainConfig, world_size: int, epoch: int, ran
     signature = (tf.TensorSpec((None, size, size, 3), tf.uint8), tf.TensorSpec((None,), tf.int64))
     weights = tf.constant([config.class_weight[0], config.class_weight[1]], tf.float32)
 
+    @tf.autograph.experimental.do_not_convert  # nothing to convert; see cough.model._forward
     def model_inputs(images, labels):
         return (rescale(tf, images), tf.one_hot(labels, len(CLASS_NAMES)),
                 tf.gather(weights, labels))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def test_kill_9_mid_score_on_s3_then_rerun_gives_every_recording_once(store, mod
         time.sleep(0.05)
     _kill(proc)
     assert scratch is not None, "the run never scored a row: " + "".join(lines[-5:])
+    shutil.rmtree(scratch.parent)  # the killed driver's local rows: a kill -9 leaves them behind
     fs, root = pafs.FileSystem.from_uri(f"{b}/pred")
     assert fs.get_file_info(f"{root}/_delta_log").type == pafs.FileType.NotFound  # nothing looks complete
 
