@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 
 #: Lines that every job's workers print and nobody acts on: TensorFlow's start-up banner
 #: (CUDA probing on CPU machines, oneDNN, absl), Ray Train's per-report chatter
@@ -37,6 +36,8 @@ NOISE = re.compile("|".join([
     r"RayDeprecationWarning|^\s+self\.exclude_resources = exclude_resources",
     r"^Progress bars disabled\. To enable",
 ]))
+#: Starts of Ray's log messages that :class:`_FalseAlarms` drops.
+FALSE_ALARMS = ("Warning: The Ray cluster currently does not have any available CPUs",)
 #: Ray's own helper actors whose output is about Ray's housekeeping (the placement-group
 #: cleaner's monitor thread dies with a traceback when the State API cannot find the
 #: dashboard, which a local instance does not run; the placement group goes with Ray).
@@ -91,12 +92,24 @@ def tame_ray() -> None:
         return
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            if not isinstance(handler, logging.FileHandler):
+        for handler in logger.handlers:  # the console ones; Ray's log files keep every line
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setLevel(logging.WARNING)
+                if not any(isinstance(f, _FalseAlarms) for f in handler.filters):
+                    handler.addFilter(_FalseAlarms())
         if name != "ray.data":  # ray.data's own level feeds its log files
             logger.setLevel(logging.WARNING)
     _filter_worker_output()
+
+
+class _FalseAlarms(logging.Filter):
+    """Drops Ray's warnings that our jobs trigger in normal operation (they stay in Ray's log
+    files): Ray Data warns that a dataset "will hang" when the cluster's resource view shows
+    no free CPU as it starts, and that view lags behind tasks that have just ended, such as
+    the score job's listing tasks, which had every CPU of a small machine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(FALSE_ALARMS)
 
 
 def worker_lines(data: dict) -> tuple[list[str], list[str]]:
@@ -146,36 +159,48 @@ def ray_log_level() -> int:
 
 @contextlib.contextmanager
 def native_stderr_filtered():
-    """Hold back what native code writes to file descriptor 2 while the block runs, then
-    pass on every line of it but :data:`NOISE` (not with -v, not for library callers).
-    TensorFlow's start-up banner (absl: CUDA probing, oneDNN) ignores TF_CPP_MIN_LOG_LEVEL
-    since TensorFlow moved to absl logging. ``sys.stderr`` meanwhile writes to the real
-    stderr, so what Python code says (any thread) is not delayed and a terminal is still
+    """While the block runs, pass what native code writes to file descriptor 2 through a
+    filter that drops :data:`NOISE` and forwards every other line as it comes (not with -v,
+    not for library callers). TensorFlow's start-up banner (absl: CUDA probing, oneDNN)
+    ignores TF_CPP_MIN_LOG_LEVEL since TensorFlow moved to absl logging, and Ray's C++ core
+    worker logs to fd 2 in the driver itself. ``sys.stderr`` meanwhile writes to the real
+    stderr, so what Python code says (any thread) goes straight out and a terminal is still
     seen as one (progress bars)."""
     if _mode not in ("default", "quiet"):
         yield
         return
+    import threading
+
     sys.stderr.flush()
     saved = os.dup(2)
+    out = os.dup(saved)  # the forwarder's own: it may outlive the block (below)
+    read, write = os.pipe()
+    forwarder = threading.Thread(target=_forward_lines, args=(read, out), name="cough-native-stderr", daemon=True)
+    forwarder.start()
     previous = sys.stderr
-    with tempfile.TemporaryFile() as held, \
-            open(saved, "w", buffering=1, encoding=previous.encoding, errors=previous.errors, closefd=False) as real:
-        os.dup2(held.fileno(), 2)
+    with open(saved, "w", buffering=1, encoding=previous.encoding, errors=previous.errors, closefd=False) as real:
+        os.dup2(write, 2)
+        os.close(write)
         sys.stderr = real
         try:
             yield
         finally:
             sys.stderr = previous
             real.flush()
-            previous.flush()  # what went through the old object (fd 2) is held back too
-            os.dup2(saved, 2)
+            previous.flush()  # what went through the old object (fd 2) is filtered too
+            os.dup2(saved, 2)  # the pipe's last writer in this process: the forwarder sees its end
             os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
-                    if not NOISE.search(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+            # A child process started in the block keeps the pipe open; the forwarder then
+            # goes on filtering its lines for as long as it lives.
+            forwarder.join(timeout=1)
+
+
+def _forward_lines(read: int, out: int) -> None:
+    with open(read, "rb") as lines:
+        for line in lines:
+            if not NOISE.search(line.decode(errors="replace")):
+                os.write(out, line)
+    os.close(out)
 
 
 def say(message: str) -> None:

@@ -128,6 +128,42 @@ def untrained_model(tmp_path_factory) -> Path:
     return write_model(tmp_path_factory.mktemp("untrained") / "model")
 
 
+@pytest.mark.slow
+def test_scoring_prints_its_own_lines_only(tmp_path, untrained_model, fresh_ray):
+    """Every `cough score` printed an error-looking line of Ray's C++ core worker, from the
+    driver itself (no worker output filter sees it), when Ray Data created the inference
+    actors: '[... E ...] core_worker.cc:...: Actor with class name: ... has constructor
+    arguments in the object store and max_restarts > 0. ...'."""
+    result = subprocess.run([sys.executable, "-m", "cough", "score", str(SAMPLE / "raw"), "--model",
+                             str(untrained_model), "--out", str(tmp_path / "pred"), "--num-cpus", "2",
+                             "--address", "local"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines and [line for line in lines if not line.startswith("cough score: ")] == [], lines
+
+
+def test_ray_datas_false_alarm_about_free_cpus_is_dropped_and_its_other_warnings_kept(monkeypatch):
+    """Ray Data warns that a dataset "will hang" when its view of the cluster's resources,
+    which lags behind tasks that have just ended, shows no free CPU: `cough score` on 2 CPUs
+    printed it at times, right after its own listing tasks. Its console handlers drop it now;
+    its log file keeps it."""
+    import logging
+
+    from cough import logs
+
+    def warning(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.data.dataset", logging.WARNING, __file__, 1, message, None, None)
+
+    monkeypatch.setattr(logs, "_mode", "default")
+    logs.tame_ray()
+    alarm = warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will "
+                    "hang unless more CPUs are freed up.")
+    handlers = logging.getLogger("ray.data").handlers
+    consoles = [h for h in handlers if isinstance(h, logging.StreamHandler)]
+    assert consoles and all(not h.filter(alarm) and h.filter(warning("a warning of Ray Data's")) for h in consoles)
+    assert all(h.filter(alarm) for h in handlers if h not in consoles)
+
+
 @pytest.mark.parametrize("column", ["score", "threshold"])
 @pytest.mark.parametrize("job", ["featurize", "score"])
 def test_a_labels_column_named_like_ours_exits_2_naming_it_before_ray(tmp_path, capsys, untrained_model, job, column):

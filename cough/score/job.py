@@ -35,6 +35,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from ..audio import TASK_MEMORY
     from ..labels import load_labels
     from ..ledger import Ledger
+    from ..logs import native_stderr_filtered
     from ..model import read_model_info
     from ..pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
     from ..runtime import cpus, init_ray, node_cpus
@@ -105,8 +106,9 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
             writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version)
             ledger = Ledger(target) if not is_out(source) else None
             try:
-                commit_chunks(predictions, writer, ledger, summary, record, model_version=info.version,
-                              rescore=rescore, commit_every=commit_every)
+                with native_stderr_filtered():  # Ray's C++ notice, in this process, as the actors start
+                    commit_chunks(predictions, writer, ledger, summary, record, model_version=info.version,
+                                  rescore=rescore, commit_every=commit_every)
             except BaseException as exc:
                 clean = job_error(exc)
                 if clean is exc:
