@@ -196,11 +196,14 @@ def native_stderr_filtered():
 
 
 def _forward_lines(read: int, out: int) -> None:
-    with open(read, "rb") as lines:
+    """Copy the lines coming through ``read`` that are not :data:`NOISE` to ``out``. It
+    drains ``read`` to its end even when ``out`` fails (stderr a closed pipe, as in
+    ``cough score ... 2>&1 | head``): a full pipe would block whoever writes to fd 2."""
+    with open(read, "rb") as lines, open(out, "wb", buffering=0) as stderr:
         for line in lines:
             if not NOISE.search(line.decode(errors="replace")):
-                os.write(out, line)
-    os.close(out)
+                with contextlib.suppress(OSError):
+                    stderr.write(line)
 
 
 def say(message: str) -> None:

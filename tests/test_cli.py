@@ -228,6 +228,25 @@ def test_tensorflows_banner_in_the_driver_is_dropped_and_every_other_line_kept(m
                                      "2026-11-28 16:15:49,018 WARNING worker.py:1 -- a warning of Ray's\n"
 
 
+def test_native_lines_keep_flowing_when_stderr_is_a_closed_pipe():
+    """`cough score ... 2>&1 | head`: once the reader of stderr is gone, the filter must still
+    drain what native code writes to fd 2, or the writer blocks for good on a full pipe."""
+    script = ("import os\n"
+              "from cough import logs\n"
+              "logs.setup_logging()\n"
+              "with logs.native_stderr_filtered():\n"
+              "    for _ in range(4000):\n"
+              "        os.write(2, b'a line of native output that is not noise' + b'.' * 60 + b'\\n')\n"
+              "print('done', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stderr.close()
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out == b"done\n"
+
+
 def test_a_terminal_is_still_a_terminal_while_the_banner_is_held_back(monkeypatch):
     """Ray starts inside that block and decides on progress bars by ``sys.stderr.isatty()``:
     a user at a terminal keeps them."""
