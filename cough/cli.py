@@ -91,6 +91,17 @@ def _suggest(argv: list[str], jobs: list[str]) -> None:
     raise exc
 
 
+def _refuse_unknown(unknown: list[str], job_parser: argparse.ArgumentParser) -> None:
+    """A usage error from the job's own parser for arguments it does not know, naming the
+    closest flag of that job (argparse left them to the top-level parser, whose usage and
+    name said nothing about the job)."""
+    flags = [s for action in job_parser._actions for s in action.option_strings if s.startswith("--")]
+    word = unknown[0].split("=", 1)[0]
+    close = difflib.get_close_matches(word, flags, n=1, cutoff=0.6) if word.startswith("-") else []
+    hint = f"; did you mean {close[0]}?" if close else ""
+    job_parser.error(f"unrecognized argument{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)}{hint}")
+
+
 def _job_word(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
@@ -112,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs = list(parser._subparsers._group_actions[0].choices)
         _suggest(argv, jobs)
         job = _job_word(argv)
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
         job = args.job
+        if unknown:
+            _refuse_unknown(unknown, parser._subparsers._group_actions[0].choices[job])
         from .logs import setup_logging
 
         setup_logging(verbose=args.verbose, quiet=args.quiet, job=job)

@@ -141,6 +141,8 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
             raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], header=None)
     except CoughError:
         raise
+    except FileNotFoundError:
+        raise CoughError(f"labels CSV {csv} does not exist") from None
     except Exception as exc:
         raise CoughError(f"cannot read labels CSV {csv}: {exc}") from None
     header = [f"Unnamed: {i}" if pd.isna(c) else str(c).strip() for i, c in enumerate(raw.iloc[0])]

@@ -206,6 +206,8 @@ def read_model_meta(model_dir) -> ModelMeta:
 
     loc = Location.of(model_dir)
     meta_loc = loc.join(META_FILE)
+    if not loc.exists():
+        raise CoughError(f"MODEL {loc.uri} does not exist; pass the --out folder of `cough train`")
     if not meta_loc.exists():
         raise CoughError(f"MODEL {loc.uri} has no {META_FILE}: is it a finished `cough train` output?")
     return ModelMeta.read(meta_loc, where=f"MODEL {loc.uri}: {META_FILE}")

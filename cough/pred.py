@@ -39,11 +39,12 @@ from pathlib import PurePosixPath
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .artifacts import RunRecord
 from .errors import CoughError, UsageError
-from .storage import Location, claim
+from .storage import Location, claim, read_owner
 
 log = logging.getLogger("cough.score")
 
@@ -170,10 +171,16 @@ def claim_pred(out, *, inputs: dict | None = None) -> "tuple[Pred, object]":
 def open_pred(pred, *, what: str = "PRED") -> Pred:
     """A PRED to read (report, nightly): refuses what is not one, and 0.1 PREDs with how to convert."""
     loc = Location.of(pred)
-    if not loc.is_dir():
-        raise CoughError(f"{what} {loc.uri} is not a folder: give the --out of `cough score`")
+    found = loc.info().type
+    if found != pafs.FileType.Directory:
+        raise CoughError(f"{what} {loc.uri} {'does not exist' if found == pafs.FileType.NotFound else 'is a file'}: "
+                         "give the --out of `cough score`")
     if is_v01(loc):
         raise CoughError(_v01_message(loc))
+    owner = read_owner(loc) or {}
+    if owner.get("kind") != KIND and not loc.join(LOG_DIR).is_dir():
+        what_is_there = f"the output of `cough {owner['kind']}`" if owner.get("kind") else "no Delta log"
+        raise CoughError(f"{what} {loc.uri} is not a PRED table ({what_is_there}): give the --out of `cough score`")
     return Pred(loc)
 
 

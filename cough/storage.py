@@ -282,13 +282,8 @@ def claim(out: "str | Location", kind: str, *, flag: str = "--out", inputs: dict
     if not entries:
         return Output(loc, kind, "empty")
     names = sorted(PurePosixPath(e.path).name for e in entries)
-    owner = None
-    if OWNER_FILE in names:
-        try:
-            owner = loc.join(OWNER_FILE).read_json()
-        except (CoughError, ValueError):
-            owner = None
-    if isinstance(owner, dict) and owner.get("kind") == kind:
+    owner = read_owner(loc) if OWNER_FILE in names else None
+    if owner and owner.get("kind") == kind:
         from .schema import check_schema_version
 
         try:
@@ -299,10 +294,20 @@ def claim(out: "str | Location", kind: str, *, flag: str = "--out", inputs: dict
                  "adds to it" if extends else "replaces it")
         return Output(loc, kind, "ours")
     shown = ", ".join(names[:5]) + (f", ... ({len(names)} entries)" if len(names) > 5 else "")
-    what = (f"the output of `cough {owner['kind']}`" if isinstance(owner, dict) and owner.get("kind")
+    what = (f"the output of `cough {owner['kind']}`" if owner and owner.get("kind")
             else f"files that `cough {kind}` did not write ({shown})")
     raise UsageError(f"{flag} {loc.uri} holds {what}; cough writes only into a new or empty folder or its own "
                      f"earlier {kind} output: choose another {flag}, or empty that folder yourself")
+
+
+def read_owner(loc: Location) -> dict | None:
+    """The owner marker (:data:`OWNER_FILE`) of folder ``loc``: which cough job wrote it, or
+    None when there is none or it cannot be read."""
+    try:
+        owner = loc.join(OWNER_FILE).read_json()
+    except (CoughError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def _check_bucket(loc: Location, flag: str) -> None:

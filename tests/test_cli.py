@@ -34,14 +34,31 @@ def test_version(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["featurise", "x", "--out", "y"], "did you mean 'featurize'?"),
     (["featurize", "x", "--o", "y"], "the following arguments are required: --out"),
-    (["featurize", "x", "--out", "y", "--label", "l.csv"], "unrecognized arguments: --label"),
-    (["featurize", "x", "--out", "y", "--num-cpu", "2"], "unrecognized arguments: --num-cpu"),
+    (["featurize", "x", "--out", "y", "--label", "l.csv"], "unrecognized arguments: --label l.csv; did you mean --labels?"),
+    (["featurize", "x", "--out", "y", "--num-cpu", "2"], "unrecognized arguments: --num-cpu 2; did you mean --num-cpus?"),
     (["featurize", "x", "--out", "y", "-v", "-q"], "not allowed with argument"),
 ])
 def test_usage_errors_exit_2_with_one_json_object(capsys, argv, message):
     assert main([*argv, "--json"]) == 2
     summary = _json(capsys)
     assert summary["status"] == "error" and summary["exit_code"] == 2 and message in summary["error"]
+
+
+def test_a_mistyped_flag_is_the_jobs_own_usage_error_with_a_suggestion(capsys):
+    """It was the top-level parser's: `usage: cough [-h] [--version] JOB ...` and
+    `cough: error: unrecognized arguments: --lables ...`, with no word of the job's flags."""
+    assert main(["score", "x", "--model", "m", "--out", "y", "--lables", "l.csv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("usage: cough score ")
+    assert err[-1] == "cough score: error: unrecognized arguments: --lables l.csv; did you mean --labels?"
+
+
+def test_a_missing_labels_csv_is_named_plainly(tmp_path, capsys):
+    """It came with pyarrow's wording: "[Errno 2] Failed to open local file '...'. Detail: ..."."""
+    csv = tmp_path / "labels.cvs"
+    assert main(["featurize", str(SAMPLE / "raw"), "--out", str(tmp_path / "out"), "--labels", str(csv)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"cough featurize: error: labels CSV {csv} does not exist"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_failed_job_prints_its_error_as_json(tmp_path, capsys):

@@ -91,6 +91,6 @@ def test_the_readme_cluster_walkthrough_runs_as_written_beside_another_ray(tmp_p
     assert DeltaTable(str(pred)).to_pyarrow_table().num_rows == 60
     assert re.search(r"relative: [1-9]", done.stdout) and "relative path under `ray job submit`" in output
     assert not (repo / "out" / "relative").exists()
-    assert re.search(r"no model: [1-9]", done.stdout) and "has no model.json" in output
+    assert re.search(r"no model: [1-9]", done.stdout) and "no-model does not exist" in output
     assert not (repo / "out" / "cluster" / "pred2").exists()
     assert ray_local.cluster_resources()["CPU"] == 2  # the other instance lives on

@@ -19,10 +19,11 @@ from deltalake import CommitProperties, write_deltalake
 from cough import metrics as M
 from cough.artifacts import Metrics
 from cough.cli import main
-from cough.pred import RUN_KEY
+from cough.pred import LOG_DIR, RUN_KEY, claim_pred
 from cough.quality import QUALITY_COLUMNS
 from cough.report import error_rate, write_report
 from cough.schema import pred_schema
+from cough.storage import claim
 
 pytestmark = pytest.mark.whole_report  # each test renders a whole report: not in the fast tier
 
@@ -348,10 +349,42 @@ def test_degenerate_input_gives_a_report_that_says_why(tmp_path, make):
 
 
 def test_empty_pred_is_a_report_not_a_crash(tmp_path):
-    (tmp_path / "pred").mkdir()  # a PRED whose first run has not committed yet
-    m = write_report(str(tmp_path / "pred"), str(tmp_path / "report"), n_boot=100)
+    pred = str(tmp_path / "pred")
+    with claim_pred(pred)[1].writing(LOG_DIR):  # a PRED whose first run has not committed yet
+        m = write_report(pred, str(tmp_path / "report"), n_boot=100)
     assert m["n"] == 0 and m["operations"]["recordings"] == 0 and m["operations"]["error_rate"] is None
     strict_json(tmp_path / "report" / "metrics.json")
+
+
+@pytest.mark.parametrize("given, said", [("features", "is not a PRED table (the output of `cough featurize`)"),
+                                          ("empty", "is not a PRED table (no Delta log)"),
+                                          ("raw", "is not a PRED table (no Delta log)"),
+                                          ("typo", "does not exist"), ("raw/a.wav", "is a file")])
+def test_a_folder_that_is_not_pred_is_refused_by_name(tmp_path, capsys, given, said):
+    """`cough report` took any folder as PRED (an OUT of featurize, the archive, an empty
+    folder) and wrote a report of nothing with exit 0, which read as a success."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.wav").write_bytes(b"RIFF")
+    with claim(str(tmp_path / "features"), "featurize").writing("manifest.json"):  # a featurize run's OUT
+        assert main(["report", str(tmp_path / given), "--out", str(tmp_path / "report")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"PRED {tmp_path / given} {said}: give the --out of `cough score`" in err[0], err
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_report_without_labels_says_on_stderr_how_to_give_them(tmp_path, capsys):
+    """The first hour's `cough score` without --labels, then `cough report`: exit 0, no
+    evaluation, and nothing but the HTML said why or what to do."""
+    pred = write_pred(tmp_path / "pred", _no_labels(np.random.default_rng(1)))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\n" + "".join(f"r{i}.mp3,{'positive' if i % 2 else 'negative'}\n" for i in range(12)))
+    assert main(["report", str(pred), "--out", str(tmp_path / "a"), "--n-boot", "100"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cough report: warning: no scored recording in PRED has a true label")
+    assert "--labels CSV" in err[0]
+    assert main(["report", str(pred), "--out", str(tmp_path / "b"), "--n-boot", "100", "--labels", str(labels)]) == 0
+    assert "true label" not in capsys.readouterr().err
 
 
 def test_all_errors_report_counts_and_reasons(tmp_path):

@@ -4,6 +4,8 @@ cough/cli.py builds the parser from them; ``python -m jobs.report`` runs the sam
 
 from __future__ import annotations
 
+import logging
+
 from ..flags import integer, number
 
 HELP = "evaluate predictions against true labels and write an HTML report, metrics.json and plots"
@@ -36,6 +38,11 @@ def run(args) -> dict:
                                        model_version=args.model_version, include_training=args.include_training,
                                        n_boot=args.n_boot, seed=args.seed))
     ops = m.operations
+    if ops["scored"] and not m.n_labelled_scored and not args.labels:
+        logging.getLogger("cough.report").warning(
+            "no scored recording in PRED has a true label, so this report evaluates nothing (operations only): "
+            "give the labels here, --labels CSV (filename,label[,participant,...]); a `cough score --labels` "
+            "labels only the recordings that run scores")
     return {"report": args.out, "n": m.n, "n_groups": m.n_groups, "excluded_training": m.excluded_training,
             "auc": m.auc, "auc_ci": m.auc_ci, "baseline_auc": m.shortcut_baseline["auc"], "threshold": m.threshold,
             "scored": ops["scored"], "errored": ops["errored"], "skipped": ops["skipped"],
