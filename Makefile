@@ -33,7 +33,7 @@ demo: install
 	$(BIN)/cough synth --out $(DEMO)/tonight --n 150 --seed 2024 --max-duration-s 4
 	$(BIN)/cough score $(DEMO)/tonight/raw --labels $(DEMO)/tonight/labels.csv --model $(DEMO)/model --out $(DEMO)/pred
 	$(BIN)/cough report $(DEMO)/pred --out $(DEMO)/report --by site
-	@echo "report: $(CURDIR)/$(DEMO)/report/report.html"
+	@echo "open in a browser: $(CURDIR)/$(DEMO)/report/report.html"
 
 # Re-pin after a deliberate upgrade: install unpinned, run the tests, then `make lock`.
 lock: install

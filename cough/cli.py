@@ -161,13 +161,22 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _readable(value):
-    """Floats to 4 significant digits for a person (``--json`` keeps them whole)."""
+def _readable(value) -> str:
+    """A summary value for a person: floats to 4 significant digits, yes/no, a mapping as
+    ``key value, ...`` (``--json`` keeps every value whole and typed).
+
+    >>> _readable(0.123456), _readable(True), _readable({"mp3": 30, "ogg": 14}), _readable([0.5, 0.25])
+    ('0.1235', 'yes', 'mp3 30, ogg 14', '[0.5, 0.25]')
+    """
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_readable(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value):
         return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
-    return value
+    return str(value)
 
 
 def run_module(job: str) -> None:

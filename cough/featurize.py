@@ -100,4 +100,4 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     if totals["errors"]:
         log.warning("%d of %d recordings could not be featurized; their reasons are in %s/recordings "
                     "(status == 'error')", totals["errors"], totals["inputs"], out)
-    return {**totals, "out": out, "featurizer_version": params.version}
+    return {**totals, "out": output.loc.uri, "featurizer_version": params.version}

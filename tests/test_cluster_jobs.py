@@ -27,7 +27,10 @@ ray job submit --address $DASHBOARD --working-dir . -- python -m jobs.featurize 
     --out out/relative && echo "relative: 0" || echo "relative: $?"
 ray job submit --address $DASHBOARD --working-dir . -- python -m jobs.score "$PWD/data/sample/raw" \\
     --model "$PWD/no-model" --out "$PWD/out/cluster/pred2" && echo "no model: 0" || echo "no model: $?"
+echo "stopping at $(date +%s.%N)"
 """
+#: Run after the README's last line.
+AFTER = 'echo "stopped at $(date +%s.%N)"\n'
 
 
 def walkthrough() -> str:
@@ -75,7 +78,7 @@ def test_the_readme_cluster_walkthrough_runs_as_written_beside_another_ray(tmp_p
     (repo / ".venv").symlink_to(sys.prefix)
     write_model(repo / "out" / "demo" / "model")
     block = walkthrough()
-    script = block.replace(STOP, EXTRA.strip() + "\n" + STOP)
+    script = block.replace(STOP, EXTRA.strip() + "\n" + STOP) + AFTER
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
     done = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
@@ -85,6 +88,9 @@ def test_the_readme_cluster_walkthrough_runs_as_written_beside_another_ray(tmp_p
         os.kill(int(head.group(2)), 15)
         pytest.fail(f"the head outlived `{STOP}`:\n{output[-3000:]}")
     assert _gone(head.group(1)), "processes of the walkthrough's head are left"
+    # Ray drains a node for up to 30 s on SIGTERM unless told not to: the README's last line took 31 s
+    stop = float(re.search(r"stopped at (\S+)", done.stdout).group(1)) - float(re.search(r"stopping at (\S+)", done.stdout).group(1))
+    assert stop < 15, f"the head took {stop:.0f} s to stop"
 
     features, pred = repo / "out" / "cluster" / "features", repo / "out" / "cluster" / "pred"
     assert pq.read_table(features / "recordings").num_rows == 60, output[-5000:]

@@ -33,6 +33,7 @@ def add_arguments(p) -> None:
 def run(args) -> dict:
     from ..artifacts import Metrics
     from ..report import write_report
+    from ..storage import Location
 
     m = Metrics.from_dict(write_report(args.pred, args.out, labels=args.labels, by=args.by, threshold=args.threshold,
                                        model_version=args.model_version, include_training=args.include_training,
@@ -43,7 +44,7 @@ def run(args) -> dict:
             "no scored recording in PRED has a true label, so this report evaluates nothing (operations only): "
             "give the labels here, --labels CSV (filename,label[,participant,...]); a `cough score --labels` "
             "labels only the recordings that run scores")
-    return {"report": args.out, "n": m.n, "n_groups": m.n_groups, "excluded_training": m.excluded_training,
+    return {"report": Location.of(args.out).uri, "n": m.n, "n_groups": m.n_groups, "excluded_training": m.excluded_training,
             "auc": m.auc, "auc_ci": m.auc_ci, "baseline_auc": m.shortcut_baseline["auc"], "threshold": m.threshold,
             "scored": ops["scored"], "errored": ops["errored"], "skipped": ops["skipped"],
             "error_rate": ops["error_rate"], "psi": ops["drift"]["psi"], "warnings": len(m.warnings)}
