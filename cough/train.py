@@ -244,6 +244,8 @@ def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> d
     return {"out": output.loc.uri, "version": version, "arch": settings.arch, "epochs_run": len(fitted.state["history"]),
             "threshold": round(threshold, 4), "val_auc": metrics["val"]["auc"],
             "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
+            # how little an AUC on a handful of participants says (`cough report` gives intervals)
+            "val_participants": len(groups["val"]), "test_participants": len(groups.get("test", [])),
             "wall_s": meta.training["wall_s"]}
 
 

@@ -29,6 +29,9 @@ def test_featurize_train_score_report_with_file_uris(tmp_path, ray_local, capsys
 
     model = json.loads((tmp_path / "model" / "model.json").read_text())
     assert (tmp_path / "model" / model["weights"]).is_file() and trained
+    # the AUCs come with the number of participants they rest on
+    assert (trained["val_participants"], trained["test_participants"]) == tuple(
+        len(model["splits"][name]["groups"]) for name in ("val", "test"))
     assert model["featurizer_version"] == json.loads((tmp_path / "features" / "manifest.json").read_text())[
         "featurizer_version"]
     assert scored["scored"] == 60 == DeltaTable(str(tmp_path / "pred")).to_pyarrow_table().num_rows
