@@ -326,8 +326,12 @@ def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, r
     assert all(HOSTILE_PROBLEMS[name] in rows.error[name] for name in HOSTILE_PROBLEMS)
     assert rows.status["caf\\xe9 latin-1.wav"] == "ok"
     assert rows.score[rows.status != "ok"].isna().all() and (rows.n_windows[rows.status != "ok"] == 0).all()
-    assert cli(args) == 0  # broken files are not retried under the same model
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped"] == 13
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\ngood.wav,positive\n")
+    assert cli([*args, "--labels", str(labels)]) == 0  # broken files are not retried under the same model
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["skipped"] == 13
+    assert "--labels label only the recordings this run scores; the 13 seen before keep their rows" in err
 
 
 def test_the_quality_gate_rejects_what_no_model_should_judge_and_off_scores_it(model_dir, tmp_path, ray_local,

@@ -84,6 +84,9 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
         log.info("run %s: %d listed in %s, %d not seen before by model %s (%d changed)%s",
                  run_id, night.listed, source.uri, night.unseen, info.version, night.changed,
                  "; --rescore replaces this model version's rows" if rescore else "")
+        if labels and night.listed > night.unseen:
+            log.info("--labels label only the recordings this run scores; the %d seen before keep their rows "
+                     "(give the labels to `cough report --labels`, or --rescore)", night.listed - night.unseen)
         summary = {**night.counts(), **dict.fromkeys(CHUNK_COUNTS, 0), "commits": 0}
         if night.unseen:
             # The memory reservation sizes decoding (long recordings) and, being a remote
