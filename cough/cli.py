@@ -120,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     job, summary = None, {}
     try:
         parser = build_parser()
-        jobs = list(parser._subparsers._group_actions[0].choices)
+        job_parsers = parser._subparsers._group_actions[0].choices
+        jobs = list(job_parsers)
         _suggest(argv, jobs)
         job = _job_word(argv)
         args, unknown = parser.parse_known_args(argv)
         job = args.job
         if unknown:
-            _refuse_unknown(unknown, parser._subparsers._group_actions[0].choices[job])
+            _refuse_unknown(unknown, job_parsers[job])
         from .logs import setup_logging
 
         setup_logging(verbose=args.verbose, quiet=args.quiet, job=job)
