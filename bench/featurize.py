@@ -6,7 +6,7 @@
     private local Ray instance), on one file and on all: the **marginal** rate
     ``(N - 1) / (T_N - T_1)`` takes the one-file run's start-up out, which is reported apart;
 (p) a plain ``multiprocessing.Pool(num_cpus)`` running what one Ray task runs,
-    :func:`cough.shards.featurize_batch` (``cough.recording.process`` per file, then the
+    :func:`cough.tables.shards.featurize_batch` (``cough.audio.recording.process`` per file, then the
     batch's Parquet shards), on batches of 64 files: the same work without Ray;
 (c) decoding only (libsndfile, one process): ``num_cpus`` times its rate is the floor of
     any featurizer on this machine.
@@ -68,7 +68,7 @@ def seed_way(files: list[str], workdir: str) -> int:
 
 
 def decode_only(files: list[str]) -> int:
-    from cough.audio import decode
+    from cough.audio.decode import decode
     from cough.errors import RecordingError
 
     done = 0
@@ -174,9 +174,9 @@ class Marginal:
 def _pool_batch(args) -> int:
     import pyarrow as pa
 
-    from cough.features import DEFAULT_PARAMS
-    from cough.shards import featurize_batch
-    from cough.storage import Location
+    from cough.audio.features import DEFAULT_PARAMS
+    from cough.tables.shards import featurize_batch
+    from cough.tables.storage import Location
 
     paths, out = args
     batch = pa.table({"path": paths, "label": pa.nulls(len(paths), pa.int8()),
@@ -231,7 +231,7 @@ def main() -> None:
                                                   "commit) whose `cough featurize` runs as (b0), side by side")
     args = ap.parse_args()
 
-    from cough.listing import recording_paths
+    from cough.tables.listing import recording_paths
 
     files = recording_paths(args.source)[: args.limit]
     n = len(files)

@@ -159,13 +159,13 @@ def scale(args) -> None:
 
 def plan(args) -> None:
     """In its own process: list and plan as a run does; print counts and this driver's peak RSS."""
-    from cough.features import DEFAULT_PARAMS
-    from cough.model import ModelInfo
-    from cough.pred import Pred
+    from cough.audio.features import DEFAULT_PARAMS
+    from cough.model.networks import ModelInfo
+    from cough.tables.pred import Pred
     from cough.runtime import init_ray
-    from cough.labels import load_labels
+    from cough.tables.labels import load_labels
     from cough.score.night import list_night
-    from cough.storage import Location
+    from cough.tables.storage import Location
 
     init_ray("local", num_cpus=args.num_cpus)
     info = ModelInfo(model_dir="-", version="bench", params=DEFAULT_PARAMS, threshold=0.5)
@@ -200,10 +200,10 @@ def ledger_of(src: Path, pred: Path, share: float) -> None:
     """A ledger (as runs write it) that holds ``share`` of ``src``'s files, for model version "bench"."""
     import pyarrow as pa
 
-    from cough.ledger import Ledger
-    from cough.listing import list_recordings
-    from cough.pred import Pred
-    from cough.storage import Location
+    from cough.tables.ledger import Ledger
+    from cough.tables.listing import list_recordings
+    from cough.tables.pred import Pred
+    from cough.tables.storage import Location
 
     fresh(pred)
     entries = list_recordings(str(src))

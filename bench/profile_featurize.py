@@ -1,9 +1,9 @@
 """Where a recording's milliseconds go, stage by stage, in one process (no Ray).
 
-Runs the featurizing path of :func:`cough.recording.process` split into its stages
-and the shard writing of :mod:`cough.shards`, timing the CPU each stage takes
+Runs the featurizing path of :func:`cough.audio.recording.process` split into its stages
+and the shard writing of :mod:`cough.tables.shards`, timing the CPU each stage takes
 (``process_time``, which other jobs on a shared machine disturb less than wall time):
-read, hash, decode, quality (events, SNR, bandwidth, clipping: cough.quality.measure),
+read, hash, decode, quality (events, SNR, bandwidth, clipping: cough.audio.quality.measure),
 mono+resample, STFT+mel+dB, windows, image, Arrow conversion, Parquet write (per batch of
 ``--batch-size`` recordings). Prints CPU ms per recording.
 What the framework around it costs (Ray Data, object store, driver) is the difference
@@ -35,14 +35,14 @@ def main() -> None:
     import numpy as np
     import pyarrow as pa
 
-    from cough import features as F
-    from cough.audio import decode
-    from cough.listing import Entry, recording_paths
+    from cough.audio import features as F
+    from cough.audio.decode import decode
+    from cough.tables.listing import Entry, recording_paths
     from cough.errors import RecordingError
-    from cough.quality import measure
-    from cough.recording import RECORDING_BUDGET, _threadpools, recording_id
-    from cough.schema import image_type, log_mel_type, tensor_column
-    from cough.shards import write_table
+    from cough.audio.quality import measure
+    from cough.audio.recording import RECORDING_BUDGET, _threadpools, recording_id
+    from cough.tables.schema import image_type, log_mel_type, tensor_column
+    from cough.tables.shards import write_table
 
     t = time.process_time()
     files = recording_paths(args.source)[: args.limit]

@@ -36,8 +36,8 @@ def probe(features: Path, column: str, n_boot: int) -> dict:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from cough.probe import image_profile, probe_auc
-    from cough.schema import to_numpy
+    from cough.evaluation.probe import image_profile, probe_auc
+    from cough.tables.schema import to_numpy
 
     table = pq.read_table(features / "images", columns=["path", "image", column])
     profile = pd.DataFrame(image_profile(to_numpy(table["image"])))

@@ -51,8 +51,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def make_model(model_dir: Path, arch: str = "seed") -> Path:
     """A MODEL directory with untrained weights (what `cough train` writes, minus the training)."""
-    from cough.features import DEFAULT_PARAMS
-    from cough.model import CLASS_NAMES, build_model
+    from cough.audio.features import DEFAULT_PARAMS
+    from cough.model.networks import CLASS_NAMES, build_model
 
     model_dir.mkdir(parents=True)
     build_model(arch).save_weights(model_dir / "weights.h5")
@@ -83,7 +83,7 @@ def model_alone(model, n_windows: int, batch_size: int = 64) -> tuple[float, flo
     (the faster of two runs)."""
     import numpy as np
 
-    from cough.model import predict_windows
+    from cough.model.networks import predict_windows
 
     images = np.random.default_rng(0).integers(0, 256, (min(n_windows, 512), 150, 150, 3), dtype=np.uint8)
     predict_windows(model, images[:batch_size], batch_size=batch_size)  # warm-up (graph building)
@@ -158,7 +158,7 @@ def compare(files: list[str], tmp: Path, args) -> None:
     import pyarrow.parquet as pq
     from featurize import Marginal, _load, _own_cpu, link_copies
 
-    from cough.model import load_model, tensorflow
+    from cough.model.networks import load_model, tensorflow
 
     n = len(files) * args.copies
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
@@ -334,7 +334,7 @@ def main() -> None:
     ap.add_argument("--s3", action="store_true", help="`cough score` on local paths versus s3:// (loopback moto)")
     args = ap.parse_args()
 
-    from cough.listing import recording_paths
+    from cough.tables.listing import recording_paths
 
     files = recording_paths(args.source)[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,10 +27,10 @@ PROBES = [
     ("import cough.cli and build the parser (every job's flags)",
      "import time; t = time.perf_counter(); import cough.cli as c; c.build_parser(); print(time.perf_counter() - t)"),
     ("import the featurize driver's modules (ray, ray.data, pandas, pyarrow)",
-     "import time; t = time.perf_counter(); import cough.commands.featurize, cough.runtime, cough.labels, cough.listing, "
-     "cough.storage, cough.shards, ray, ray.data; print(time.perf_counter() - t)"),
-    ("import what a featurizing worker runs (cough.shards) and featurize one file",
-     "import time, sys; t = time.perf_counter(); from cough.recording import process; "
+     "import time; t = time.perf_counter(); import cough.commands.featurize, cough.runtime, cough.tables.labels, cough.tables.listing, "
+     "cough.tables.storage, cough.tables.shards, ray, ray.data; print(time.perf_counter() - t)"),
+    ("import what a featurizing worker runs (cough.tables.shards) and featurize one file",
+     "import time, sys; t = time.perf_counter(); from cough.audio.recording import process; "
      "process(sys.argv[1]); print(time.perf_counter() - t)"),
     ("import ray in a fresh process (every Ray worker does)",
      "import time; t = time.perf_counter(); import ray; print(time.perf_counter() - t)"),
@@ -62,7 +62,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from featurize import _load, link_copies, run_cli
 
-    from cough.listing import recording_paths
+    from cough.tables.listing import recording_paths
 
     first = recording_paths(args.source)[0]
     print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}; medians of {args.repeat}; "

@@ -41,11 +41,11 @@ os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"  # as in the Train workers
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from cough.model import build_model, predict_windows, preprocess, tensorflow  # noqa: E402
-from cough.schema import to_numpy  # noqa: E402
-from cough.splits import split_groups  # noqa: E402
-from cough.trainloop import cpu_seconds, class_weights, recording_scores  # noqa: E402
-from cough.trainset import read_index, read_manifest, recordings  # noqa: E402
+from cough.model.networks import build_model, predict_windows, preprocess, tensorflow  # noqa: E402
+from cough.tables.schema import to_numpy  # noqa: E402
+from cough.train.splits import split_groups  # noqa: E402
+from cough.train.loop import cpu_seconds, class_weights, recording_scores  # noqa: E402
+from cough.train.trainset import read_index, read_manifest, recordings  # noqa: E402
 
 
 def load(shards: str):

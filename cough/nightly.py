@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from .errors import CoughError, UsageError
-from .pred import COMMIT_EVERY
+from .tables.pred import COMMIT_EVERY
 
 REPORTS_DIR = "_reports"
 log = logging.getLogger("cough.nightly")
@@ -24,7 +24,7 @@ def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=No
     (after the report is written, so the reason is there to read)."""
     from .report import error_rate, write_report
     from .score import score
-    from .storage import Location
+    from .tables.storage import Location
 
     if not 0 <= max_error_rate <= 1:
         raise UsageError("--max-error-rate must lie between 0 and 1")

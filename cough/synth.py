@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import UsageError
-from .provenance import MARKER, synth_marker
+from .tables.provenance import MARKER, synth_marker
 
 RATES = (8000, 16000, 22050, 44100, 48000)
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),
@@ -96,7 +96,7 @@ def synth_archive(out: str | Path, *, n: int, seed: int = 0, max_duration_s: flo
                   positive_rate: float = 0.4, formats: tuple[str, ...] = tuple(FORMATS),
                   workers: int | None = None) -> dict:
     """Write ``n`` recordings to ``out/raw``, their labels to ``out/labels.csv``, and the
-    parameters to ``out/synth.json`` (:data:`cough.provenance.MARKER`: this is synthetic data).
+    parameters to ``out/synth.json`` (:data:`cough.tables.provenance.MARKER`: this is synthetic data).
 
     >>> synth_archive("/tmp/archive", n=20, seed=1)   # doctest: +SKIP
     {'out': '/tmp/archive', 'recordings': 20, 'participants': 8, 'positive': 9}

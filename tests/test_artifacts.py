@@ -1,4 +1,4 @@
-"""The typed JSON records (cough/artifacts.py): every file cough wrote reads back and writes
+"""The typed JSON records (cough/tables/artifacts.py): every file cough wrote reads back and writes
 out unchanged, and a bad field is refused by name with what to do."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cough.artifacts import Manifest, Metrics, ModelMeta, RunRecord
+from cough.tables.artifacts import Manifest, Metrics, ModelMeta, RunRecord
 from cough.errors import CoughError
 
 MANIFEST = {"schema_version": 1, "inputs": 3, "ok": 2, "errors": 1, "images": 5, "kind": "featurize",
@@ -22,7 +22,7 @@ MODEL = {"arch": "pooled", "parameters": 65000, "class_names": ["negative", "pos
          "version": "0123456789abcdef", "weights": "weights-0123456789abcdef.h5", "kind": "train",
          "schema_version": 1, "from_a_later_cough": {"kept": True}}
 
-#: A chunk's record as `cough score` commits it (cough/score/job.py, cough/pred.py).
+#: A chunk's record as `cough score` commits it (cough/score/job.py, cough/tables/pred.py).
 RUN = {"model_version": "m1", "featurizer_version": "f1", "source": "/data/raw", "model": "/models/m1",
        "rescore": False, "labels": None, "prefixes": [], "since": "2026-11-24",
        "quality_gate": {"min_snr_db": 6.0}, "metadata_columns": ["site"], "cough_version": "0.2.0",

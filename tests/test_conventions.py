@@ -27,8 +27,8 @@ def test_the_license_file_is_the_apache_2_text_pyproject_names():
 def test_json_written_by_a_newer_cough_is_refused(tmp_path, sample_features):
     import shutil
 
-    from cough.model import read_model_meta
-    from cough.trainset import read_manifest
+    from cough.model.networks import read_model_meta
+    from cough.train.trainset import read_manifest
 
     assert read_manifest(str(sample_features)).info.schema_version == 1
     shards = tmp_path / "shards"
@@ -68,7 +68,7 @@ def _as_0_1(new, old):
     tables or schema_version."""
     import pyarrow.parquet as pq
 
-    from cough.schema import RENAMED
+    from cough.tables.schema import RENAMED
 
     back = {new_name: old_name for old_name, new_name in RENAMED.items()}
     manifest = json.loads((new / "manifest.json").read_text())
@@ -84,9 +84,9 @@ def _as_0_1(new, old):
 def test_a_cough_0_1_featurize_out_is_still_read(tmp_path, sample_features, ray_local):
     import pyarrow.parquet as pq
 
-    from cough.shards import read_out
-    from cough.splits import split_datasets
-    from cough.trainset import read_index
+    from cough.tables.shards import read_out
+    from cough.train.splits import split_datasets
+    from cough.train.trainset import read_index
     from cough.score import score
 
     from .test_score import write_model

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from cough.cli import main as cli
-from cough.crossval import grouped_folds
+from cough.train.crossval import grouped_folds
 from cough.errors import CoughError
 from cough.report import read_predictions, write_report
-from cough.metrics import choose_threshold
-from cough.trainset import read_index, read_manifest, recordings
+from cough.evaluation.metrics import choose_threshold
+from cough.train.trainset import read_index, read_manifest, recordings
 
 
 def test_folds_put_each_participant_in_one_fold_with_both_classes():

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from cough.runtime import WORKER_ENV
-from cough.storage import OWNER_FILE
+from cough.tables.storage import OWNER_FILE
 
 from .conftest import SAMPLE
 from .test_score import write_model

@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from cough.audio import decode
+from cough.audio.decode import decode
 from cough.errors import RecordingError
-from cough.features import DEFAULT_PARAMS, FeaturizerParams, featurize as featurize_audio, windows
-from cough.labels import load_labels, parse_label
-from cough.schema import to_numpy
+from cough.audio.features import DEFAULT_PARAMS, FeaturizerParams, featurize as featurize_audio, windows
+from cough.tables.labels import load_labels, parse_label
+from cough.tables.schema import to_numpy
 from cough.synth import cough_signal
 from cough.featurize import featurize
 
@@ -146,12 +146,12 @@ def test_decode_refuses_implausible_sample_rates(tmp_path, rate):
     (48000, 2, "wav"), (1000, 1, "wav"), (8000, 1, "flac"), (48000, 2, "webm"), (44100, 1, "m4a")])
 def test_one_recording_stays_within_its_budget_and_longer_ones_are_refused(tmp_path, rate, channels, fmt):
     """The tested bound (docs/security.md): the largest recording a budget admits is read,
-    decoded, measured and featurized (cough.recording.process, the one featurizing path) with
+    decoded, measured and featurized (cough.audio.recording.process, the one featurizing path) with
     a peak of numpy's buffers (tracemalloc) under the budget; one second more is refused."""
     import tracemalloc
 
-    from cough.audio import Budget
-    from cough.recording import process
+    from cough.audio.decode import Budget
+    from cough.audio.recording import process
 
     budget = 96 << 20
     process(str(_cough(tmp_path / "warm.wav")))  # imports and caches, not per recording
@@ -247,7 +247,7 @@ HOSTILE_PROBLEMS = {
 
 
 def test_listing_follows_no_link_out_of_source_and_sees_every_entry(tmp_path):
-    from cough.listing import list_recordings
+    from cough.tables.listing import list_recordings
 
     src, outside = tmp_path / "src", tmp_path / "outside"
     (src / "sub").mkdir(parents=True)
@@ -272,7 +272,7 @@ def test_listing_follows_no_link_out_of_source_and_sees_every_entry(tmp_path):
 
 
 def test_reading_refuses_a_fifo_swapped_in_after_listing_and_files_over_the_budget(tmp_path):
-    from cough.listing import Entry
+    from cough.tables.listing import Entry
 
     os.mkfifo(tmp_path / "pipe.wav")  # a regular file when listed, a FIFO by the time it is read
     started = time.monotonic()
@@ -415,7 +415,7 @@ def test_a_rerun_replaces_out_whole(tmp_path, ray_local, sample_archive):
 
 
 def test_a_crash_leaves_the_previous_out_readable_and_a_rerun_recovers(tmp_path, sample_archive):
-    from cough.trainset import read_index, read_manifest
+    from cough.train.trainset import read_index, read_manifest
 
     raw = sample_archive / "raw"
     for f in sorted(raw.iterdir())[24:]:
@@ -480,12 +480,12 @@ def test_cli_summary_and_json(tmp_path, sample_archive):
 
 @pytest.mark.parametrize("sample_rate,channels", [(8000, 2), (48000, 1), (16000, 1), (22050, 1)])
 def test_featurizing_gives_librosas_numbers_and_images_within_rounding(sample_rate, channels):
-    """cough.melspec stands in for librosa (whose import costs seconds per worker): the
+    """cough.audio.melspec stands in for librosa (whose import costs seconds per worker): the
     resampled signal is librosa's, the dB mel matrix differs by float32 rounding (its FFT
     runs in float32), so at most 1 in 10,000 image values moves, by at most 3 of 255."""
     import librosa
 
-    from cough.features import log_mel, to_image, to_mono
+    from cough.audio.features import log_mel, to_image, to_mono
 
     p = DEFAULT_PARAMS
     y = cough_signal(np.random.default_rng(sample_rate), positive=True, sample_rate=sample_rate,
@@ -510,7 +510,7 @@ def test_featurizing_gives_librosas_numbers_and_images_within_rounding(sample_ra
 def test_mel_filter_bank_is_librosas(kwargs):
     import librosa
 
-    from cough.melspec import mel_filters
+    from cough.audio.melspec import mel_filters
 
     args = {"sample_rate": 22050, "n_fft": 2048, "n_mels": 128, "fmin": 0.0, "fmax": None, **kwargs}
     ref = librosa.filters.mel(sr=args["sample_rate"], n_fft=args["n_fft"], n_mels=args["n_mels"],
@@ -519,7 +519,7 @@ def test_mel_filter_bank_is_librosas(kwargs):
 
 
 def test_shipped_colormap_is_matplotlibs():
-    from cough.colormap import lookup_table, matplotlib_table
+    from cough.audio.colormap import lookup_table, matplotlib_table
 
     np.testing.assert_array_equal(lookup_table("magma"), matplotlib_table("magma"))
     np.testing.assert_array_equal(lookup_table("viridis"), matplotlib_table("viridis"))
@@ -529,7 +529,7 @@ def test_featurizing_a_recording_imports_no_librosa_matplotlib_pandas_or_tensorf
     """Each fresh Ray worker pays for what featurizing imports (librosa + scipy.signal + numba,
     matplotlib, TensorFlow cost seconds each); a recording needs none of them."""
     wav = _cough(tmp_path / "a.wav", sr=48000, channels=2)
-    code = ("import sys; from cough.recording import process; "
+    code = ("import sys; from cough.audio.recording import process; "
             f"assert process({str(wav)!r}).row['status'] == 'ok'; "
             "print(sorted(m for m in ('librosa', 'matplotlib', 'pandas', 'tensorflow', 'scipy.signal', 'numba') "
             "if m in sys.modules))")
@@ -541,7 +541,7 @@ def test_featurizing_a_recording_imports_no_librosa_matplotlib_pandas_or_tensorf
 def test_log_mel_is_librosas_melspectrogram_in_db():
     import librosa
 
-    from cough.features import log_mel
+    from cough.audio.features import log_mel
 
     y = cough_signal(np.random.default_rng(5), positive=False, sample_rate=22050, duration_s=3.0)[:, 0]
     p = DEFAULT_PARAMS

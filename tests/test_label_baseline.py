@@ -1,6 +1,6 @@
 """cough report: the label-metadata baseline, a model on the labels CSV's own extra columns
 (symptoms, site, ...) reported beside the audio model and the shortcut baseline, with the
-rule that leaves out identifiers and restatements of the label (cough.baselines)."""
+rule that leaves out identifiers and restatements of the label (cough.evaluation.baselines)."""
 
 from __future__ import annotations
 

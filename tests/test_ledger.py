@@ -101,10 +101,10 @@ def test_a_file_completed_after_a_truncated_upload_is_scored_again_and_told_apar
 
 
 def test_a_file_deleted_between_listing_and_reading_is_an_error_row(tmp_path, ray_local):
-    from cough.archive import listing_dataset
-    from cough.features import DEFAULT_PARAMS
-    from cough.labels import load_labels
-    from cough.pred import NOTHING_SCORED
+    from cough.tables.archive import listing_dataset
+    from cough.audio.features import DEFAULT_PARAMS
+    from cough.tables.labels import load_labels
+    from cough.tables.pred import NOTHING_SCORED
     from cough.score.stages import prepare_recordings
 
     src = _archive(tmp_path / "incoming", 3)
@@ -121,8 +121,8 @@ def test_a_file_deleted_between_listing_and_reading_is_an_error_row(tmp_path, ra
 
 
 def test_a_long_run_commits_in_chunks_recorded_as_one_run(tmp_path, ray_local, model):
-    from cough.pred import Pred, committed_runs
-    from cough.storage import Location
+    from cough.tables.pred import Pred, committed_runs
+    from cough.tables.storage import Location
 
     src, pred = _archive(tmp_path / "incoming", 8), tmp_path / "pred"
     summary = score(str(src), str(model), str(pred), commit_every=3)

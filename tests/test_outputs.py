@@ -94,7 +94,7 @@ def _a_pred(tmp_path: Path) -> Path:
     """A small PRED as `cough score` leaves it: its owner marker and a Delta table."""
     import pandas as pd
 
-    from cough.storage import OWNER_FILE, owner_record
+    from cough.tables.storage import OWNER_FILE, owner_record
 
     from .test_report import write_pred
 
@@ -124,7 +124,7 @@ def test_report_into_another_jobs_output_names_the_job(tmp_path, capsys):
 
 
 def _featurize_like(tmp_path: Path) -> Path:
-    from cough.storage import OWNER_FILE, owner_record
+    from cough.tables.storage import OWNER_FILE, owner_record
 
     out = tmp_path / "features"
     out.mkdir()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cough.quality import QualityParams, find_events, measure
+from cough.audio.quality import QualityParams, find_events, measure
 from cough.synth import cough_signal
 
 SR = 16000
@@ -99,7 +99,7 @@ def test_find_events_of_an_empty_signal():
 
 
 def test_event_windows_centre_each_cough_and_skip_the_silence():
-    from cough.features import DEFAULT_PARAMS as P, event_windows, log_mel, windows
+    from cough.audio.features import DEFAULT_PARAMS as P, event_windows, log_mel, windows
 
     sr = P.sample_rate
     rng = np.random.default_rng(4)
@@ -121,7 +121,7 @@ def test_event_windows_centre_each_cough_and_skip_the_silence():
 def test_events_and_frame_power_are_librosas():
     import librosa
 
-    from cough.quality import frame_power, split
+    from cough.audio.quality import frame_power, split
 
     rng = np.random.default_rng(9)
     for sr in (8000, 44100):

@@ -1,7 +1,7 @@
 """cough report: metrics from TRUE labels with participant-level CIs, the shortcut check,
 subgroups, the operational (nightly) view, and degenerate inputs.
 
-PRED tables are built here as `cough score` writes them (a Delta table of cough.schema.pred_schema,
+PRED tables are built here as `cough score` writes them (a Delta table of cough.tables.schema.pred_schema,
 one commit per run carrying its run record), small enough to report in seconds.
 """
 
@@ -16,14 +16,14 @@ import pyarrow as pa
 import pytest
 from deltalake import CommitProperties, write_deltalake
 
-from cough import metrics as M
-from cough.artifacts import Metrics
+from cough.evaluation import metrics as M
+from cough.tables.artifacts import Metrics
 from cough.cli import main
-from cough.pred import LOG_DIR, RUN_KEY, claim_pred
-from cough.quality import QUALITY_COLUMNS
+from cough.tables.pred import LOG_DIR, RUN_KEY, claim_pred
+from cough.audio.quality import QUALITY_COLUMNS
 from cough.report import error_rate, write_report
-from cough.schema import pred_schema
-from cough.storage import claim
+from cough.tables.schema import pred_schema
+from cough.tables.storage import claim
 
 pytestmark = pytest.mark.whole_report  # each test renders a whole report: not in the fast tier
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cough import metrics as M
+from cough.evaluation import metrics as M
 
 from .test_report import clustered, report
 

@@ -37,7 +37,7 @@ def _objects(uri: str) -> dict:
 def _rows(pred: str) -> pd.DataFrame:
     from deltalake import DeltaTable
 
-    from cough.pred import _storage_options
+    from cough.tables.pred import _storage_options
 
     frame = DeltaTable(pred, storage_options=_storage_options()).to_pandas()
     return frame.assign(name=frame.path.map(lambda p: Path(p).name)).sort_values("name").reset_index(drop=True)

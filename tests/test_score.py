@@ -17,17 +17,17 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from cough.artifacts import RunRecord
+from cough.tables.artifacts import RunRecord
 from cough.cli import main as cli
-from cough.features import DEFAULT_PARAMS
-from cough.schema import to_numpy
-from cough.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, scored_keys
-from cough.schema import pred_schema
+from cough.audio.features import DEFAULT_PARAMS
+from cough.tables.schema import to_numpy
+from cough.tables.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, scored_keys
+from cough.tables.schema import pred_schema
 from cough.score.stages import prepare_recordings, prepare_shards
-from cough.shards import read_out, shard_names
-from cough.storage import Location
+from cough.tables.shards import read_out, shard_names
+from cough.tables.storage import Location
 from cough.synth import cough_signal, synth_archive
-from cough.featurize import recordings_frame
+from cough.featurize.job import recordings_frame
 from cough.score import score
 
 from .conftest import ROOT, SAMPLE
@@ -39,7 +39,7 @@ KEY = ["path", "recording_id", "status", "score", "n_windows", "label"]
 def write_model(model_dir: Path, *, arch: str = "pooled", version: str = "test-model", threshold: float = 0.5,
                 train_on: Path | None = None) -> Path:
     """A MODEL as `cough train` writes it (weights.h5 + model.json), optionally fit one epoch."""
-    from cough.model import build_model
+    from cough.model.networks import build_model
 
     model = build_model(arch)
     if train_on is not None:
@@ -427,7 +427,7 @@ def test_a_featurize_out_made_with_other_parameters_is_refused(sample_features, 
     shutil.copytree(model_dir, other)
     meta = json.loads((other / "model.json").read_text())
     params = {**meta["featurizer"], "window_s": 3.0, "hop_s": 3.0}
-    from cough.features import FeaturizerParams
+    from cough.audio.features import FeaturizerParams
 
     meta.update(featurizer=params, featurizer_version=FeaturizerParams.from_dict(params).version)
     (other / "model.json").write_text(json.dumps(meta))
@@ -472,7 +472,7 @@ def test_window_images_pack_into_one_buffer_and_come_back_for_any_slice():
     read it back without copies, also from a slice of a batch (Ray Data cuts batches)."""
     import pyarrow as pa
 
-    from cough.windowpack import pack, unpack
+    from cough.score.windowpack import pack, unpack
 
     rng = np.random.default_rng(0)
     stacks = [rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8) for n in (2, 1, 3)]

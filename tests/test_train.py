@@ -25,12 +25,12 @@ import pytest
 
 from cough.cli import build_parser, main
 from cough.errors import CoughError
-from cough.model import aggregate_windows, build_model, load_model, predict_windows
-from cough.schema import to_numpy
-from cough.metrics import binary_metrics, choose_threshold
-from cough.splits import split_groups
-from cough.trainloop import TrainConfig, class_weights, fit
-from cough.trainset import recordings
+from cough.model.networks import aggregate_windows, build_model, load_model, predict_windows
+from cough.tables.schema import to_numpy
+from cough.evaluation.metrics import binary_metrics, choose_threshold
+from cough.train.splits import split_groups
+from cough.train.loop import TrainConfig, class_weights, fit
+from cough.train.trainset import recordings
 
 from .conftest import ROOT
 
@@ -98,10 +98,10 @@ def test_every_way_of_reading_the_splits_gives_the_same_images(ray_local, sample
     """Small splits are read by the driver, middling ones materialized by Ray Data, large ones
     streamed: the same rows, labels and pixels every way, with the excluded paths and
     unlabelled images left out."""
-    from cough import splits
-    from cough.shards import read_out
-    from cough.splits import split_datasets, split_windows
-    from cough.trainset import read_index
+    from cough.train import splits
+    from cough.tables.shards import read_out
+    from cough.train.splits import split_datasets, split_windows
+    from cough.train.trainset import read_index
 
     if driver_limit is not None:  # the sample is tiny: lower the driver's share to reach Ray Data's cache
         monkeypatch.setattr(splits, "DRIVER_READ_BYTES", driver_limit)
@@ -135,7 +135,7 @@ def test_a_worker_reads_its_split_for_its_steps_and_asks_no_further(ray_local):
     workers, docs/benchmarks.md)."""
     import math
 
-    from cough.trainloop import worker_batches
+    from cough.train.loop import worker_batches
 
     class Asked:
         """A worker's split, counting the batches asked of it (the last ask may find the end)."""
@@ -229,8 +229,8 @@ def test_our_graphs_leave_no_generated_source_in_tmp_when_the_process_is_killed(
     TensorFlow's autograph converted left its generated source in /tmp on every node, once
     per score actor and per training epoch (696 such files here after a day of runs)."""
     script = ("import os, numpy as np\n"
-              "from cough.model import build_model, predict_windows, tensorflow\n"
-              "from cough.trainloop import TrainConfig, _tf_dataset\n"
+              "from cough.model.networks import build_model, predict_windows, tensorflow\n"
+              "from cough.train.loop import TrainConfig, _tf_dataset\n"
               "predict_windows(build_model('pooled'), np.zeros((2, 150, 150, 3), np.uint8))\n"
               "_tf_dataset(tensorflow(), None, TrainConfig(), 1, 0, 0)\n"
               "os._exit(0)  # as a killed worker: no exit handlers\n")
@@ -288,13 +288,13 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, samp
         _copy_features(sample_features, src, transform=lambda t: _set(
             t, "participant", [f"g{lab}" for lab in t["label"].to_pylist()]))
     elif case == "mixed_versions":  # a shard of another featurize run (other window) copied in
-        from cough.features import FeaturizerParams
-        from cough.shards import featurize_batch
+        from cough.audio.features import FeaturizerParams
+        from cough.tables.shards import featurize_batch
 
         _copy_features(sample_features, src)
         other = tmp_path / "other"
         raw = sorted((Path(__file__).parents[1] / "data" / "sample" / "raw").iterdir())[:2]
-        from cough.storage import Location
+        from cough.tables.storage import Location
 
         featurize_batch(pa.table({"path": [str(p) for p in raw], "label": pa.array([1, 0], pa.int8()),
                                   "participant": ["x", "y"], "site": ["a", "a"]}), images=Location.of(str(other / "images")),
@@ -374,7 +374,7 @@ def _sync_datasets(sample_features, n_train=8):
 
 
 def _weights(result):
-    from cough.model import WEIGHTS_FILE
+    from cough.model.networks import WEIGHTS_FILE
 
     model = build_model("pooled")
     with result.checkpoint.as_directory() as d:

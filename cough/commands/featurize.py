@@ -1,11 +1,11 @@
 """``cough featurize``'s command line: its flags (:data:`HELP`, :data:`EXAMPLE`,
-:func:`add_arguments`) and :func:`run`, which calls :func:`cough.featurize.featurize` with them.
+:func:`add_arguments`) and :func:`run`, which calls :func:`cough.featurize.job.featurize` with them.
 cough/cli.py builds the parser from them; ``python -m jobs.featurize`` runs the same."""
 
 from __future__ import annotations
 
-from ..featurize import featurize
-from ..features import DEFAULT_PARAMS, MAX_WINDOW_S, WINDOWINGS, FeaturizerParams
+from ..featurize.job import featurize
+from ..audio.features import DEFAULT_PARAMS, MAX_WINDOW_S, WINDOWINGS, FeaturizerParams
 from ..flags import integer, number
 from ..runtime import add_ray_arguments
 

@@ -31,9 +31,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> dict:
-    from ..artifacts import Metrics
+    from ..tables.artifacts import Metrics
     from ..report import write_report
-    from ..storage import Location
+    from ..tables.storage import Location
 
     m = Metrics.from_dict(write_report(args.pred, args.out, labels=args.labels, by=args.by, threshold=args.threshold,
                                        model_version=args.model_version, include_training=args.include_training,

@@ -5,8 +5,8 @@ cough/cli.py builds the parser from them; ``python -m jobs.score`` runs the same
 from __future__ import annotations
 
 from ..flags import integer, number
-from ..pred import COMMIT_EVERY
-from ..quality import NO_GATE, QualityGate
+from ..tables.pred import COMMIT_EVERY
+from ..audio.quality import NO_GATE, QualityGate
 from ..runtime import add_ray_arguments
 from ..score import score
 

@@ -1,13 +1,13 @@
 """``cough train``'s command line: its flags (:data:`HELP`, :data:`EXAMPLE`,
-:func:`add_arguments`) and :func:`run`, which calls :func:`cough.train.train` with them.
+:func:`add_arguments`) and :func:`run`, which calls :func:`cough.train.job.train` with them.
 cough/cli.py builds the parser from them; ``python -m jobs.train`` runs the same."""
 
 from __future__ import annotations
 
 from ..flags import integer, number
-from ..model import ARCHITECTURES
+from ..model.networks import ARCHITECTURES
 from ..runtime import add_ray_arguments
-from ..train import DEFAULT_ARCH, TrainSettings, train
+from ..train.job import DEFAULT_ARCH, TrainSettings, train
 
 HELP = "train the CNN on featurize shards with Ray Train (group-wise splits, checkpoints)"
 EXAMPLE = "cough train out/features --out out/model --epochs 20 --workers 2"

@@ -2,7 +2,7 @@
 
 :func:`write_report` reads PRED (the Delta table of ``cough score``, only the columns it
 needs), takes TRUE labels from PRED or a labels CSV, computes the metrics of
-:mod:`cough.metrics`, draws the plots and writes REPORT/: one PNG per plot, ``report.html``
+:mod:`cough.evaluation.metrics`, draws the plots and writes REPORT/: one PNG per plot, ``report.html``
 (self-contained), then ``metrics.json``, the commit (docs/storage.md). Predictions are never
 used as labels. See docs/report.md.
 

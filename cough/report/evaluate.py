@@ -1,4 +1,4 @@
-"""The evaluation: the metrics of :mod:`cough.metrics` on the labelled, scored recordings
+"""The evaluation: the metrics of :mod:`cough.evaluation.metrics` on the labelled, scored recordings
 the model never saw, at recording and participant level, with the baselines, subgroups
 and the warnings a reader needs."""
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import metrics as M
-from ..baselines import baseline as fit_baseline
-from ..baselines import label_metadata_baseline, missing_gaps
+from ..evaluation import metrics as M
+from ..evaluation.baselines import baseline as fit_baseline
+from ..evaluation.baselines import label_metadata_baseline, missing_gaps
 from . import text as T
 from .read import METADATA_FEATURES, current_rows
 
@@ -99,7 +99,7 @@ def variable_alone(features: pd.DataFrame, rows: pd.DataFrame, *, n_boot: int, s
 
 
 def stratified(rows: pd.DataFrame, column: str, *, n_boot: int, seed: int) -> dict:
-    """The confound-matched AUC (:func:`cough.metrics.stratified_auc`) within the levels of
+    """The confound-matched AUC (:func:`cough.evaluation.metrics.stratified_auc`) within the levels of
     ``column``, or why it cannot be computed."""
     if column not in rows or not rows[column].notna().any():
         return {"by": column, "auc": None, "auc_ci": None, "levels": [],

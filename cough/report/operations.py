@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import metrics as M
+from ..evaluation import metrics as M
 from .read import current_rows, read_predictions
 
 

@@ -12,8 +12,8 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from ..artifacts import ModelMeta, RunRecord
-from ..baselines import label_metadata_columns
+from ..tables.artifacts import ModelMeta, RunRecord
+from ..evaluation.baselines import label_metadata_columns
 from ..errors import CoughError, UsageError
 
 log = logging.getLogger("cough.report")
@@ -32,7 +32,7 @@ def read_predictions(pred, *, columns=()) -> pd.DataFrame:
 
     >>> frame = read_predictions("out/demo/pred", columns=["site"])   # doctest: +SKIP
     """
-    from ..pred import open_pred
+    from ..tables.pred import open_pred
 
     target = open_pred(pred)
     table = target.table()
@@ -64,7 +64,7 @@ def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
     filename is the longest trailing part of its ``path``. Where a CSV row matches, its
     values win over PRED's; elsewhere PRED's stay. Returns the frame and match counts.
     """
-    from ..labels import load_labels
+    from ..tables.labels import load_labels
 
     source = os.path.dirname(csv.rstrip("/")) or "."
     index = load_labels(csv, source)
@@ -142,7 +142,7 @@ def current_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def run_records(pred, version: str | None) -> list[RunRecord]:
     """The run records in PRED's Delta log (each commit's ``cough.run``) of ``version``'s
     runs, oldest first."""
-    from ..pred import committed_runs, open_pred
+    from ..tables.pred import committed_runs, open_pred
 
     try:
         records = committed_runs(open_pred(pred))
@@ -176,7 +176,7 @@ def scoring_model(records) -> ScoringModel:
     """The :class:`ScoringModel` of ``records`` (one model version's runs, oldest first): the
     MODEL the latest of them names, when it is readable and of the version that run used (the
     report never loads the model itself)."""
-    from ..model import read_model_meta
+    from ..model.networks import read_model_meta
 
     folds = [r for r in records if r.out_of_fold]
     out_of_fold = {"out_of_fold": bool(folds), "cv_folds": folds[-1].cv_folds if folds else None}

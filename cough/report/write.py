@@ -8,8 +8,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from .. import metrics as M
-from ..artifacts import Metrics
+from ..evaluation import metrics as M
+from ..tables.artifacts import Metrics
 from ..errors import CoughError, UsageError
 from . import text as T
 from .evaluate import build_metrics
@@ -39,9 +39,9 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     >>> m["auc"], m["auc_ci"], m["warnings"]                                # doctest: +SKIP
     """
     from .. import __version__
-    from ..provenance import describe
-    from ..schema import JSON_SCHEMA_VERSION
-    from ..storage import Location, claim
+    from ..tables.provenance import describe
+    from ..tables.schema import JSON_SCHEMA_VERSION
+    from ..tables.storage import Location, claim
 
     if n_boot < 100:
         raise UsageError(f"--n-boot {n_boot} is too few for a 95% interval; use at least 100")

@@ -4,7 +4,7 @@
 must read (:mod:`.night`: SOURCE listed in Ray tasks, kept by an anti-join against PRED's
 file ledger), streams it through two Ray Data stages (:mod:`.stages`: read, hash and
 featurize with tasks, predict with an actor pool) and commits the rows chunk by chunk
-(:mod:`.chunks`), to PRED (cough/pred.py) and then the ledger (cough/ledger.py).
+(:mod:`.chunks`), to PRED (cough/tables/pred.py) and then the ledger (cough/tables/ledger.py).
 :func:`plan` is ``--dry-run``: the same comparison without Ray. cough/commands/score.py
 parses the flags. See docs/score.md.
 

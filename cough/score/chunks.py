@@ -1,13 +1,13 @@
-"""A score run's rows committed chunk by chunk: each chunk to PRED first (cough/pred.py
-``RunWriter``), then to the file ledger (cough/ledger.py says why in this order), with the
+"""A score run's rows committed chunk by chunk: each chunk to PRED first (cough/tables/pred.py
+``RunWriter``), then to the file ledger (cough/tables/ledger.py says why in this order), with the
 run's counts summed as the chunks go."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from ..artifacts import RunRecord
-from ..pred import CHUNK_COUNTS
+from ..tables.artifacts import RunRecord
+from ..tables.pred import CHUNK_COUNTS
 
 
 def commit_chunks(predictions, writer, ledger, summary: dict, record: RunRecord, *, model_version: str, rescore: bool,
@@ -18,7 +18,7 @@ def commit_chunks(predictions, writer, ledger, summary: dict, record: RunRecord,
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..ledger import ledger_rows
+    from ..tables.ledger import ledger_rows
 
     chunk = dict.fromkeys(CHUNK_COUNTS, 0)
     files: list = []  # the chunk's ledger rows

@@ -10,8 +10,8 @@ import logging
 
 from .. import __version__
 from ..errors import CoughError, UsageError
-from ..pred import CHUNK_COUNTS, COMMIT_EVERY
-from ..quality import QualityGate
+from ..tables.pred import CHUNK_COUNTS, COMMIT_EVERY
+from ..audio.quality import QualityGate
 
 log = logging.getLogger("cough.score")
 
@@ -30,18 +30,18 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     """
     import ray
 
-    from ..archive import check_since
-    from ..artifacts import RunRecord
-    from ..audio import TASK_MEMORY
-    from ..labels import load_labels
-    from ..ledger import Ledger
+    from ..tables.archive import check_since
+    from ..tables.artifacts import RunRecord
+    from ..audio.decode import TASK_MEMORY
+    from ..tables.labels import load_labels
+    from ..tables.ledger import Ledger
     from ..logs import native_stderr_filtered
-    from ..model import read_model_info
-    from ..pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
+    from ..model.networks import read_model_info
+    from ..tables.pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
     from ..runtime import cpus, init_ray, node_cpus
-    from ..schema import pred_schema
-    from ..shards import is_out
-    from ..storage import Location, new_version
+    from ..tables.schema import pred_schema
+    from ..tables.shards import is_out
+    from ..tables.storage import Location, new_version
     from .chunks import commit_chunks
     from .night import list_night
     from .plan import plan
@@ -153,7 +153,7 @@ def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -
 
 
 def _scored_keys(pred, model_version: str):
-    from ..pred import scored_keys
+    from ..tables.pred import scored_keys
 
     return scored_keys(pred.table(), model_version)
 

@@ -1,5 +1,5 @@
-"""What one score run must read: SOURCE listed in Ray tasks (cough/archive.py) and kept, by a
-distributed anti-join against PRED's file ledger (cough/ledger.py), to the file versions this
+"""What one score run must read: SOURCE listed in Ray tasks (cough/tables/archive.py) and kept, by a
+distributed anti-join against PRED's file ledger (cough/tables/ledger.py), to the file versions this
 model version has not seen; a featurize OUT is read whole (no ledger)."""
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ class Night:
 def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_size) -> Night:
     """List SOURCE in Ray tasks and keep what the ledger has not seen for this model version
     (everything with ``rescore``); a featurize OUT's shards as they are. ``index``: the labels
-    (:func:`cough.labels.load_labels`, read before Ray starts so that a bad CSV is a usage
+    (:func:`cough.tables.labels.load_labels`, read before Ray starts so that a bad CSV is a usage
     error with nothing started). Call after Ray is up."""
     import ray
 
-    from ..archive import listing_dataset
-    from ..ledger import Ledger, unseen
+    from ..tables.archive import listing_dataset
+    from ..tables.ledger import Ledger, unseen
     from ..runtime import cpus
-    from ..shards import is_out, read_out, shard_names
+    from ..tables.shards import is_out, read_out, shard_names
     from .stages import prepare_recordings, prepare_shards
 
     if is_out(source):

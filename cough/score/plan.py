@@ -4,19 +4,19 @@ from __future__ import annotations
 
 
 def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool = False) -> dict:
-    """What scoring ``source`` into PRED ``target`` (a :class:`cough.pred.Pred`) with the model
+    """What scoring ``source`` into PRED ``target`` (a :class:`cough.tables.pred.Pred`) with the model
     ``info`` would do, without Ray: the listing and the ledger are compared on this machine,
     and the files the ledger has not seen are hashed (as a run does) to count those whose
     content this model version already scored."""
     import pyarrow.parquet as pq
 
-    from ..audio import RECORDING_BUDGET
+    from ..audio.decode import RECORDING_BUDGET
     from ..errors import RecordingError
-    from ..ledger import FILE_KEY, Ledger
-    from ..listing import Entry
-    from ..pred import NOTHING_SCORED, scored_keys
-    from ..recording import recording_id
-    from ..shards import is_out, read_out
+    from ..tables.ledger import FILE_KEY, Ledger
+    from ..tables.listing import Entry
+    from ..tables.pred import NOTHING_SCORED, scored_keys
+    from ..audio.recording import recording_id
+    from ..tables.shards import is_out, read_out
 
     seen = 0
     if is_out(source):
@@ -24,7 +24,7 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
         rows = pq.read_table(recordings.path, filesystem=recordings.fs, columns=["recording_id", "path"]).to_pylist()
         ids, paths = [r["recording_id"] for r in rows], [r["path"] for r in rows]
     else:
-        from ..featurize import recordings_frame
+        from ..featurize.job import recordings_frame
 
         entries = recordings_frame(source.uri, labels, group_pattern)[0].to_dict("records")
         ledger = None if rescore else Ledger(target).table()

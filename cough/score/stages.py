@@ -2,12 +2,12 @@
 
 1. :func:`prepare_recordings` (raw archive) or :func:`prepare_shards` (an OUT of
    ``cough featurize``): Ray tasks that hash each file, skip what this model version has
-   already scored, and featurize the rest with :func:`cough.recording.process`, the one
+   already scored, and featurize the rest with :func:`cough.audio.recording.process`, the one
    featurizing code path. Output: one row per recording with its window images.
 2. :class:`Predictor`: a Ray actor that loads the model once and predicts batches of
-   windows, then aggregates them per recording (:func:`cough.model.aggregate_windows`).
+   windows, then aggregates them per recording (:func:`cough.model.networks.aggregate_windows`).
 
-PRED, the Delta table the driver commits each run's rows to, is cough/pred.py's concern.
+PRED, the Delta table the driver commits each run's rows to, is cough/tables/pred.py's concern.
 See docs/score.md.
 """
 
@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..features import FeaturizerParams
-from ..pred import Scored
-from ..quality import NO_GATE, QualityGate
-from ..schema import INFO_COLUMNS, current_names, pred_schema, prepared_schema
-from ..storage import Location
+from ..audio.features import FeaturizerParams
+from ..tables.pred import Scored
+from ..audio.quality import NO_GATE, QualityGate
+from ..tables.schema import INFO_COLUMNS, current_names, pred_schema, prepared_schema
+from ..tables.storage import Location
 
 log = logging.getLogger("cough.score")
 
@@ -64,10 +64,10 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
     label, participant, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
     it, featurize the rest exactly as ``cough featurize`` does, and reject what ``gate``
     refuses."""
-    from ..audio import RECORDING_BUDGET
+    from ..audio.decode import RECORDING_BUDGET
     from ..errors import RecordingError
-    from ..listing import Entry
-    from ..recording import process, recording_id
+    from ..tables.listing import Entry
+    from ..audio.recording import process, recording_id
 
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     scored = _scored(scored)
@@ -94,8 +94,8 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
 
 def _prepared(rows: list[dict], metadata_columns: list[str]) -> pa.Table:
     """Stage 1's table from rows whose ``images`` are arrays (or None): the recordings
-    columns, and every row's images packed into one buffer (cough.windowpack)."""
-    from ..windowpack import pack
+    columns, and every row's images packed into one buffer (cough.score.windowpack)."""
+    from .windowpack import pack
 
     schema = prepared_schema(metadata_columns)
     images = pack([r.pop("images", None) for r in rows])
@@ -119,7 +119,7 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, s
         windows: dict[str, list] = {}
         wanted = sorted({r["path"] for r in todo if r["status"] == "ok"})
         if wanted:
-            from ..schema import stored_names, to_numpy
+            from ..tables.schema import stored_names, to_numpy
 
             stored = pq.read_schema(images.join(shard).path, filesystem=images.fs).names
             imgs = pq.read_table(images.join(shard).path, filesystem=images.fs, filters=[("path", "in", wanted)],
@@ -147,7 +147,7 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str, *, run_id: str, metadata_columns: list[str], threads: int = 1):
-        from ..model import load_model, read_model_info, tensorflow
+        from ..model.networks import load_model, read_model_info, tensorflow
 
         # oneDNN kernels double TensorFlow's CPU inference speed; the workers' default turns
         # them off (bit-reproducible training). Takes effect when TF is not loaded yet in this
@@ -160,8 +160,8 @@ class Predictor:
         self.schema = pred_schema(metadata_columns)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from ..model import aggregate_windows, predict_windows
-        from ..windowpack import unpack
+        from ..model.networks import aggregate_windows, predict_windows
+        from .windowpack import unpack
 
         rows = batch.drop_columns(["images"]).to_pylist()
         images, counts = unpack(batch.column("images"), self.info.params.image_size)

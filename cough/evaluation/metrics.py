@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from .errors import CoughError
+from ..errors import CoughError
 
 #: Confidence level of every interval.
 LEVEL = 0.95

@@ -7,7 +7,7 @@ Each is a dataclass with ``to_dict`` (what is written) and a validating ``from_d
 (what is read) that names the bad field and says what to do. Keys a record does not
 type (from an older or newer cough) are kept in ``extra`` and written back unchanged, so
 ``from_dict(d).to_dict() == d`` for every file cough wrote. The tables' schemas are in
-cough/schema.py.
+cough/tables/schema.py.
 
 >>> m = Manifest.from_dict({"images": 3, "featurizer": {"image_size": 150}, "featurizer_version": "f1"})
 >>> m.images, m.image_size, m.tables["images"]   # a cough 0.1 manifest: its tables were OUT's folders
@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from .errors import CoughError
+from ..errors import CoughError
 from .schema import JSON_SCHEMA_VERSION, check_schema_version
 
 
@@ -116,7 +116,7 @@ class Record:
 
     @classmethod
     def read(cls, loc, *, where: str):
-        """The record in the JSON file at ``loc`` (a :class:`cough.storage.Location`)."""
+        """The record in the JSON file at ``loc`` (a :class:`cough.tables.storage.Location`)."""
         try:
             data = loc.read_json()
         except Exception as exc:
@@ -127,7 +127,7 @@ class Record:
 
 @dataclass(kw_only=True)
 class Manifest(Record):
-    """``OUT/manifest.json``, the commit of a featurize OUT (cough/shards.py): counts, where
+    """``OUT/manifest.json``, the commit of a featurize OUT (cough/tables/shards.py): counts, where
     the tables are, and how they were made."""
 
     FILE: ClassVar[str] = "manifest.json"
@@ -167,7 +167,7 @@ class Manifest(Record):
 
 @dataclass(kw_only=True)
 class ModelMeta(Record):
-    """``MODEL/model.json``, the commit of a MODEL (cough/model.py): the architecture, the
+    """``MODEL/model.json``, the commit of a MODEL (cough/model/networks.py): the architecture, the
     featurizer it expects, the threshold, the splits and metrics of its training.
 
     Every field is optional (which ones a job needs is the job's check): a model.json
@@ -203,9 +203,9 @@ class ModelMeta(Record):
     schema_version: int | None = spec("count")
 
     def check(self, where: str) -> None:
-        from .colormap import lookup_table
-        from .features import FeaturizerParams
-        from .model import ARCHITECTURES
+        from ..audio.colormap import lookup_table
+        from ..audio.features import FeaturizerParams
+        from ..model.networks import ARCHITECTURES
 
         if self.arch is not None and self.arch not in ARCHITECTURES:
             raise CoughError(f"{where} names the architecture {self.arch!r}, which this cough does not build "
@@ -279,10 +279,10 @@ class Metrics(Record):
 @dataclass(kw_only=True)
 class RunRecord(Record):
     """What one commit to PRED says of its run, in the Delta commit's metadata under
-    ``cough.run`` (cough/pred.py ``RunWriter``): the model, where SOURCE, MODEL and labels
+    ``cough.run`` (cough/tables/pred.py ``RunWriter``): the model, where SOURCE, MODEL and labels
     were (absolute URIs), the flags, what the night's listing found and the chunk's
     :attr:`CHUNK_COUNTS`. A run committed in chunks has one record per chunk;
-    :meth:`after` sums them (cough/pred.py ``committed_runs``). Every field is optional:
+    :meth:`after` sums them (cough/tables/pred.py ``committed_runs``). Every field is optional:
     cough 0.1's records (converted PREDs) and ``cough train --cv``'s hold only some.
 
     >>> first = RunRecord(run_id="r1", listed=9, seen_before=1, scored=5, ok=5, chunk=1)

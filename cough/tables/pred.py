@@ -6,7 +6,7 @@
     PRED/_delta_log/           the table's log: one commit per chunk of a scoring run
     PRED/part-*.parquet        data files; read them through Delta (files of a run that died
                                before its commit, or of rows a --rescore replaced, lie beside them)
-    PRED/_ledger/              the file ledger, a Delta table of its own (cough/ledger.py)
+    PRED/_ledger/              the file ledger, a Delta table of its own (cough/tables/ledger.py)
     PRED/_reports/<run_id>/    reports of `cough nightly` (Delta and Parquet readers skip `_` names)
 
 A run's rows land in one Delta commit per chunk of ``--commit-every`` recordings
@@ -15,7 +15,7 @@ A run's rows land in one Delta commit per chunk of ``--commit-every`` recordings
 * an application transaction ``cough-score-<run_id>`` whose version is the chunk's number: a
   commit retried after an error that hid its success finds its own transaction in the log
   and does nothing;
-* the run record (:class:`cough.artifacts.RunRecord`: the night's counts, absolute MODEL and
+* the run record (:class:`cough.tables.artifacts.RunRecord`: the night's counts, absolute MODEL and
   SOURCE URIs, ...) with the chunk's counts, in the commit's metadata under ``cough.run``
   (:func:`committed_runs` reads them back, one record per run).
 
@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .artifacts import RunRecord
-from .errors import CoughError, UsageError
+from ..errors import CoughError, UsageError
 from .storage import Location, claim, read_owner
 
 log = logging.getLogger("cough.score")
@@ -148,7 +148,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _v01_message(loc: Location) -> str:
     return (f"PRED {loc.uri} was written by cough 0.1 (run-* folders); this cough keeps PRED as a Delta table. "
-            f"Convert it into a new location, then use that one: python -c \"from cough.pred import convert_v01; "
+            f"Convert it into a new location, then use that one: python -c \"from cough.tables.pred import convert_v01; "
             f"convert_v01('{loc.uri}', 'NEW_PRED')\"")
 
 

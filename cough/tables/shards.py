@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .artifacts import Manifest
-from .errors import CoughError
-from .features import FeaturizerParams
+from ..errors import CoughError
+from ..audio.features import FeaturizerParams
 from .listing import Entry
-from .recording import process
+from ..audio.recording import process
 from .schema import INFO_COLUMNS, image_type, images_schema, log_mel_type, recordings_schema, tensor_column
 from .storage import Location
 

@@ -8,19 +8,19 @@ import os
 
 import pandas as pd
 
-from .errors import CoughError
-from .schema import current_names, stored_names
+from ..errors import CoughError
+from ..tables.schema import current_names, stored_names
 
-log = logging.getLogger("cough.train")
+log = logging.getLogger("cough.train.job")
 
 #: Columns the driver reads to split (no tensors).
 INDEX_COLUMNS = ["recording_id", "path", "window_index", "label", "participant"]
 
 
 def read_manifest(shards: str):
-    """The committed ``cough featurize`` OUT at ``shards`` (:class:`cough.shards.FeaturesOut`),
+    """The committed ``cough featurize`` OUT at ``shards`` (:class:`cough.tables.shards.FeaturesOut`),
     or a CoughError saying what is wrong."""
-    from .shards import read_out
+    from ..tables.shards import read_out
 
     out = read_out(shards)
     if not out.images.is_dir():

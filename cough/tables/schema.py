@@ -1,7 +1,7 @@
 """The tables every job speaks: ``recordings`` (one row per input file), ``images`` (one row
 per window), score's stage 1 (a recording with its window images, in memory only) and PRED
 (one row per scored file version). Column order and types live here and nowhere else
-(the file ledger's and the listing's, internal to cough/ledger.py and cough/archive.py,
+(the file ledger's and the listing's, internal to cough/tables/ledger.py and cough/tables/archive.py,
 beside their code)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .features import DEFAULT_PARAMS, FeaturizerParams
-from .quality import QUALITY_COLUMNS
+from ..audio.features import DEFAULT_PARAMS, FeaturizerParams
+from ..audio.quality import QUALITY_COLUMNS
 
 #: Version of the layout of every JSON file cough writes (featurize's manifest.json, a
 #: MODEL's model.json, a REPORT's metrics.json, cough synth's synth.json), in each as
@@ -21,7 +21,7 @@ JSON_SCHEMA_VERSION = 1
 
 def check_schema_version(doc: dict, where: str) -> None:
     """A CoughError when ``doc`` was written by a newer cough than this one."""
-    from .errors import CoughError
+    from ..errors import CoughError
 
     version = doc.get("schema_version", 1)
     if not isinstance(version, int) or version > JSON_SCHEMA_VERSION:
@@ -39,7 +39,7 @@ RECORDING_FIELDS = [
     pa.field("channels", pa.int32()),
     pa.field("format", pa.string()),
     pa.field("n_windows", pa.int32()),
-    # quality (cough.quality), measured on every decoded recording
+    # quality (cough.audio.quality), measured on every decoded recording
     pa.field("snr_db", pa.float64()),
     pa.field("bandwidth_hz", pa.float64()),
     pa.field("clipped_fraction", pa.float64()),
@@ -52,7 +52,7 @@ RECORDING_FIELDS = [
 
 #: Columns a recording row takes from the labels, besides the metadata columns.
 INFO_COLUMNS = ("label", "participant")
-#: The file version a row came from (cough.listing.Entry; null when SOURCE is a featurize OUT).
+#: The file version a row came from (cough.tables.listing.Entry; null when SOURCE is a featurize OUT).
 FILE_FIELDS = [pa.field("file_size", pa.int64()), pa.field("file_mtime_ns", pa.int64())]
 
 

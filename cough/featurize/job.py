@@ -1,9 +1,9 @@
 """Featurize: decode every recording under SOURCE and write OUT, Parquet shards of mel
-images committed by its manifest (cough/shards.py says the layout).
+images committed by its manifest (cough/tables/shards.py says the layout).
 
 :func:`featurize` checks OUT (new, empty, or an earlier featurize output), lists the
 archive, attaches labels, maps batches of recordings through
-:func:`cough.shards.featurize_batch` on Ray Data (each writes one shard per table under a
+:func:`cough.tables.shards.featurize_batch` on Ray Data (each writes one shard per table under a
 new version folder), sums the per-batch counts, and commits by writing the manifest last;
 then it deletes the version it replaced. cough/commands/featurize.py parses the flags.
 """
@@ -13,20 +13,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from . import __version__
-from .errors import CoughError, UsageError
-from .features import DEFAULT_PARAMS, FeaturizerParams
+from .. import __version__
+from ..errors import CoughError, UsageError
+from ..audio.features import DEFAULT_PARAMS, FeaturizerParams
 
-log = logging.getLogger("cough.featurize")
+log = logging.getLogger("cough.featurize.job")
 
 
 def recordings_frame(source: str, labels: str | None, group_pattern: str | None):
     """The archive as a DataFrame, one row per entry the listing saw: path, problem, open_as
-    (:class:`cough.listing.Entry`), label, participant and metadata columns."""
+    (:class:`cough.tables.listing.Entry`), label, participant and metadata columns."""
     import pandas as pd
 
-    from .labels import load_labels
-    from .listing import ENTRY_COLUMNS, list_recordings
+    from ..tables.labels import load_labels
+    from ..tables.listing import ENTRY_COLUMNS, list_recordings
 
     index = load_labels(labels, source, group_pattern=group_pattern)
     rows = [{**e.to_dict(), **index.lookup(e.path)} for e in list_recordings(source)]
@@ -37,7 +37,7 @@ def recordings_frame(source: str, labels: str | None, group_pattern: str | None)
 
 def plan(frame, output) -> dict:
     """What featurizing ``frame`` (see :func:`recordings_frame`) into ``output`` (what
-    :func:`cough.storage.claim` gave) would do."""
+    :func:`cough.tables.storage.claim` gave) would do."""
     import os
 
     return {"dry_run": True, "would_read": len(frame),
@@ -56,11 +56,11 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     Joins Ray at ``address`` or starts a local instance, unless Ray is already up.
     ``dry_run``: only :func:`plan`.
     """
-    from .audio import TASK_MEMORY
-    from .artifacts import Manifest
-    from .runtime import archive_dataset, init_ray
-    from .shards import COUNTS, KIND, MANIFEST_FILE, TABLES, featurize_batch
-    from .storage import Location, claim, new_version, remove_stale
+    from ..audio.decode import TASK_MEMORY
+    from ..tables.artifacts import Manifest
+    from ..runtime import archive_dataset, init_ray
+    from ..tables.shards import COUNTS, KIND, MANIFEST_FILE, TABLES, featurize_batch
+    from ..tables.storage import Location, claim, new_version, remove_stale
 
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from .errors import RecordingError
+from ..errors import RecordingError
 
 #: Heap Ray reserves for each featurizing task (``cough featurize``, ``cough score``'s stage 1).
 TASK_MEMORY = 1 << 30
@@ -40,11 +40,11 @@ FFMPEG_TIMEOUT_S = 300
 class Budget:
     """Memory one recording may use from decoding to its images, in bytes.
 
-    Peak memory was measured with tracemalloc (:func:`cough.recording.process`: decode,
+    Peak memory was measured with tracemalloc (:func:`cough.audio.recording.process`: decode,
     quality, featurize; numpy buffers) and is bounded by 18 bytes per decoded sample (samples, their float32
     copy, the mono mix), 16 per sample at the featurizer's rate ``target_rate``
     (resampled signal, mel power, images), and a fixed workspace: the STFT's chunks of
-    :data:`cough.melspec.FRAMES_PER_CHUNK` frames (two of them alive at once, ~50 MiB measured). Low rates are costly:
+    :data:`cough.audio.melspec.FRAMES_PER_CHUNK` frames (two of them alive at once, ~50 MiB measured). Low rates are costly:
     1 kHz audio grows 22-fold when resampled to 22050 Hz.
 
     >>> round(Budget(512 << 20).max_frames(48000, 2) / 48000)   # seconds of 48 kHz stereo

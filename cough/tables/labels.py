@@ -15,9 +15,9 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
-from .errors import CoughError, UsageError
+from ..errors import CoughError, UsageError
 
-log = logging.getLogger("cough.labels")
+log = logging.getLogger("cough.tables.labels")
 
 POSITIVE = {"positive", "pos", "1", "true", "yes", "covid", "covid-19"}
 NEGATIVE = {"negative", "neg", "0", "false", "no", "healthy"}
@@ -38,7 +38,7 @@ def reserved_columns() -> frozenset[str]:
     False
     """
     from .listing import ENTRY_COLUMNS
-    from .report import PRED_COLUMNS
+    from ..report import PRED_COLUMNS
     from .schema import images_schema, pred_schema, prepared_schema, recordings_schema
 
     names = {*recordings_schema([]).names, *images_schema([]).names, *prepared_schema([]).names,

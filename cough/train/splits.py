@@ -8,11 +8,11 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .errors import CoughError
-from .model import CLASS_NAMES
-from .schema import stored_names
+from ..errors import CoughError
+from ..model.networks import CLASS_NAMES
+from ..tables.schema import stored_names
 
-log = logging.getLogger("cough.train")
+log = logging.getLogger("cough.train.job")
 
 #: Columns the workers read; ``log_mel`` is never read for training.
 IMAGE_COLUMNS = ["recording_id", "window_index", "label", "image"]
@@ -85,7 +85,7 @@ CACHE_FRACTION = 0.2
 
 def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str], *,
                    image_bytes: int | None = None) -> dict:
-    """One Ray Dataset per split: the images of its groups (a :class:`cough.storage.Location`
+    """One Ray Dataset per split: the images of its groups (a :class:`cough.tables.storage.Location`
     of an OUT's images folder; ``log_mel`` is not read). A cough 0.1 OUT's columns come out
     under their current names.
 

@@ -2,7 +2,7 @@
 
 The seed loaded audio with librosa at 22050 Hz, computed a mel spectrogram and saved
 it as a picture. We keep that signal path (the same numbers as librosa's, computed by
-:mod:`cough.melspec` without importing librosa) but render each fixed-span window straight
+:mod:`cough.audio.melspec` without importing librosa) but render each fixed-span window straight
 to a uint8 array (no matplotlib figure), so every image covers the same time span:
 long recordings yield several images, short ones are padded, none is stretched.
 """
@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from . import melspec
-from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Audio
+from .decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Audio
 from .colormap import lookup_table
-from .errors import UsageError
+from ..errors import UsageError
 
 #: Bump when the meaning of the same parameters changes (code, not settings).
 FEATURIZER_CODE_VERSION = 1
@@ -29,7 +29,7 @@ MAX_WINDOW_S = 60.0
 
 
 #: Where windows are cut: from the recording's start every ``hop_s`` (the seed's way), or
-#: centred on the cough events that :mod:`cough.quality` finds.
+#: centred on the cough events that :mod:`cough.audio.quality` finds.
 WINDOWINGS = ("start", "events")
 #: Settings added after FEATURIZER_CODE_VERSION 1 (see :attr:`FeaturizerParams.version`).
 LATER_SETTINGS = ("windowing", "bandwidth_hz")
@@ -182,7 +182,7 @@ def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> lis
 def event_windows(db: np.ndarray, events_s: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
     """Windows of ``params.window_s`` placed on cough events instead of cut from the start.
 
-    ``events_s``: ``(n, 2)`` start and end seconds (:func:`cough.quality.find_events`).
+    ``events_s``: ``(n, 2)`` start and end seconds (:func:`cough.audio.quality.find_events`).
     Each event gets a window centred on it (shifted to stay inside the recording); an
     event longer than a window gets windows every ``hop_s`` across it. A window that
     would overlap the previous one by more than half is not made, so a burst of close

@@ -1,5 +1,5 @@
 """Locations on local disks and object stores, and how a job claims and commits its output
-(what SOURCE holds: cough.listing).
+(what SOURCE holds: cough.tables.listing).
 
 Every job resolves each location it is given once, into a :class:`Location` (a pyarrow
 filesystem, the path on it and the absolute URI), and passes that object down, so that
@@ -23,9 +23,9 @@ from typing import Iterator
 
 import pyarrow.fs as pafs
 
-from .errors import CoughError, UsageError
+from ..errors import CoughError, UsageError
 
-log = logging.getLogger("cough.storage")
+log = logging.getLogger("cough.tables.storage")
 
 #: The object a job writes into its output before anything else: whose output this is
 #: (cough 0.1's outputs had none).
@@ -246,7 +246,7 @@ class Output:
 
 
 def owner_record(kind: str) -> dict:
-    from . import __version__
+    from .. import __version__
     from .schema import JSON_SCHEMA_VERSION
 
     return {"kind": kind, "schema_version": JSON_SCHEMA_VERSION, "cough_version": __version__,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artifacts import ModelMeta
-from .errors import CoughError
-from .features import FeaturizerParams
+from ..tables.artifacts import ModelMeta
+from ..errors import CoughError
+from ..audio.features import FeaturizerParams
 
 CLASS_NAMES = ["negative", "positive"]
 #: The weights file of a model.json that names none (cough 0.1's MODELs).
@@ -166,15 +166,15 @@ def aggregate_windows(scores) -> float:
 
 
 def write_model(model_dir, weights_h5: bytes, meta: ModelMeta) -> str:
-    """Write MODEL (a location, or the :class:`cough.storage.Output` that ``claim`` gave):
+    """Write MODEL (a location, or the :class:`cough.tables.storage.Output` that ``claim`` gave):
     ``weights-<version>.h5``, then ``model.json`` naming it (the commit), then delete the
     weights of the model it replaced. Returns the version: a content hash of the weights
     and the metadata, recorded in model.json as ``version``."""
     import hashlib
     import json
 
-    from .schema import JSON_SCHEMA_VERSION
-    from .storage import Output, claim, remove_stale
+    from ..tables.schema import JSON_SCHEMA_VERSION
+    from ..tables.storage import Output, claim, remove_stale
 
     output = model_dir if isinstance(model_dir, Output) else claim(model_dir, KIND)
     meta = dataclasses.replace(meta, format="tf_keras HDF5 weights only; the architecture is rebuilt from code by "
@@ -192,17 +192,17 @@ def write_model(model_dir, weights_h5: bytes, meta: ModelMeta) -> str:
 
 def weights_location(model_dir, meta: ModelMeta):
     """The weights file that ``meta`` (MODEL's model.json) names."""
-    from .storage import Location
+    from ..tables.storage import Location
 
     return Location.of(model_dir).join(meta.weights or WEIGHTS_FILE)
 
 
 def read_model_meta(model_dir) -> ModelMeta:
-    """MODEL's ``model.json``, checked without TensorFlow (:class:`cough.artifacts.ModelMeta`:
+    """MODEL's ``model.json``, checked without TensorFlow (:class:`cough.tables.artifacts.ModelMeta`:
     the architecture it names is one this cough builds, its threshold a number in [0, 1],
     its featurizer parameters valid, each when present). A clear CoughError says what is
     wrong, so jobs refuse a bad model before Ray starts."""
-    from .storage import Location
+    from ..tables.storage import Location
 
     loc = Location.of(model_dir)
     meta_loc = loc.join(META_FILE)
@@ -251,7 +251,7 @@ def read_model_info(model_dir) -> ModelInfo:
     >>> info.threshold, info.featurizer_version    # doctest: +SKIP
     (0.5, '3f1c...')
     """
-    from .storage import Location
+    from ..tables.storage import Location
 
     model_dir = Location.of(model_dir).uri
     meta = _complete_meta(model_dir, SCORING_FIELDS)

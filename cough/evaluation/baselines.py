@@ -2,8 +2,8 @@
 
 Two of them, with one core (:func:`baseline`): out-of-fold scores of a logistic regression
 on one-hot levels, participants never split between training and prediction
-(:func:`cough.metrics.grouped_out_of_fold`); the report then compares each with the
-model over the same participant resamples (:func:`cough.metrics.evaluate`).
+(:func:`cough.evaluation.metrics.grouped_out_of_fold`); the report then compares each with the
+model over the same participant resamples (:func:`cough.evaluation.metrics.evaluate`).
 
 - the **shortcut baseline** sees how a recording was made (sample rate, channels,
   duration, format): can the channel alone tell the label?
@@ -54,8 +54,8 @@ def label_metadata_columns(names) -> list[str]:
     >>> label_metadata_columns(["path", "score", "sample_rate", "label", "participant", "site", "group"])
     ['site']
     """
-    from .labels import INPUT_COLUMNS, reserved_columns
-    from .schema import RENAMED
+    from ..tables.labels import INPUT_COLUMNS, reserved_columns
+    from ..tables.schema import RENAMED
 
     ours = reserved_columns() | set(INPUT_COLUMNS) | set(RENAMED)  # RENAMED: 0.1's names of ours
     return [n for n in names if n not in ours]
@@ -63,7 +63,7 @@ def label_metadata_columns(names) -> list[str]:
 
 def as_values(column: pd.Series) -> pd.Series:
     """A text column as numbers when every value it has reads as one (ages, counts), so that
-    :func:`cough.metrics.as_levels` cuts it into quartiles; else as it is.
+    :func:`cough.evaluation.metrics.as_levels` cuts it into quartiles; else as it is.
 
     >>> as_values(pd.Series(["34", "61", None])).tolist(), as_values(pd.Series(["yes", "2"])).tolist()
     ([34.0, 61.0, nan], ['yes', '2'])
@@ -120,7 +120,7 @@ def baseline(features: pd.DataFrame, rows: pd.DataFrame, *, seed: int = 0,
     """``(result, scores)``: a baseline that sees only ``features`` (one row per row of
     ``rows``, which holds ``label`` and ``participant``), as out-of-fold scores, or None and
     ``result["reason"]``. Its AUC, and the model's lead over it, come from
-    :func:`cough.metrics.evaluate` (``baselines=``), paired with the model's."""
+    :func:`cough.evaluation.metrics.evaluate` (``baselines=``), paired with the model's."""
     result = {"features": list(features.columns), "auc": None, "auc_ci": None, "method": METHOD}
     y = rows["label"].to_numpy(int)
     scores = None

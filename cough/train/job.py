@@ -1,11 +1,11 @@
 """The train job: fit a CNN on a featurize OUT with Ray Train and commit MODEL/.
 
-:func:`train` checks SHARDS, reads its small columns (cough/trainset.py), splits the
-participants into train/val/test (cough/splits.py), streams each split's images to Ray
-Train (cough/trainloop.py: one shard of the training images per worker, gradients
+:func:`train` checks SHARDS, reads its small columns (cough/train/trainset.py), splits the
+participants into train/val/test (cough/train/splits.py), streams each split's images to Ray
+Train (cough/train/loop.py: one shard of the training images per worker, gradients
 all-reduced every step), scores the validation and test recordings against their true
 labels, picks the threshold on validation, and commits MODEL/ by writing model.json last
-(cough.model.write_model). :func:`cross_validate` is ``--cv K``. Checkpoints live under
+(cough.model.networks.write_model). :func:`cross_validate` is ``--cv K``. Checkpoints live under
 MODEL's folder/.cough-train until MODEL commits. cough/commands/train.py parses the flags.
 """
 
@@ -18,22 +18,22 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .artifacts import ModelMeta, RunRecord
-from .errors import CoughError, UsageError
-from .model import CLASS_NAMES
+from .. import __version__
+from ..tables.artifacts import ModelMeta, RunRecord
+from ..errors import CoughError, UsageError
+from ..model.networks import CLASS_NAMES
 
 if TYPE_CHECKING:  # pandas and the training loop load when a job runs
     import pandas as pd
 
-    from .trainloop import TrainConfig
+    from .loop import TrainConfig
 
 DEFAULT_ARCH = "pooled"
 RUN_FILE = "cough-run.json"
 #: Settings that must match for --resume to continue a run.
 RESUME_KEYS = ("shards", "featurizer_version", "arch", "batch_size", "seed", "val_fraction",
                "test_fraction", "learning_rate", "dropout", "early_stopping", "patience")
-log = logging.getLogger("cough.train")
+log = logging.getLogger("cough.train.job")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _storage(out: str, settings: TrainSettings) -> tuple[str, str, bool]:
 
 def _remove_run(run_dir: str) -> None:
     """Delete a finished run's checkpoints, and the hidden storage folder once it is empty."""
-    from .storage import Location
+    from ..tables.storage import Location
 
     run = Location.of(run_dir)
     run.delete()
@@ -99,7 +99,7 @@ def _remove_run(run_dir: str) -> None:
 
 def _prepare_run(run_dir: str, record_of: dict, resume: bool) -> None:
     """Start fresh, or check that the interrupted run in ``run_dir`` had the same settings."""
-    from .storage import Location
+    from ..tables.storage import Location
 
     run = Location.of(run_dir)
     record = run.join(RUN_FILE)
@@ -126,9 +126,9 @@ def _start_ray(settings: TrainSettings) -> None:
     processes. Side by side they took 8.2 s against 11.2 s one after the other (2 cores)."""
     import threading
 
-    from .logs import native_stderr_filtered
-    from .model import tensorflow
-    from .runtime import init_ray
+    from ..logs import native_stderr_filtered
+    from ..model.networks import tensorflow
+    from ..runtime import init_ray
 
     with native_stderr_filtered():  # TensorFlow's banner
         loading = threading.Thread(target=tensorflow, name="cough-tensorflow-import", daemon=True)
@@ -159,9 +159,9 @@ class Fitted:
 def _fit(features, index, dropped_paths: list[str], groups: dict, settings: TrainSettings, *, storage: str,
          name: str) -> Fitted:
     """Train one model on ``groups``' splits of the featurize OUT ``features``."""
-    from .storage import join
+    from ..tables.storage import join
     from .splits import split_datasets, split_windows
-    from .trainloop import TrainConfig, class_weights, fit, final_checkpoint
+    from .loop import TrainConfig, class_weights, fit, final_checkpoint
 
     windows = split_windows(index, groups, dropped_paths)
     weights = class_weights(windows["train"]["label"])
@@ -192,7 +192,7 @@ def _meta(settings: TrainSettings, features, groups: dict, fitted: Fitted, dropp
     windows, state = fitted.windows, fitted.state
     return ModelMeta(
         arch=settings.arch, parameters=state["parameters"], class_names=CLASS_NAMES,
-        aggregation="mean of the windows' P(positive) per recording (cough.model.aggregate_windows)",
+        aggregation="mean of the windows' P(positive) per recording (cough.model.networks.aggregate_windows)",
         featurizer=features.info.featurizer, featurizer_version=features.info.featurizer_version,
         shards=features.loc.uri,
         splits={s: {"groups": members, "recordings": int(windows[s]["recording_id"].nunique()),
@@ -213,10 +213,10 @@ def _meta(settings: TrainSettings, features, groups: dict, fitted: Fitted, dropp
 def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> dict:
     """Train on the featurize OUT ``shards`` and commit MODEL ``out`` (model.json last);
     with ``settings.cv``, :func:`cross_validate`. Returns the job's summary."""
-    from .model import KIND, write_model
-    from .storage import claim
+    from ..model.networks import KIND, write_model
+    from ..tables.storage import claim
     from .splits import split_groups
-    from .trainloop import evaluate_splits
+    from .loop import evaluate_splits
     from .trainset import read_index, read_manifest, recordings
 
     started = time.perf_counter()
@@ -260,12 +260,12 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     import pyarrow.parquet as pq
 
     from .crossval import OOF_RUN_PREFIX, grouped_folds, oof_table
-    from .model import write_model
-    from .pred import LOG_DIR, RunWriter, claim_pred
-    from .schema import current_names, pred_schema
-    from .metrics import binary_metrics, choose_threshold
+    from ..model.networks import write_model
+    from ..tables.pred import LOG_DIR, RunWriter, claim_pred
+    from ..tables.schema import current_names, pred_schema
+    from ..evaluation.metrics import binary_metrics, choose_threshold
     from .splits import split_groups
-    from .trainloop import evaluate_splits, recording_scores
+    from .loop import evaluate_splits, recording_scores
 
     if settings.resume:
         raise UsageError("--resume does not apply to --cv: rerun the cross-validation")

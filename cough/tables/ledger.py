@@ -27,7 +27,7 @@ A listed file whose ``(path, file_size, file_mtime_ns)`` the ledger holds for th
 version is not opened again; a file rewritten under the same path has a new size or time
 and is read, hashed and, with new content, scored again (PRED then holds both rows, told
 apart by ``recording_id``, ``file_size`` and ``file_mtime_ns``). Content dedupe is PRED's
-(cough/pred.py): a renamed copy of a scored recording is read and hashed, recognised, and
+(cough/tables/pred.py): a renamed copy of a scored recording is read and hashed, recognised, and
 recorded here as ``skipped``.
 
 A run commits each chunk to PRED first and to the ledger second, each with an application
@@ -45,7 +45,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from .errors import CoughError
+from ..errors import CoughError
 
 log = logging.getLogger("cough.score")
 
@@ -65,7 +65,7 @@ COMMIT_ATTEMPTS = 5
 
 
 class Ledger:
-    """The ledger of a PRED (:class:`cough.pred.Pred`); absent until a run first commits to it."""
+    """The ledger of a PRED (:class:`cough.tables.pred.Pred`); absent until a run first commits to it."""
 
     def __init__(self, pred):
         from .pred import Pred

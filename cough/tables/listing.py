@@ -27,7 +27,7 @@ from pathlib import PurePosixPath
 
 import pyarrow.fs as pafs
 
-from .errors import CoughError, RecordingError
+from ..errors import CoughError, RecordingError
 
 #: Sidecar files that live beside recordings and are not recordings themselves.
 SIDECAR_SUFFIXES = (".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".parquet")
@@ -47,7 +47,7 @@ class Entry:
     name that had to be escaped, or the target of a symlink. ``file_size`` (bytes) and
     ``file_mtime_ns`` (modification time, ns since the epoch) are what the listing saw
     (:data:`UNKNOWN` when it could not look): with ``path`` they identify one version of a
-    file, which is how the file ledger (cough/ledger.py) knows a file it has seen.
+    file, which is how the file ledger (cough/tables/ledger.py) knows a file it has seen.
     """
 
     path: str
@@ -114,7 +114,7 @@ def list_folder(source: str, folder: str | None = None, *, recursive: bool = Tru
     """``(entries, subfolders)``: what :func:`list_recordings` sees in ``folder`` (a path or
     URI inside ``source``, given as :func:`list_folder` returned it; None: ``source``
     itself), descending into subfolders when ``recursive``, else returning them to be listed
-    on their own (in parallel: cough/archive.py). Entries are unsorted."""
+    on their own (in parallel: cough/tables/archive.py). Entries are unsorted."""
     scheme, root = _split(source)
     if scheme in ("", "file"):
         prefix = "file://" if scheme else ""

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .audio import RECORDING_BUDGET, Budget, decode
-from .errors import RecordingError
+from .decode import RECORDING_BUDGET, Budget, decode
+from ..errors import RecordingError
 from .features import DEFAULT_PARAMS, FeaturizerParams, featurize, mono
-from .listing import Entry
+from ..tables.listing import Entry
 from .quality import measure
 
 
@@ -42,13 +42,13 @@ class Processed:
 
 def process(entry: Entry | str, info: dict | None = None, *, params: FeaturizerParams = DEFAULT_PARAMS,
             data: bytes | None = None, budget: int = RECORDING_BUDGET) -> Processed:
-    """Read, decode, measure (:mod:`cough.quality`) and featurize one recording (an
-    :class:`~cough.listing.Entry` of SOURCE, or a path); a bad one gives an ``error`` row,
+    """Read, decode, measure (:mod:`cough.audio.quality`) and featurize one recording (an
+    :class:`~cough.tables.listing.Entry` of SOURCE, or a path); a bad one gives an ``error`` row,
     never raises.
 
     ``info`` carries ``label``, ``group`` and metadata into the row; ``data``, the file's
     bytes when the caller has read them already; ``budget``, the bytes of memory the
-    recording may use, its file included (:class:`cough.audio.Budget`).
+    recording may use, its file included (:class:`cough.audio.decode.Budget`).
     """
     entry = entry if isinstance(entry, Entry) else Entry(entry)
     row = {"recording_id": None, "path": entry.path, "status": "error", "error": None, "duration_s": None,

@@ -8,7 +8,7 @@ channel instead of the cough.
 
 Events are found by energy, as :func:`librosa.effects.split` finds them (the same frames
 and edges, computed with numpy so that featurizing workers need not import librosa; see
-:mod:`cough.melspec`): stretches whose frame power lies within ``event_top_db`` of the
+:mod:`cough.audio.melspec`): stretches whose frame power lies within ``event_top_db`` of the
 recording's loudest frame, joined across gaps shorter than ``min_gap_s`` and kept when
 at least ``min_event_s`` long.
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 from .melspec import FRAMES_PER_CHUNK, hann
 
 #: |sample| at or above this share of full scale counts as clipped.
@@ -197,14 +197,14 @@ def measure(y: np.ndarray, sample_rate: int, *, samples: np.ndarray | None = Non
 
 def _bandwidth(y: np.ndarray, sample_rate: int, rolloff: float) -> float:
     """Frequency below which ``rolloff`` of the signal's energy lies (Hann-windowed frames,
-    power spectra averaged). The FFT runs in float32 as in :mod:`cough.melspec` (half the CPU
+    power spectra averaged). The FFT runs in float32 as in :mod:`cough.audio.melspec` (half the CPU
     of float64); the spectra are summed in float64."""
     import scipy.fft
 
     n_fft = min(2048, 1 << int(np.log2(max(len(y), 2))))
     frames = np.lib.stride_tricks.sliding_window_view(np.asarray(y, np.float32), n_fft)[::n_fft // 4]
     window, total = hann(n_fft).astype(np.float32), np.zeros(n_fft // 2 + 1)
-    for start in range(0, len(frames), FRAMES_PER_CHUNK):  # bounded temporaries, as in cough.melspec
+    for start in range(0, len(frames), FRAMES_PER_CHUNK):  # bounded temporaries, as in cough.audio.melspec
         spectrum = scipy.fft.rfft(frames[start:start + FRAMES_PER_CHUNK] * window, axis=1, overwrite_x=True)
         total += (np.square(spectrum.real) + np.square(spectrum.imag)).sum(axis=0, dtype=np.float64)
     energy = np.cumsum(total)

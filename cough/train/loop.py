@@ -1,8 +1,8 @@
 """Training with Ray Train: class weights, the per-worker training loop, its sizing, and the
 validation metrics and threshold written into MODEL/model.json.
 
-The driver (cough/train.py) reads only the small columns of ``SHARDS/images``
-(cough/trainset.py) to split by participant (cough/splits.py); the images themselves
+The driver (cough/train/job.py) reads only the small columns of ``SHARDS/images``
+(cough/train/trainset.py) to split by participant (cough/train/splits.py); the images themselves
 stream to the workers as Ray Data shards. Each worker runs
 :func:`train_loop` under ``tf.distribute.MultiWorkerMirroredStrategy`` (tf_keras), so the
 gradients of every step are all-reduced across workers before the weights change.
@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import CoughError
-from .logs import say
-from .metrics import auc, binary_metrics, choose_threshold, finite
-from .runtime import WORKER_ENV
-from .model import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows, rescale
+from ..errors import CoughError
+from ..logs import say
+from ..evaluation.metrics import auc, binary_metrics, choose_threshold, finite
+from ..runtime import WORKER_ENV
+from ..model.networks import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows, rescale
 
-log = logging.getLogger("cough.train")
+log = logging.getLogger("cough.train.job")
 
 STATE_FILE = "state.json"
 BEST_FILE = "best.h5"
@@ -57,7 +57,7 @@ def class_weights(labels) -> dict[int, float]:
 
 def recording_scores(windows: pd.DataFrame) -> pd.DataFrame:
     """Window rows (recording_id, label, prob) → one row per recording, scored by
-    :func:`cough.model.aggregate_windows` (the rule scoring uses too)."""
+    :func:`cough.model.networks.aggregate_windows` (the rule scoring uses too)."""
     return (windows.groupby("recording_id", sort=True)
             .agg(label=("label", "first"), score=("prob", aggregate_windows), windows=("prob", "size"))
             .reset_index())
@@ -135,7 +135,7 @@ def _tf_dataset(tf, shard, config: TrainConfig, world_size: int, epoch: int, ran
     signature = (tf.TensorSpec((None, size, size, 3), tf.uint8), tf.TensorSpec((None,), tf.int64))
     weights = tf.constant([config.class_weight[0], config.class_weight[1]], tf.float32)
 
-    @tf.autograph.experimental.do_not_convert  # nothing to convert; see cough.model._forward
+    @tf.autograph.experimental.do_not_convert  # nothing to convert; see cough.model.networks._forward
     def model_inputs(images, labels):
         return (rescale(tf, images), tf.one_hot(labels, len(CLASS_NAMES)),
                 tf.gather(weights, labels))
@@ -208,7 +208,7 @@ def train_loop(config: dict) -> None:
     import ray.train
     from ray.train.collective import broadcast_from_rank_zero
 
-    from .model import tensorflow
+    from ..model.networks import tensorflow
 
     cfg = TrainConfig(**config)
     cfg.class_weight = {int(k): float(v) for k, v in cfg.class_weight.items()}

@@ -66,7 +66,7 @@ def describe(sources: list[str], participants, labels: str) -> dict:
 
 def synth_marker(**params) -> dict:
     """What ``cough synth`` writes to :data:`MARKER`: its parameters."""
-    from . import __version__
+    from .. import __version__
     from .schema import JSON_SCHEMA_VERSION
 
     return {"schema_version": JSON_SCHEMA_VERSION, "synthetic": True, "generator": "cough synth",

@@ -2,8 +2,8 @@
 
 The driver only learns SOURCE's top-level folder names: one task lists SOURCE's top level
 (its files go straight into a block in the object store), and tasks list the folders below
-it, several folders each, recursively (cough/listing.py's walk, with all its guarantees).
-Each task attaches label, participant and metadata (:class:`cough.labels.LabelIndex`) and
+it, several folders each, recursively (cough/tables/listing.py's walk, with all its guarantees).
+Each task attaches label, participant and metadata (:class:`cough.tables.labels.LabelIndex`) and
 returns one Arrow block, so the listing of 10⁶ files costs the driver a few object
 references. A date-partitioned archive is cheaper still: ``prefixes`` lists only the named
 folders, ``since`` only the top-level folders named by a date on or after it.
@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 
 import pyarrow as pa
 
-from .errors import UsageError
+from ..errors import UsageError
 from .labels import LabelIndex
 from .listing import Entry, list_folder
 
@@ -29,7 +29,7 @@ DATE_NAME = re.compile(r"^(?:[a-z_]+=)?(\d{4})-?(\d{2})-?(\d{2})")
 
 
 def listing_schema(metadata_columns: list[str]) -> pa.Schema:
-    """One row per entry: :class:`cough.listing.Entry`'s fields, then label, participant, metadata."""
+    """One row per entry: :class:`cough.tables.listing.Entry`'s fields, then label, participant, metadata."""
     return pa.schema([pa.field("path", pa.string()), pa.field("problem", pa.string()),
                       pa.field("open_as", pa.binary()), pa.field("file_size", pa.int64()),
                       pa.field("file_mtime_ns", pa.int64()), pa.field("label", pa.int8()),
@@ -84,7 +84,7 @@ def listing_dataset(source: str, index: LabelIndex, *, prefixes: tuple[str, ...]
     """
     import ray
 
-    from .runtime import cpus
+    from ..runtime import cpus
 
     index_ref = ray.put(index)
     top = ray.remote(_list_top).options(num_cpus=1, num_returns=2)

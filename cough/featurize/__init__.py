@@ -1,0 +1,8 @@
+"""The featurize job: every recording under SOURCE into OUT's Parquet shards.
+
+>>> from cough.featurize import featurize   # the public entry point
+"""
+
+from .job import featurize
+
+__all__ = ["featurize"]
