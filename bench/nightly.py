@@ -160,7 +160,7 @@ def scale(args) -> None:
 def plan(args) -> None:
     """In its own process: list and plan as a run does; print counts and this driver's peak RSS."""
     from cough.audio.features import DEFAULT_PARAMS
-    from cough.model.networks import ModelInfo
+    from cough.model.store import ModelInfo
     from cough.tables.pred import Pred
     from cough.runtime import init_ray
     from cough.tables.labels import load_labels

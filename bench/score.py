@@ -83,7 +83,7 @@ def model_alone(model, n_windows: int, batch_size: int = 64) -> tuple[float, flo
     (the faster of two runs)."""
     import numpy as np
 
-    from cough.model.networks import predict_windows
+    from cough.model.inference import predict_windows
 
     images = np.random.default_rng(0).integers(0, 256, (min(n_windows, 512), 150, 150, 3), dtype=np.uint8)
     predict_windows(model, images[:batch_size], batch_size=batch_size)  # warm-up (graph building)
@@ -158,7 +158,9 @@ def compare(files: list[str], tmp: Path, args) -> None:
     import pyarrow.parquet as pq
     from featurize import Marginal, _load, _own_cpu, link_copies
 
-    from cough.model.networks import load_model, tensorflow
+    from cough.model.networks import tensorflow
+
+    from cough.model.store import load_model
 
     n = len(files) * args.copies
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "

@@ -31,7 +31,7 @@ PROBES = [
      "cough.tables.storage, cough.tables.shards, ray, ray.data; print(time.perf_counter() - t)"),
     ("import what a featurizing worker runs (cough.tables.shards) and featurize one file",
      "import time, sys; t = time.perf_counter(); from cough.audio.recording import process; "
-     "process(sys.argv[1]); print(time.perf_counter() - t)"),
+     "from cough.tables.listing import Entry; process(Entry(sys.argv[1])); print(time.perf_counter() - t)"),
     ("import ray in a fresh process (every Ray worker does)",
      "import time; t = time.perf_counter(); import ray; print(time.perf_counter() - t)"),
     ("import tensorflow (score's actors and train's workers; featurize never does)",

@@ -41,7 +41,8 @@ os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"  # as in the Train workers
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from cough.model.networks import build_model, predict_windows, preprocess, tensorflow  # noqa: E402
+from cough.model.inference import predict_windows  # noqa: E402
+from cough.model.networks import build_model, preprocess, tensorflow  # noqa: E402
 from cough.tables.schema import to_numpy  # noqa: E402
 from cough.train.splits import split_groups  # noqa: E402
 from cough.train.loop import cpu_seconds, class_weights, recording_scores  # noqa: E402

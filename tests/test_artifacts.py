@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from cough.tables.artifacts import Manifest, Metrics, ModelMeta, RunRecord
+from cough.model.meta import ModelMeta
+from cough.tables.artifacts import Manifest, Metrics, RunRecord
 from cough.errors import CoughError
 
 MANIFEST = {"schema_version": 1, "inputs": 3, "ok": 2, "errors": 1, "images": 5, "kind": "featurize",

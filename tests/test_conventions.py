@@ -27,7 +27,7 @@ def test_the_license_file_is_the_apache_2_text_pyproject_names():
 def test_json_written_by_a_newer_cough_is_refused(tmp_path, sample_features):
     import shutil
 
-    from cough.model.networks import read_model_meta
+    from cough.model.store import read_model_meta
     from cough.train.trainset import read_manifest
 
     assert read_manifest(str(sample_features)).info.schema_version == 1

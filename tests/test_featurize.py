@@ -152,9 +152,10 @@ def test_one_recording_stays_within_its_budget_and_longer_ones_are_refused(tmp_p
 
     from cough.audio.decode import Budget
     from cough.audio.recording import process
+    from cough.tables.listing import Entry
 
     budget = 96 << 20
-    process(str(_cough(tmp_path / "warm.wav")))  # imports and caches, not per recording
+    process(Entry(str(_cough(tmp_path / "warm.wav"))))  # imports and caches, not per recording
 
     def recording(name: str, frames: int) -> Path:
         wav = tmp_path / f"{name}.wav"
@@ -169,14 +170,14 @@ def test_one_recording_stays_within_its_budget_and_longer_ones_are_refused(tmp_p
     fits = recording("fits", Budget(budget - size).max_frames(rate, channels) - rate // 2)
     tracemalloc.start()
     try:
-        done = process(str(fits), budget=budget)
+        done = process(Entry(str(fits)), budget=budget)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert done.row["status"] == "ok", done.row["error"]
     assert done.row["channels"] == channels and done.row["sample_rate"] == rate
     assert peak <= budget
-    too_long = process(str(recording("long", Budget(budget).max_frames(rate, channels) + rate)), budget=budget).row
+    too_long = process(Entry(str(recording("long", Budget(budget).max_frames(rate, channels) + rate))), budget=budget).row
     assert too_long["status"] == "error" and re.search("longer than the .* that fit in the \\d+ MiB", too_long["error"])
 
 
@@ -529,8 +530,8 @@ def test_featurizing_a_recording_imports_no_librosa_matplotlib_pandas_or_tensorf
     """Each fresh Ray worker pays for what featurizing imports (librosa + scipy.signal + numba,
     matplotlib, TensorFlow cost seconds each); a recording needs none of them."""
     wav = _cough(tmp_path / "a.wav", sr=48000, channels=2)
-    code = ("import sys; from cough.audio.recording import process; "
-            f"assert process({str(wav)!r}).row['status'] == 'ok'; "
+    code = ("import sys; from cough.audio.recording import process; from cough.tables.listing import Entry; "
+            f"assert process(Entry({str(wav)!r})).row['status'] == 'ok'; "
             "print(sorted(m for m in ('librosa', 'matplotlib', 'pandas', 'tensorflow', 'scipy.signal', 'numba') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

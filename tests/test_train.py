@@ -25,7 +25,9 @@ import pytest
 
 from cough.cli import build_parser, main
 from cough.errors import CoughError
-from cough.model.networks import aggregate_windows, build_model, load_model, predict_windows
+from cough.model.inference import aggregate_windows, predict_windows
+from cough.model.networks import build_model
+from cough.model.store import load_model
 from cough.tables.schema import to_numpy
 from cough.evaluation.metrics import binary_metrics, choose_threshold
 from cough.train.splits import split_groups
@@ -229,7 +231,8 @@ def test_our_graphs_leave_no_generated_source_in_tmp_when_the_process_is_killed(
     TensorFlow's autograph converted left its generated source in /tmp on every node, once
     per score actor and per training epoch (696 such files here after a day of runs)."""
     script = ("import os, numpy as np\n"
-              "from cough.model.networks import build_model, predict_windows, tensorflow\n"
+              "from cough.model.inference import predict_windows\n"
+              "from cough.model.networks import build_model, tensorflow\n"
               "from cough.train.loop import TrainConfig, _tf_dataset\n"
               "predict_windows(build_model('pooled'), np.zeros((2, 150, 150, 3), np.uint8))\n"
               "_tf_dataset(tensorflow(), None, TrainConfig(), 1, 0, 0)\n"
@@ -374,7 +377,7 @@ def _sync_datasets(sample_features, n_train=8):
 
 
 def _weights(result):
-    from cough.model.networks import WEIGHTS_FILE
+    from cough.model.store import WEIGHTS_FILE
 
     model = build_model("pooled")
     with result.checkpoint.as_directory() as d:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -16,7 +17,6 @@ from threadpoolctl import ThreadpoolController
 from .decode import RECORDING_BUDGET, Budget, decode
 from ..errors import RecordingError
 from .features import DEFAULT_PARAMS, FeaturizerParams, featurize, mono
-from ..tables.listing import Entry
 from .quality import measure
 
 
@@ -31,6 +31,16 @@ def recording_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+class Readable(Protocol):
+    """Where a recording's bytes come from: its ``path`` as rows show it, and a ``read`` that
+    raises :class:`~cough.errors.RecordingError` with a reason when they cannot be had
+    (:class:`cough.tables.listing.Entry` is one)."""
+
+    path: str
+
+    def read(self, *, max_bytes: int) -> bytes: ...
+
+
 @dataclass
 class Processed:
     """A ``recordings`` row (``row``) and, when it is ``ok``, its windows."""
@@ -40,17 +50,16 @@ class Processed:
     log_mel: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float16))
 
 
-def process(entry: Entry | str, info: dict | None = None, *, params: FeaturizerParams = DEFAULT_PARAMS,
+def process(entry: Readable, info: dict | None = None, *, params: FeaturizerParams = DEFAULT_PARAMS,
             data: bytes | None = None, budget: int = RECORDING_BUDGET) -> Processed:
-    """Read, decode, measure (:mod:`cough.audio.quality`) and featurize one recording (an
-    :class:`~cough.tables.listing.Entry` of SOURCE, or a path); a bad one gives an ``error`` row,
-    never raises.
+    """Read, decode, measure (:mod:`cough.audio.quality`) and featurize one recording (a
+    :class:`Readable`: an :class:`~cough.tables.listing.Entry` of SOURCE); a bad one gives an
+    ``error`` row, never raises.
 
     ``info`` carries ``label``, ``group`` and metadata into the row; ``data``, the file's
     bytes when the caller has read them already; ``budget``, the bytes of memory the
     recording may use, its file included (:class:`cough.audio.decode.Budget`).
     """
-    entry = entry if isinstance(entry, Entry) else Entry(entry)
     row = {"recording_id": None, "path": entry.path, "status": "error", "error": None, "duration_s": None,
            "sample_rate": None, "channels": None, "format": None, "n_windows": 0, **(info or {})}
     try:

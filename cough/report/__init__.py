@@ -12,7 +12,7 @@ One module per step: :mod:`.read` (PRED, labels, run records, threshold),
 """
 
 from .operations import error_rate
-from .read import PRED_COLUMNS, read_predictions
+from .read import read_predictions
 from .write import write_report
 
-__all__ = ["PRED_COLUMNS", "error_rate", "read_predictions", "write_report"]
+__all__ = ["error_rate", "read_predictions", "write_report"]

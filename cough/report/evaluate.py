@@ -12,7 +12,8 @@ from ..evaluation import metrics as M
 from ..evaluation.baselines import baseline as fit_baseline
 from ..evaluation.baselines import label_metadata_baseline, missing_gaps
 from . import text as T
-from .read import METADATA_FEATURES, current_rows
+from ..tables.schema import METADATA_FEATURES
+from .read import current_rows
 
 
 #: Most levels shown per --by column; smaller levels are pooled as OTHER_LEVELS.

@@ -12,17 +12,14 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from ..tables.artifacts import ModelMeta, RunRecord
+from ..model.meta import ModelMeta
+from ..tables.artifacts import RunRecord
+from ..tables.schema import PRED_COLUMNS
 from ..evaluation.baselines import label_metadata_columns
 from ..errors import CoughError, UsageError
 
 log = logging.getLogger("cough.report")
 
-#: What the shortcut baseline may see: how a recording was made, never what it sounds like.
-METADATA_FEATURES = ("sample_rate", "channels", "duration_s", "format")
-#: PRED columns the report reads when present (window_scores and the like are skipped).
-PRED_COLUMNS = ("recording_id", "path", "status", "error", "score", "predicted", "threshold", "model_version",
-                "featurizer_version", "run_id", "scored_at", "label", "participant", *METADATA_FEATURES)
 #: Default decision threshold when neither --threshold nor PRED gives one.
 DEFAULT_THRESHOLD = 0.5
 
@@ -176,7 +173,7 @@ def scoring_model(records) -> ScoringModel:
     """The :class:`ScoringModel` of ``records`` (one model version's runs, oldest first): the
     MODEL the latest of them names, when it is readable and of the version that run used (the
     report never loads the model itself)."""
-    from ..model.networks import read_model_meta
+    from ..model.store import read_model_meta
 
     folds = [r for r in records if r.out_of_fold]
     out_of_fold = {"out_of_fold": bool(folds), "cv_folds": folds[-1].cv_folds if folds else None}

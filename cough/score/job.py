@@ -36,7 +36,7 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from ..tables.labels import load_labels
     from ..tables.ledger import Ledger
     from ..logs import native_stderr_filtered
-    from ..model.networks import read_model_info
+    from ..model.store import read_model_info
     from ..tables.pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
     from ..runtime import cpus, init_ray, node_cpus
     from ..tables.schema import pred_schema

@@ -5,7 +5,7 @@
    already scored, and featurize the rest with :func:`cough.audio.recording.process`, the one
    featurizing code path. Output: one row per recording with its window images.
 2. :class:`Predictor`: a Ray actor that loads the model once and predicts batches of
-   windows, then aggregates them per recording (:func:`cough.model.networks.aggregate_windows`).
+   windows, then aggregates them per recording (:func:`cough.model.inference.aggregate_windows`).
 
 PRED, the Delta table the driver commits each run's rows to, is cough/tables/pred.py's concern.
 See docs/score.md.
@@ -147,9 +147,10 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str, *, run_id: str, metadata_columns: list[str], threads: int = 1):
-        from ..model.networks import load_model, read_model_info, tensorflow
+        from ..model.networks import tensorflow
 
         # oneDNN kernels double TensorFlow's CPU inference speed; the workers' default turns
+        from ..model.store import load_model, read_model_info
         # them off (bit-reproducible training). Takes effect when TF is not loaded yet in this
         # process, as in a fresh actor.
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
@@ -160,7 +161,7 @@ class Predictor:
         self.schema = pred_schema(metadata_columns)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from ..model.networks import aggregate_windows, predict_windows
+        from ..model.inference import aggregate_windows, predict_windows
         from .windowpack import unpack
 
         rows = batch.drop_columns(["images"]).to_pylist()

@@ -38,8 +38,7 @@ def reserved_columns() -> frozenset[str]:
     False
     """
     from .listing import ENTRY_COLUMNS
-    from ..report import PRED_COLUMNS
-    from .schema import images_schema, pred_schema, prepared_schema, recordings_schema
+    from .schema import PRED_COLUMNS, images_schema, pred_schema, prepared_schema, recordings_schema
 
     names = {*recordings_schema([]).names, *images_schema([]).names, *prepared_schema([]).names,
              *pred_schema([]).names, *ENTRY_COLUMNS, *PRED_COLUMNS}

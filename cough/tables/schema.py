@@ -56,6 +56,13 @@ INFO_COLUMNS = ("label", "participant")
 FILE_FIELDS = [pa.field("file_size", pa.int64()), pa.field("file_mtime_ns", pa.int64())]
 
 
+#: What the shortcut baseline may see: how a recording was made, never what it sounds like.
+METADATA_FEATURES = ("sample_rate", "channels", "duration_s", "format")
+#: PRED columns the report reads when present (window_scores and the like are skipped).
+PRED_COLUMNS = ("recording_id", "path", "status", "error", "score", "predicted", "threshold", "model_version",
+                "featurizer_version", "run_id", "scored_at", "label", "participant", *METADATA_FEATURES)
+
+
 #: Columns renamed in cough 0.2, away from SQL reserved words (``SELECT group`` fails): old
 #: name -> new. Inputs that carry the old names (a 0.1 featurize OUT or PRED, a labels CSV
 #: with a ``group`` column) are still read, under the new names.

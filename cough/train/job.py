@@ -5,7 +5,7 @@ participants into train/val/test (cough/train/splits.py), streams each split's i
 Train (cough/train/loop.py: one shard of the training images per worker, gradients
 all-reduced every step), scores the validation and test recordings against their true
 labels, picks the threshold on validation, and commits MODEL/ by writing model.json last
-(cough.model.networks.write_model). :func:`cross_validate` is ``--cv K``. Checkpoints live under
+(cough.model.store.write_model). :func:`cross_validate` is ``--cv K``. Checkpoints live under
 MODEL's folder/.cough-train until MODEL commits. cough/commands/train.py parses the flags.
 """
 
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..tables.artifacts import ModelMeta, RunRecord
+from ..model.meta import ModelMeta
+from ..tables.artifacts import RunRecord
 from ..errors import CoughError, UsageError
 from ..model.networks import CLASS_NAMES
 
@@ -192,7 +193,7 @@ def _meta(settings: TrainSettings, features, groups: dict, fitted: Fitted, dropp
     windows, state = fitted.windows, fitted.state
     return ModelMeta(
         arch=settings.arch, parameters=state["parameters"], class_names=CLASS_NAMES,
-        aggregation="mean of the windows' P(positive) per recording (cough.model.networks.aggregate_windows)",
+        aggregation="mean of the windows' P(positive) per recording (cough.model.inference.aggregate_windows)",
         featurizer=features.info.featurizer, featurizer_version=features.info.featurizer_version,
         shards=features.loc.uri,
         splits={s: {"groups": members, "recordings": int(windows[s]["recording_id"].nunique()),
@@ -213,7 +214,7 @@ def _meta(settings: TrainSettings, features, groups: dict, fitted: Fitted, dropp
 def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> dict:
     """Train on the featurize OUT ``shards`` and commit MODEL ``out`` (model.json last);
     with ``settings.cv``, :func:`cross_validate`. Returns the job's summary."""
-    from ..model.networks import KIND, write_model
+    from ..model.store import KIND, write_model
     from ..tables.storage import claim
     from .splits import split_groups
     from .loop import evaluate_splits
@@ -260,7 +261,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     import pyarrow.parquet as pq
 
     from .crossval import OOF_RUN_PREFIX, grouped_folds, oof_table
-    from ..model.networks import write_model
+    from ..model.store import write_model
     from ..tables.pred import LOG_DIR, RunWriter, claim_pred
     from ..tables.schema import current_names, pred_schema
     from ..evaluation.metrics import binary_metrics, choose_threshold

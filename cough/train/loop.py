@@ -26,7 +26,9 @@ from ..errors import CoughError
 from ..logs import say
 from ..evaluation.metrics import auc, binary_metrics, choose_threshold, finite
 from ..runtime import WORKER_ENV
-from ..model.networks import CLASS_NAMES, WEIGHTS_FILE, aggregate_windows, build_model, predict_windows, rescale
+from ..model.inference import aggregate_windows, predict_windows
+from ..model.networks import CLASS_NAMES, build_model, rescale
+from ..model.store import WEIGHTS_FILE
 
 log = logging.getLogger("cough.train.job")
 
@@ -57,7 +59,7 @@ def class_weights(labels) -> dict[int, float]:
 
 def recording_scores(windows: pd.DataFrame) -> pd.DataFrame:
     """Window rows (recording_id, label, prob) → one row per recording, scored by
-    :func:`cough.model.networks.aggregate_windows` (the rule scoring uses too)."""
+    :func:`cough.model.inference.aggregate_windows` (the rule scoring uses too)."""
     return (windows.groupby("recording_id", sort=True)
             .agg(label=("label", "first"), score=("prob", aggregate_windows), windows=("prob", "size"))
             .reset_index())
@@ -135,7 +137,7 @@ def _tf_dataset(tf, shard, config: TrainConfig, world_size: int, epoch: int, ran
     signature = (tf.TensorSpec((None, size, size, 3), tf.uint8), tf.TensorSpec((None,), tf.int64))
     weights = tf.constant([config.class_weight[0], config.class_weight[1]], tf.float32)
 
-    @tf.autograph.experimental.do_not_convert  # nothing to convert; see cough.model.networks._forward
+    @tf.autograph.experimental.do_not_convert  # nothing to convert; see cough.model.inference._forward
     def model_inputs(images, labels):
         return (rescale(tf, images), tf.one_hot(labels, len(CLASS_NAMES)),
                 tf.gather(weights, labels))
