@@ -5,10 +5,11 @@
     the night's report; here on a private local Ray instance), then 1% new files in a new
     folder and scored again: files opened (the run's ``bytes_read`` against the new files'
     bytes) and wall time of the second run over the first (target <= 10%).
-``rss``: the driver's peak RSS (its own VmHWM) while listing and planning (the
-    real `cough.score.night.list_night`: listing in Ray tasks, the anti-join against a ledger that
-    holds 99% of the files) for 100,000 and 1,000,000 empty placeholder files (target:
-    within 1.5x).
+``rss``: the driver's peak RSS (its own VmHWM) while listing and planning, for 100,000 and
+    1,000,000 empty placeholder files (target: within 1.5x): score's (the real
+    `cough.score.night.list_night`: listing in Ray tasks, the anti-join against a ledger that
+    holds 99% of the files) and featurize's (the real `cough.featurize.job.list_work`: the
+    same listing, cut into batches).
 ``kill``: a 20,000-file run with ``--commit-every 1000``, killed with SIGKILL (driver and
     its local Ray) once half the files are in the ledger, then rerun: the rerun's wall
     time over the mean of an uninterrupted run before and one after (target <= 60%).
@@ -157,6 +158,19 @@ def scale(args) -> None:
           f"= {t2 / t1:.1%} of the first (target <= 10%) ({load()})", flush=True)
 
 
+def plan_featurize(args) -> None:
+    """In its own process: list and batch SOURCE as featurize does; print counts and this driver's peak RSS."""
+    from cough.featurize.job import list_work
+    from cough.runtime import init_ray
+    from cough.tables.labels import load_labels
+
+    init_ray("local", num_cpus=args.num_cpus)
+    t = time.perf_counter()
+    _, listed, batch = list_work(args.source, load_labels(None, args.source), 64)
+    print(json.dumps({"listed": listed, "batch_size": batch, "seconds": time.perf_counter() - t,
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
 def plan(args) -> None:
     """In its own process: list and plan as a run does; print counts and this driver's peak RSS."""
     from cough.audio.features import DEFAULT_PARAMS
@@ -216,19 +230,21 @@ def ledger_of(src: Path, pred: Path, share: float) -> None:
 
 def rss(args) -> None:
     work = Path(args.work)
-    figures = {}
+    figures: dict = {"score": {}, "featurize": {}}
     for n in (100_000, 1_000_000):
         src = placeholders(work / f"placeholders-{n}", n)
         pred = work / f"pred-rss-{n}"
         ledger_of(src, pred, 0.99)
-        out = subprocess.run([sys.executable, __file__, "plan", "--source", str(src), "--pred", str(pred),
-                              "--num-cpus", str(args.num_cpus)], cwd=ROOT, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(out.stderr[-3000:])
-        figures[n] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{n:>9} files: {figures[n]} ({load()})", flush=True)
-    ratio = figures[1_000_000]["peak_rss_mb"] / figures[100_000]["peak_rss_mb"]
-    print(f"driver peak RSS 1M / 100k = {ratio:.2f}x (target <= 1.5x)")
+        for job, cmd in (("score", ["plan", "--pred", str(pred)]), ("featurize", ["plan-featurize"])):
+            out = subprocess.run([sys.executable, __file__, *cmd, "--source", str(src), "--num-cpus",
+                                  str(args.num_cpus)], cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(out.stderr[-3000:])
+            figures[job][n] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{job:>9} {n:>9} files: {figures[job][n]} ({load()})", flush=True)
+    for job, by_n in figures.items():
+        ratio = by_n[1_000_000]["peak_rss_mb"] / by_n[100_000]["peak_rss_mb"]
+        print(f"{job}: driver peak RSS 1M / 100k = {ratio:.2f}x (target <= 1.5x)")
 
 
 def kill(args) -> None:
@@ -306,7 +322,7 @@ def s3(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["scale", "rss", "kill", "s3", "plan"])
+    ap.add_argument("what", choices=["scale", "rss", "kill", "s3", "plan", "plan-featurize"])
     ap.add_argument("--work", default="/tmp/cough-nightly")
     ap.add_argument("--files", type=int)
     ap.add_argument("--num-cpus", type=int, default=2)
@@ -314,9 +330,9 @@ def main() -> None:
     ap.add_argument("--pred")
     args = ap.parse_args()
     args.files = args.files or {"scale": 100_000, "kill": 20_000, "s3": 2_000}.get(args.what, 0)
-    if args.what != "plan":
+    if not args.what.startswith("plan"):
         print(f"{platform.node()} {os.cpu_count()} CPUs, {load()}", flush=True)
-    {"scale": scale, "rss": rss, "kill": kill, "s3": s3, "plan": plan}[args.what](args)
+    {"scale": scale, "rss": rss, "kill": kill, "s3": s3, "plan": plan, "plan-featurize": plan_featurize}[args.what](args)
 
 
 if __name__ == "__main__":

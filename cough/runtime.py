@@ -140,15 +140,3 @@ def node_cpus() -> list[int]:
 
     return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]] or [1]
 
-
-def archive_dataset(frame, batch_size: int):
-    """``(dataset, batch_size)``: an archive's rows (a DataFrame, one row per recording) as a
-    Ray Dataset of Arrow blocks of at most ``batch_size`` rows, smaller for small archives so
-    that every CPU still gets about 4 batches. Call after :func:`init_ray`."""
-    import ray
-
-    import pyarrow as pa
-
-    batch_size = max(1, min(batch_size, -(-len(frame) // (4 * cpus()))))
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    return ray.data.from_arrow([table.slice(i, batch_size) for i in range(0, len(frame), batch_size)]), batch_size

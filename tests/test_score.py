@@ -27,7 +27,8 @@ from cough.score.stages import prepare_recordings, prepare_shards
 from cough.tables.shards import read_out, shard_names
 from cough.tables.storage import Location
 from cough.synth import cough_signal, synth_archive
-from cough.featurize.job import recordings_frame
+from cough.tables.archive import listing_table
+from cough.tables.labels import load_labels
 from cough.score import score
 
 from .conftest import ROOT, SAMPLE
@@ -137,8 +138,9 @@ def test_pred_reads_with_pandas_duckdb_and_ray_as_the_readme_shows(sample_pred, 
 
 def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_features, sample_pred, model_dir,
                                                                        tmp_path):
-    frame, meta_cols = recordings_frame(str(SAMPLE / "raw"), str(SAMPLE / "labels.csv"), None)
-    raw = prepare_recordings(pa.Table.from_pandas(frame, preserve_index=False), params=DEFAULT_PARAMS,
+    index = load_labels(str(SAMPLE / "labels.csv"), str(SAMPLE / "raw"))
+    meta_cols = index.metadata_columns
+    raw = prepare_recordings(listing_table(str(SAMPLE / "raw"), index), params=DEFAULT_PARAMS,
                              scored=NOTHING_SCORED, metadata_columns=meta_cols)
     features = read_out(str(sample_features))
     out = prepare_shards(pa.table({"shard": shard_names(features.recordings)}), recordings=features.recordings,

@@ -17,34 +17,34 @@ from .. import __version__
 from ..errors import CoughError, UsageError
 from ..audio.features import DEFAULT_PARAMS, FeaturizerParams
 
-log = logging.getLogger("cough.featurize.job")
+log = logging.getLogger("cough.featurize")
 
 
-def recordings_frame(source: str, labels: str | None, group_pattern: str | None):
-    """The archive as a DataFrame, one row per entry the listing saw: path, problem, open_as
-    (:class:`cough.tables.listing.Entry`), label, participant and metadata columns."""
-    import pandas as pd
-
-    from ..tables.labels import load_labels
-    from ..tables.listing import ENTRY_COLUMNS, list_recordings
-
-    index = load_labels(labels, source, group_pattern=group_pattern)
-    rows = [{**e.to_dict(), **index.lookup(e.path)} for e in list_recordings(source)]
-    frame = pd.DataFrame(rows, columns=["path", *ENTRY_COLUMNS, "label", "participant", *index.metadata_columns])
-    frame["label"] = frame["label"].astype("Int8")
-    return frame, index.metadata_columns
-
-
-def plan(frame, output) -> dict:
-    """What featurizing ``frame`` (see :func:`recordings_frame`) into ``output`` (what
-    :func:`cough.tables.storage.claim` gave) would do."""
+def plan(listing, output) -> dict:
+    """What featurizing ``listing`` (:func:`cough.tables.archive.listing_table`'s rows) into
+    ``output`` (what :func:`cough.tables.storage.claim` gave) would do."""
     import os
+    from collections import Counter
 
-    return {"dry_run": True, "would_read": len(frame),
-            "formats": frame["path"].map(lambda p: os.path.splitext(p)[1].lstrip(".").lower() or "none")
-                                   .value_counts().sort_index().to_dict(),
-            "labelled": int(frame["label"].notna().sum()), "participants": int(frame["participant"].nunique()),
+    formats = Counter(os.path.splitext(p)[1].lstrip(".").lower() or "none" for p in listing.column("path").to_pylist())
+    participants = {p for p in listing.column("participant").to_pylist()}
+    return {"dry_run": True, "would_read": listing.num_rows, "formats": dict(sorted(formats.items())),
+            "labelled": listing.num_rows - listing.column("label").null_count, "participants": len(participants),
             "would_write": output.loc.uri, "would_replace": output.state == "ours"}
+
+
+def list_work(source: str, index, batch_size: int):
+    """``(dataset, listed, batch_size)``: SOURCE listed in Ray tasks (:func:`cough.tables.archive.listing_dataset`,
+    labels attached from ``index``) and cut into batches; the driver holds object references,
+    not the listing. Call after Ray is up."""
+    from ..tables.archive import in_batches, listing_dataset
+
+    listing = listing_dataset(source, index).materialize()
+    listed = listing.count()
+    if listed == 0:
+        raise CoughError(f"SOURCE {source} holds no recordings")
+    ds, batch_size = in_batches(listing, listed, batch_size)
+    return ds, listed, batch_size
 
 
 def featurize(source: str, out: str, *, labels=None, group_pattern=None,
@@ -57,8 +57,10 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     ``dry_run``: only :func:`plan`.
     """
     from ..audio.decode import TASK_MEMORY
+    from ..runtime import init_ray
+    from ..tables.archive import listing_table
     from ..tables.artifacts import Manifest
-    from ..runtime import archive_dataset, init_ray
+    from ..tables.labels import load_labels
     from ..tables.shards import COUNTS, KIND, MANIFEST_FILE, TABLES, featurize_batch
     from ..tables.storage import Location, claim, new_version, remove_stale
 
@@ -66,17 +68,19 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
         raise UsageError("--batch-size must be at least 1")
     source_loc = Location.of(source)
     output = claim(out, KIND, inputs={"SOURCE": source_loc})
-    frame, metadata_columns = recordings_frame(source_loc.uri, labels, group_pattern)
-    if frame.empty:
-        raise CoughError(f"SOURCE {source_loc.uri} holds no recordings")
+    index = load_labels(labels, source_loc.uri, group_pattern=group_pattern)  # usage errors before Ray starts
+    metadata_columns = index.metadata_columns
     if dry_run:
-        return plan(frame, output)
+        listing = listing_table(source_loc.uri, index)
+        if listing.num_rows == 0:
+            raise CoughError(f"SOURCE {source_loc.uri} holds no recordings")
+        return plan(listing, output)
     labels_uri = Location.of(labels).uri if labels else None
     init_ray(address, num_cpus=num_cpus)
-    log.info("featurizing %d recordings from %s", len(frame), source_loc.uri)
+    ds, listed, batch_size = list_work(source_loc.uri, index, batch_size)
+    log.info("featurizing %d recordings from %s", listed, source_loc.uri)
     version = new_version()
     with output.writing(MANIFEST_FILE) as loc:
-        ds, batch_size = archive_dataset(frame, batch_size)
         # One operator, nothing downstream to reserve CPUs for: Ray Data's reservation
         # held one of two CPUs idle at times (164 -> 205 files/s without it, 4 runs each).
         ds.context.op_resource_reservation_enabled = False
@@ -87,8 +91,8 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
         for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
             for key in totals:
                 totals[key] += sum(batch.column(key).to_pylist())
-        if totals["inputs"] != len(frame):
-            raise CoughError(f"lost recordings: {len(frame)} listed, {totals['inputs']} processed")
+        if totals["inputs"] != listed:
+            raise CoughError(f"lost recordings: {listed} listed, {totals['inputs']} processed")
         manifest = Manifest(**totals, kind=KIND, version=version, tables={t: f"{t}/{version}" for t in TABLES},
                             source=source_loc.uri, labels=labels_uri, group_pattern=group_pattern,
                             featurizer=params.to_dict(), featurizer_version=params.version,

@@ -35,9 +35,8 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
     error with nothing started). Call after Ray is up."""
     import ray
 
-    from ..tables.archive import listing_dataset
+    from ..tables.archive import in_batches, listing_dataset
     from ..tables.ledger import Ledger, unseen
-    from ..runtime import cpus
     from ..tables.shards import is_out, read_out, shard_names
     from .stages import prepare_recordings, prepare_shards
 
@@ -60,7 +59,5 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
         raise CoughError(f"SOURCE {source.uri} holds no recordings")
     todo, changed = (listing, 0) if rescore else unseen(listing, Ledger(pred), info.version)
     n = todo.count()
-    # Small nights still spread over every CPU: about 4 batches each.
-    batch = max(1, min(batch_size, -(-n // (4 * cpus()))))
-    todo = todo.repartition(max(1, -(-n // batch))).materialize() if n else todo
+    todo, batch = in_batches(todo, n, batch_size)
     return Night(todo, prepare_recordings, {"params": info.params}, batch, index.metadata_columns, listed, n, changed)

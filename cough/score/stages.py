@@ -80,10 +80,10 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
             data = None
         datas.append(data)
         ids.append(recording_id(data) if data is not None else None)
-    known = scored.has_ids([i or "" for i in ids])
+    known = scored.has(ids, [rec["path"] for rec in records])
     rows = []
     for rec, data, rid, seen in zip(records, datas, ids, known):
-        if (rid is not None and seen) or (rid is None and rec["path"] in scored.unreadable):
+        if seen:
             rows.append(_skipped(rec, rid))
             continue
         done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params, data=data)
@@ -112,9 +112,7 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, s
     out = []
     for shard in batch.column("shard").to_pylist():
         recs = current_names(pq.read_table(recordings.join(shard).path, filesystem=recordings.fs)).to_pylist()
-        known = scored.has_ids([r["recording_id"] or "" for r in recs])
-        skip = [(r["recording_id"] is not None and seen)
-                or (r["recording_id"] is None and r["path"] in scored.unreadable) for r, seen in zip(recs, known)]
+        skip = scored.has([r["recording_id"] for r in recs], [r["path"] for r in recs])
         todo = [r for r, s in zip(recs, skip) if not s]
         windows: dict[str, list] = {}
         wanted = sorted({r["path"] for r in todo if r["status"] == "ok"})

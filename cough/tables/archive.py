@@ -1,4 +1,6 @@
-"""A raw archive as a Ray Dataset, listed by Ray tasks so the driver never holds it.
+"""A raw archive listed into rows (entry, label, participant, metadata): by Ray tasks into a
+Dataset for the jobs, so the driver never holds it, or in this process for a dry run; one
+row builder for both.
 
 The driver only learns SOURCE's top-level folder names: one task lists SOURCE's top level
 (its files go straight into a block in the object store), and tasks list the folders below
@@ -10,6 +12,9 @@ folders, ``since`` only the top-level folders named by a date on or after it.
 
 >>> ds = listing_dataset("data/sample/raw", load_labels(None, "data/sample/raw"))  # doctest: +SKIP
 >>> ds.count()                                                                        # doctest: +SKIP
+60
+>>> from cough.tables.labels import load_labels
+>>> listing_table("data/sample/raw", load_labels(None, "data/sample/raw")).num_rows
 60
 """
 
@@ -59,8 +64,11 @@ def dated_on_or_after(name: str, since: str) -> bool:
 
 
 def _rows(entries: list[Entry], index: LabelIndex) -> pa.Table:
+    """The listing's rows of ``entries``, sorted by path (the same rows in the same order,
+    whichever task lists them)."""
     schema = listing_schema(index.metadata_columns)
-    return pa.Table.from_pylist([{**e.to_dict(), **index.lookup(e.path)} for e in entries], schema=schema)
+    rows = [{**e.to_dict(), **index.lookup(e.path)} for e in sorted(entries, key=lambda e: e.path)]
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _list_top(source: str, index: LabelIndex, include_files: bool) -> tuple[pa.Table, list[str]]:
@@ -71,6 +79,29 @@ def _list_top(source: str, index: LabelIndex, include_files: bool) -> tuple[pa.T
 def _list_folders(source: str, folders: list[str], index: LabelIndex) -> pa.Table:
     entries = [e for folder in folders for e in list_folder(source, folder)[0]]
     return _rows(entries, index)
+
+
+def _folders(source: str, prefixes: tuple[str, ...], since: str | None, names: list[str]) -> list[str]:
+    """The folders below SOURCE's top level to list: the ``prefixes``, else ``names`` (SOURCE's
+    top-level folders) named by a date on or after ``since``, else all of ``names``."""
+    base = source.rstrip("/")
+    if prefixes:
+        return [f"{base}/{p.strip('/')}" for p in prefixes]
+    if since is not None:
+        return [f for f in names if dated_on_or_after(PurePosixPath(f).name, since)]
+    return names
+
+
+def listing_table(source: str, index: LabelIndex, *, prefixes: tuple[str, ...] = (),
+                  since: str | None = None) -> pa.Table:
+    """SOURCE's entries (:func:`listing_schema` rows) listed in this process, for a dry run:
+    the rows :func:`listing_dataset` gives, in one table, without Ray."""
+    files = pa.Table.from_pylist([], schema=listing_schema(index.metadata_columns))
+    names: list[str] = []
+    if not prefixes:
+        files, names = _list_top(source, index, since is None)
+    folders = _folders(source, prefixes, since, names)
+    return pa.concat_tables([files, _list_folders(source, folders, index)]) if folders else files
 
 
 def listing_dataset(source: str, index: LabelIndex, *, prefixes: tuple[str, ...] = (), since: str | None = None,
@@ -89,16 +120,27 @@ def listing_dataset(source: str, index: LabelIndex, *, prefixes: tuple[str, ...]
     index_ref = ray.put(index)
     top = ray.remote(_list_top).options(num_cpus=1, num_returns=2)
     below = ray.remote(_list_folders).options(num_cpus=1)
-    base = source.rstrip("/")
-    if prefixes:
-        blocks, folders = [], [f"{base}/{p.strip('/')}" for p in prefixes]
-    else:
-        files, names = top.remote(source, index_ref, since is None)
-        blocks, folders = [files], ray.get(names)
-        if since is not None:
-            folders = [f for f in folders if dated_on_or_after(PurePosixPath(f).name, since)]
+    blocks, names = [], []
+    if not prefixes:
+        files, names_ref = top.remote(source, index_ref, since is None)
+        blocks, names = [files], ray.get(names_ref)
+    folders = _folders(source, prefixes, since, names)
     parts = max(1, min(len(folders), tasks or 4 * cpus()))
     blocks += [below.remote(source, folders[i::parts], index_ref) for i in range(parts) if folders[i::parts]]
     if not blocks:
         return ray.data.from_arrow(listing_schema(index.metadata_columns).empty_table())
     return ray.data.from_arrow_refs(blocks)
+
+
+def in_batches(ds, rows: int, batch_size: int):
+    """``(dataset, batch_size)``: ``ds`` (``rows`` rows) repartitioned into blocks of at most
+    ``batch_size`` rows, fewer for small archives so that every CPU still gets about 4
+    batches. Call after Ray is up.
+
+    >>> in_batches(ds, 60, 64)   # doctest: +SKIP   (on 2 CPUs: 8 blocks of 8 rows)
+    (MaterializedDataset(num_blocks=8, num_rows=60, ...), 8)
+    """
+    from ..runtime import cpus
+
+    batch = max(1, min(batch_size, -(-rows // (4 * cpus()))))
+    return (ds.repartition(max(1, -(-rows // batch))).materialize() if rows else ds), batch

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import CoughError, UsageError
 
-log = logging.getLogger("cough.tables.labels")
+log = logging.getLogger("cough.labels")
 
 POSITIVE = {"positive", "pos", "1", "true", "yes", "covid", "covid-19"}
 NEGATIVE = {"negative", "neg", "0", "false", "no", "healthy"}

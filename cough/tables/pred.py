@@ -70,20 +70,27 @@ class Scored:
     ids: np.ndarray
     unreadable: frozenset
 
-    def has_ids(self, ids: list[str]) -> np.ndarray:
-        keys = np.array([i.encode() for i in ids], dtype="S32")
-        if len(self.ids) == 0 or len(keys) == 0:
-            return np.zeros(len(keys), bool)
-        pos = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
-        return self.ids[pos] == keys
+    def has(self, ids: list[str | None], paths: list[str]) -> np.ndarray:
+        """The rule for "already scored", everywhere: a file whose content hash (``ids``) this
+        model version scored, under any path; a file that could not be read (its id None)
+        whose path it already recorded as unreadable.
+
+        >>> scored = Scored(np.array([b"a" * 32], dtype="S32"), frozenset({"/x/broken.mp3"}))
+        >>> scored.has(["a" * 32, "b" * 32, None, None], ["/y/copy.mp3", "/y/new.mp3", "/x/broken.mp3", "/x/other.mp3"])
+        array([ True, False,  True, False])
+        """
+        keys = np.array([(i or "").encode() for i in ids], dtype="S32")
+        if len(self.ids) and len(keys):
+            pos = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
+            known = self.ids[pos] == keys
+        else:
+            known = np.zeros(len(keys), bool)
+        return np.array([k if i is not None else p in self.unreadable for i, k, p in zip(ids, known, paths)],
+                        dtype=bool)
 
     def has_rows(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """Which rows of a PRED batch (recording_id, path) this set holds."""
-        ids = batch.column("recording_id").to_pylist()
-        known = self.has_ids([i or "" for i in ids])
-        paths = batch.column("path").to_pylist()
-        return np.array([(i is not None and k) or (i is None and p in self.unreadable)
-                         for i, k, p in zip(ids, known, paths)], dtype=bool)
+        """Which rows of a batch with ``recording_id`` and ``path`` columns this set holds (:meth:`has`)."""
+        return self.has(batch.column("recording_id").to_pylist(), batch.column("path").to_pylist())
 
 
 NOTHING_SCORED = Scored(np.zeros(0, "S32"), frozenset())

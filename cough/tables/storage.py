@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 
 from ..errors import CoughError, UsageError
 
-log = logging.getLogger("cough.tables.storage")
+log = logging.getLogger("cough.storage")
 
 #: The object a job writes into its output before anything else: whose output this is
 #: (cough 0.1's outputs had none).

@@ -34,7 +34,7 @@ RUN_FILE = "cough-run.json"
 #: Settings that must match for --resume to continue a run.
 RESUME_KEYS = ("shards", "featurizer_version", "arch", "batch_size", "seed", "val_fraction",
                "test_fraction", "learning_rate", "dropout", "early_stopping", "patience")
-log = logging.getLogger("cough.train.job")
+log = logging.getLogger("cough.train")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ..model.inference import aggregate_windows, predict_windows
 from ..model.networks import CLASS_NAMES, build_model, rescale
 from ..model.store import WEIGHTS_FILE
 
-log = logging.getLogger("cough.train.job")
+log = logging.getLogger("cough.train")
 
 STATE_FILE = "state.json"
 BEST_FILE = "best.h5"

@@ -12,7 +12,7 @@ from ..errors import CoughError
 from ..model.networks import CLASS_NAMES
 from ..tables.schema import stored_names
 
-log = logging.getLogger("cough.train.job")
+log = logging.getLogger("cough.train")
 
 #: Columns the workers read; ``log_mel`` is never read for training.
 IMAGE_COLUMNS = ["recording_id", "window_index", "label", "image"]

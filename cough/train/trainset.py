@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import CoughError
 from ..tables.schema import current_names, stored_names
 
-log = logging.getLogger("cough.train.job")
+log = logging.getLogger("cough.train")
 
 #: Columns the driver reads to split (no tensors).
 INDEX_COLUMNS = ["recording_id", "path", "window_index", "label", "participant"]
