@@ -148,7 +148,7 @@ def run_score(source: str, model: Path, pred: Path) -> tuple[dict, float]:
     from cough.score import score
 
     t = time.perf_counter()
-    summary = score(source, str(model), str(pred))
+    summary = score(source, str(model), str(pred)).to_dict()
     return summary, time.perf_counter() - t
 
 
@@ -159,7 +159,6 @@ def compare(files: list[str], tmp: Path, args) -> None:
     from featurize import Marginal, _load, _own_cpu, link_copies
 
     from cough.model.networks import tensorflow
-
     from cough.model.store import load_model
 
     n = len(files) * args.copies

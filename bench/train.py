@@ -32,11 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cough.runtime import WORKER_ENV  # noqa: E402
+from cough.runtime import set_tensorflow_env  # noqa: E402
 
-for _k, _v in WORKER_ENV.items():
-    os.environ.setdefault(_k, _v)
-os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"  # as in the Train workers
+set_tensorflow_env(onednn=True)  # as in the Train workers
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402

@@ -44,9 +44,7 @@ class CoughParser(argparse.ArgumentParser):
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
-        exc = UsageError(message)
-        exc.prog, exc.usage = self.prog, self.format_usage()
-        raise exc
+        raise UsageError(message, prog=self.prog, usage=self.format_usage())
 
 
 def _available_jobs():
@@ -86,9 +84,7 @@ def _suggest(argv: list[str], jobs: list[str]) -> None:
         return
     close = difflib.get_close_matches(word, jobs, n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else f" (jobs: {', '.join(jobs)})"
-    exc = UsageError(f"unknown job '{word}'{hint}")
-    exc.prog = "cough"
-    raise exc
+    raise UsageError(f"unknown job '{word}'{hint}", prog="cough")
 
 
 def _refuse_unknown(unknown: list[str], job_parser: argparse.ArgumentParser) -> None:
@@ -139,11 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = args._module.run(args)
         code, error = 0, None
     except CoughError as exc:
-        code, error = exc.exit_code, str(exc)
-        summary = getattr(exc, "summary", {})
-        if getattr(exc, "usage", None):
+        code, error, summary = exc.exit_code, str(exc), exc.summary
+        if exc.usage:
             print(exc.usage.rstrip(), file=sys.stderr)
-        print(f"{getattr(exc, 'prog', None) or f'cough {job}'}: error: {error}", file=sys.stderr)
+        print(f"{exc.prog or f'cough {job}'}: error: {error}", file=sys.stderr)
     except KeyboardInterrupt:
         code, error = 130, "interrupted"
         print(f"cough {job}: interrupted", file=sys.stderr)

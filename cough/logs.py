@@ -68,11 +68,15 @@ def setup_logging(*, verbose: bool = False, quiet: bool = False, job: str | None
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("cough").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if not verbose:
-        # TensorFlow's C++ start-up lines (CUDA probing, oneDNN) in this process and in workers
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         # Ray's notices on every start: token authentication on by default, bars off
         for name in (TOKEN_NOTICE, "ray.data._internal.progress"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def tensorflow_log_level() -> str:
+    """``TF_CPP_MIN_LOG_LEVEL`` for this log level (:func:`cough.runtime.tensorflow_env` sets
+    it): TensorFlow's C++ start-up lines (CUDA probing, oneDNN) only with ``-v`` or in library use."""
+    return "3" if _mode in ("default", "quiet") else "2"
 
 
 def tame_ray() -> None:

@@ -10,37 +10,61 @@ from __future__ import annotations
 
 import logging
 
+from dataclasses import dataclass, field
+
 from .errors import CoughError, UsageError
-from .tables.pred import COMMIT_EVERY
+from .score.settings import ScoreSettings, ScoreSummary
 
 REPORTS_DIR = "_reports"
 log = logging.getLogger("cough.nightly")
 
 
-def nightly(source: str, model: str, pred: str, *, labels=None, group_pattern=None,
-            max_error_rate: float = 0.05, prefixes: tuple[str, ...] = (), since: str | None = None,
-            commit_every: int = COMMIT_EVERY, address=None, num_cpus=None) -> dict:
+@dataclass(frozen=True)
+class NightSettings:
+    """How to run a night: what to score (:class:`cough.score.settings.ScoreSettings`) and
+    the error rate above which the night fails (exit 1)."""
+
+    score: ScoreSettings = field(default_factory=ScoreSettings)
+    max_error_rate: float = 0.05
+
+    def __post_init__(self):
+        if not 0 <= self.max_error_rate <= 1:
+            raise UsageError("--max-error-rate must lie between 0 and 1")
+
+
+@dataclass
+class NightSummary:
+    """The night's score summary, where its report went, and its error rate (both None when
+    nothing new arrived)."""
+
+    score: ScoreSummary
+    report: str | None = None
+    error_rate: float | None = None
+
+    def to_dict(self) -> dict:
+        return {**self.score.to_dict(), "report": self.report, "error_rate": self.error_rate}
+
+
+def nightly(source: str, model: str, pred: str, settings: NightSettings | None = None) -> NightSummary:
     """Score, report, and judge one night. Raises CoughError when the error rate is too high
-    (after the report is written, so the reason is there to read)."""
+    (after the report is written, so the reason is there to read; the error carries the
+    night's summary)."""
     from .report import error_rate, write_report
     from .score import score
     from .tables.storage import Location
 
-    if not 0 <= max_error_rate <= 1:
-        raise UsageError("--max-error-rate must lie between 0 and 1")
-    scored = score(source, model, pred, labels=labels, group_pattern=group_pattern, prefixes=prefixes, since=since,
-                   commit_every=commit_every, address=address, num_cpus=num_cpus)
-    summary = {**scored, "report": None, "error_rate": None}
-    if scored["run_id"] is None:
+    settings = settings or NightSettings()
+    scored = score(source, model, pred, settings.score)
+    summary = NightSummary(scored)
+    if scored.run_id is None:
         log.info("nothing new in %s since the last run: no report tonight", source)
         return summary
-    report = Location.of(scored["pred"]).join(REPORTS_DIR, scored["run_id"]).uri
-    write_report(scored["pred"], report)
-    rate = error_rate(scored["pred"], run_id=scored["run_id"])
-    summary.update(report=report, error_rate=rate)
-    if rate is not None and rate > max_error_rate:
-        alarm = CoughError(f"{rate:.1%} of tonight's {scored['scored']} recordings failed, over the "
-                           f"{max_error_rate:.1%} limit; reasons in {report}/report.html")
-        alarm.summary = summary  # what --json prints beside the error
-        raise alarm
+    report = Location.of(scored.pred).join(REPORTS_DIR, scored.run_id).uri
+    write_report(scored.pred, report)
+    rate = error_rate(scored.pred, run_id=scored.run_id)
+    summary.report, summary.error_rate = report, rate
+    if rate is not None and rate > settings.max_error_rate:
+        raise CoughError(f"{rate:.1%} of tonight's {scored.counts.scored} recordings failed, over the "
+                         f"{settings.max_error_rate:.1%} limit; reasons in {report}/report.html",
+                         summary=summary.to_dict())
     return summary

@@ -1,4 +1,5 @@
-"""Connecting to Ray: a local instance by default, a cluster when given an address."""
+"""The processes a job runs in: connecting to Ray (a local instance by default, a cluster
+when given an address) and the environment TensorFlow reads when a process imports it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import socket
 
 from .errors import UsageError
-from .logs import ray_log_level, tame_ray
+from .logs import ray_log_level, tame_ray, tensorflow_log_level
 
 log = logging.getLogger("cough")
 #: Set by Ray's job supervisor for the entrypoint of a job submitted with ``ray job submit``
@@ -16,13 +17,33 @@ RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 #: The address that always means a new, private local instance (Ray's own convention).
 LOCAL = "local"
 
-#: Environment every Ray worker gets. TF_USE_LEGACY_KERAS must be set before TensorFlow
-#: is imported: Keras 3 cannot run MultiWorkerMirroredStrategy (keras-team/keras#20585).
-WORKER_ENV = {
-    "TF_USE_LEGACY_KERAS": "1",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "TF_ENABLE_ONEDNN_OPTS": "0",
-}
+
+
+def tensorflow_env(*, onednn: bool | None = None) -> dict[str, str]:
+    """The environment TensorFlow reads when a process imports it; the one place cough sets it.
+
+    - ``TF_USE_LEGACY_KERAS=1``: tf_keras, because Keras 3 cannot train under
+      MultiWorkerMirroredStrategy (keras-team/keras#20585);
+    - ``TF_CPP_MIN_LOG_LEVEL``: this process's value, else what the log level asks
+      (:func:`cough.logs.tensorflow_log_level`);
+    - ``TF_ENABLE_ONEDNN_OPTS``: on when ``onednn`` (the Train workers and the inference
+      actors: oneDNN kernels train and predict several times faster on CPU, docs/train.md),
+      off when ``onednn`` is False; when None, this process's value, else off (other processes
+      do not run TensorFlow's kernels, or, as train's driver, evaluate with the plain ones).
+
+    >>> tensorflow_env(onednn=True)["TF_ENABLE_ONEDNN_OPTS"], tensorflow_env()["TF_USE_LEGACY_KERAS"]
+    ('1', '1')
+    """
+    onednn_opts = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0") if onednn is None else "1" if onednn else "0"
+    return {"TF_USE_LEGACY_KERAS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", tensorflow_log_level()),
+            "TF_ENABLE_ONEDNN_OPTS": onednn_opts}
+
+
+def set_tensorflow_env(*, onednn: bool | None = None) -> None:
+    """Set :func:`tensorflow_env` in this process; call where a process starts, before it
+    imports TensorFlow (later, TensorFlow has read its environment already)."""
+    os.environ.update(tensorflow_env(onednn=onednn))
 
 
 def add_ray_arguments(parser) -> None:
@@ -73,8 +94,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         tame_ray()
         return
     check_ray_args(address, num_cpus)
-    for key, value in WORKER_ENV.items():
-        os.environ.setdefault(key, value)
+    set_tensorflow_env()
     runtime_env = {"env_vars": _env_vars_not_set_by_job()}
     address = _given_address(address)
     if address is None:
@@ -118,13 +138,13 @@ def _running_local_instance() -> str | None:
 
 
 def _env_vars_not_set_by_job() -> dict:
-    """WORKER_ENV minus keys that a submitted job's runtime_env already sets: Ray refuses to
-    merge a driver's env var with the same key from ``ray job submit --runtime-env``."""
+    """:func:`tensorflow_env` minus keys that a submitted job's runtime_env already sets: Ray
+    refuses to merge a driver's env var with the same key from ``ray job submit --runtime-env``."""
     import json
 
     job = json.loads(os.environ.get(RAY_JOB_ENV, "{}"))
     taken = (job.get("runtime_env") or {}).get("env_vars") or {}
-    return {k: os.environ.get(k, v) for k, v in WORKER_ENV.items() if k not in taken}
+    return {k: v for k, v in tensorflow_env().items() if k not in taken}
 
 
 def cpus() -> int:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from cough.runtime import WORKER_ENV
+from cough.runtime import set_tensorflow_env, tensorflow_env
 
-for _k, _v in WORKER_ENV.items():
-    os.environ.setdefault(_k, _v)
+set_tensorflow_env()
 
 
 def free_port() -> int:
@@ -70,7 +69,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": tensorflow_env()})
     yield ray
 
 
@@ -100,7 +99,7 @@ def sample_features(tmp_path_factory) -> Path:
     from cough.featurize import featurize
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": tensorflow_env()})
     out = tmp_path_factory.mktemp("features") / "out"
     featurize(str(SAMPLE / "raw"), str(out), labels=str(SAMPLE / "labels.csv"))
     return out

@@ -105,7 +105,7 @@ def test_a_cough_0_1_featurize_out_is_still_read(tmp_path, sample_features, ray_
     assert len(rows) == int(index["participant"].isin(members).sum())
 
     pred = tmp_path / "pred"
-    summary = score(str(old), str(write_model(tmp_path / "model")), str(pred))
+    summary = score(str(old), str(write_model(tmp_path / "model")), str(pred)).to_dict()
     from deltalake import DeltaTable
 
     scored = DeltaTable(str(pred)).to_pandas().set_index("path").sort_index()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from cough.runtime import WORKER_ENV
+from cough.score.settings import ScoreSettings
+from cough.runtime import tensorflow_env
 from cough.tables.storage import OWNER_FILE
 
 from .conftest import SAMPLE
@@ -31,7 +32,7 @@ def three_nodes():
     workers = [cluster.add_node(num_cpus=1, object_store_memory=300 << 20) for _ in range(2)]
     try:
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, runtime_env={"env_vars": dict(WORKER_ENV)})
+        ray.init(address=cluster.address, runtime_env={"env_vars": tensorflow_env()})
         yield cluster, workers
     finally:
         ray.shutdown()
@@ -79,8 +80,7 @@ def test_score_survives_losing_a_worker_node(tmp_path, fresh_ray):
     with three_nodes() as (cluster, workers):
         killer = NodeKiller(cluster, workers[1], lambda: (pred / OWNER_FILE).exists())  # the run has begun
         killer.start()
-        summary = score(str(SAMPLE / "raw"), str(model), str(pred), labels=str(SAMPLE / "labels.csv"),
-                        batch_size=2, actors=2, actor_cpus=0.5)
+        summary = score(str(SAMPLE / "raw"), str(model), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2, actors=2, actor_cpus=0.5)).to_dict()
         finished = time.time()
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cough.nightly import NightSettings
+from cough.score.settings import ScoreSettings
 from cough.errors import UsageError
 from cough.nightly import nightly
 from cough.score import score
@@ -50,7 +52,7 @@ def _size(paths) -> int:
 
 def test_a_night_opens_only_what_arrived_and_its_summary_says_what_it_found(tmp_path, ray_local, model):
     src, pred = _archive(tmp_path / "incoming", 6), tmp_path / "pred"
-    first = score(str(src), str(model), str(pred))
+    first = score(str(src), str(model), str(pred)).to_dict()
     assert {k: first[k] for k in ("listed", "new", "changed", "seen_before", "scored", "duplicates")} == \
         {"listed": 6, "new": 6, "changed": 0, "seen_before": 0, "scored": 6, "duplicates": 0}
     assert first["bytes_read"] == _size(src.iterdir())
@@ -64,7 +66,7 @@ def test_a_night_opens_only_what_arrived_and_its_summary_says_what_it_found(tmp_
         f.write_bytes(b"\0" * st.st_size)
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     before = _snapshot(pred)
-    again = score(str(src), str(model), str(pred))
+    again = score(str(src), str(model), str(pred)).to_dict()
     assert (again["seen_before"], again["scored"], again["bytes_read"], again["run_id"]) == (6, 0, 0, None)
     assert _snapshot(pred) == before
 
@@ -72,7 +74,7 @@ def test_a_night_opens_only_what_arrived_and_its_summary_says_what_it_found(tmp_
     _archive(src, 2, start=10)
     copy = src / "renamed-copy.mp3"
     shutil.copy(sorted((SAMPLE / "raw").iterdir())[0], copy)
-    night = score(str(src), str(model), str(pred))
+    night = score(str(src), str(model), str(pred)).to_dict()
     assert {k: night[k] for k in ("listed", "new", "seen_before", "scored", "duplicates", "skipped")} == \
         {"listed": 9, "new": 3, "seen_before": 6, "scored": 2, "duplicates": 1, "skipped": 7}
     assert night["bytes_read"] == _size([copy, *(src / f.name for f in sorted((SAMPLE / "raw").iterdir())[10:12])])
@@ -87,24 +89,24 @@ def test_a_file_completed_after_a_truncated_upload_is_scored_again_and_told_apar
     whole = sorted((SAMPLE / "raw").iterdir())[0].read_bytes()
     upload = src / "upload.mp3"
     upload.write_bytes(whole[:200])  # the night's listing caught it half written
-    first = score(str(src), str(model), str(pred))
+    first = score(str(src), str(model), str(pred)).to_dict()
     assert first["scored"] == 1 and first["errors"] == 1
 
     upload.write_bytes(whole)
     os.utime(upload, ns=(time.time_ns(), time.time_ns()))
-    second = score(str(src), str(model), str(pred))
+    second = score(str(src), str(model), str(pred)).to_dict()
     assert (second["listed"], second["changed"], second["new"], second["scored"], second["ok"]) == (1, 1, 0, 1, 1)
     rows = _rows(pred).sort_values("file_size")
     assert list(rows.path) == [str(upload)] * 2 and list(rows.status) == ["error", "ok"]
     assert list(rows.file_size) == [200, len(whole)] and rows.file_mtime_ns.is_unique  # the two versions
-    assert score(str(src), str(model), str(pred))["scored"] == 0  # and the complete one is not read again
+    assert score(str(src), str(model), str(pred)).to_dict()["scored"] == 0  # and the complete one is not read again
 
 
 def test_a_file_deleted_between_listing_and_reading_is_an_error_row(tmp_path, ray_local):
     from cough.tables.archive import listing_dataset
     from cough.audio.features import DEFAULT_PARAMS
     from cough.tables.labels import load_labels
-    from cough.tables.pred import NOTHING_SCORED
+    from cough.tables.scored import NOTHING_SCORED
     from cough.score.stages import prepare_recordings
 
     src = _archive(tmp_path / "incoming", 3)
@@ -125,7 +127,7 @@ def test_a_long_run_commits_in_chunks_recorded_as_one_run(tmp_path, ray_local, m
     from cough.tables.storage import Location
 
     src, pred = _archive(tmp_path / "incoming", 8), tmp_path / "pred"
-    summary = score(str(src), str(model), str(pred), commit_every=3)
+    summary = score(str(src), str(model), str(pred), ScoreSettings(commit_every=3)).to_dict()
     assert summary["commits"] == 3 and summary["scored"] == 8
     (record,) = committed_runs(Pred(Location.of(str(pred))))
     assert (record.scored, record.ok, record.listed, record.chunk) == (8, 8, 8, 3)
@@ -154,7 +156,7 @@ def test_a_driver_killed_mid_run_loses_at_most_a_chunk_and_the_rerun_continues(t
     done = _ledger(pred)
     assert 4 <= len(done) < 12, "the kill came too late to test anything"
 
-    rerun = score(str(src), str(model), str(pred), address="local", num_cpus=2)  # never a `ray start` head of another test
+    rerun = score(str(src), str(model), str(pred), ScoreSettings(address="local", num_cpus=2)).to_dict()  # never a `ray start` head of another test
     assert rerun["seen_before"] == len(done)  # what the ledger holds is not opened again
     rows = _rows(pred)
     assert len(rows) == 12 and rows.path.is_unique and rows.recording_id.is_unique and (rows.status == "ok").all()
@@ -167,20 +169,20 @@ def test_prefix_and_since_list_only_the_named_folders(tmp_path, ray_local, model
     for i, day in enumerate(("2026-11-23", "2026-11-24", "20261125", "misc")):
         _archive(src / day, 2, start=2 * i)
     _archive(src, 1, start=20)  # a file directly in SOURCE
-    since = nightly(str(src), str(model), str(tmp_path / "a"), since="2026-11-24")  # as the README's cron line
+    since = nightly(str(src), str(model), str(tmp_path / "a"), NightSettings(score=ScoreSettings(since="2026-11-24"))).to_dict()  # as the README's cron line
     assert since["listed"] == 4 and since["report"] is not None
     report = Path(since["report"])
     night = json.loads((report / "metrics.json").read_text())["operations"]["night"]
     assert (night["listed"], night["new"], night["seen_before"], night["commits"]) == (4, 4, 0, 1)
     assert "Its listing of SOURCE found 4 files: 4 new" in (report / "report.html").read_text() and {Path(p).parent.name for p in _rows(tmp_path / "a").path} == {"2026-11-24",
                                                                                                   "20261125"}
-    prefixed = score(str(src), str(model), str(tmp_path / "b"), prefixes=("2026-11-23", "misc/"))
+    prefixed = score(str(src), str(model), str(tmp_path / "b"), ScoreSettings(prefixes=("2026-11-23", "misc/"))).to_dict()
     assert prefixed["listed"] == 4 and {Path(p).parent.name for p in _rows(tmp_path / "b").path} == {"2026-11-23",
                                                                                                     "misc"}
-    everything = score(str(src), str(model), str(tmp_path / "a"))
+    everything = score(str(src), str(model), str(tmp_path / "a")).to_dict()
     assert (everything["listed"], everything["seen_before"], everything["scored"]) == (9, 4, 5)
     with pytest.raises(UsageError, match="--since"):
-        score(str(src), str(model), str(tmp_path / "c"), since="yesterday")
+        score(str(src), str(model), str(tmp_path / "c"), ScoreSettings(since="yesterday"))
     with pytest.raises(UsageError, match="--prefix 2026-12-01"):
-        score(str(src), str(model), str(tmp_path / "c"), prefixes=("2026-12-01",))
+        score(str(src), str(model), str(tmp_path / "c"), ScoreSettings(prefixes=("2026-12-01",)))
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
+from cough.score.settings import ScoreSettings
 from cough.cli import main as cli
 
 from .conftest import ROOT, SAMPLE
@@ -37,7 +38,7 @@ def _objects(uri: str) -> dict:
 def _rows(pred: str) -> pd.DataFrame:
     from deltalake import DeltaTable
 
-    from cough.tables.pred import _storage_options
+    from cough.tables.delta import storage_options as _storage_options
 
     frame = DeltaTable(pred, storage_options=_storage_options()).to_pandas()
     return frame.assign(name=frame.path.map(lambda p: Path(p).name)).sort_values("name").reset_index(drop=True)
@@ -125,9 +126,9 @@ def test_kill_9_mid_score_on_s3_then_rerun_gives_every_recording_once(store, mod
     fs, root = pafs.FileSystem.from_uri(f"{b}/pred")
     assert fs.get_file_info(f"{root}/_delta_log").type == pafs.FileType.NotFound  # nothing looks complete
 
-    summary = score(f"{b}/raw", f"{b}/model", f"{b}/pred", labels=f"{b}/labels.csv")
+    summary = score(f"{b}/raw", f"{b}/model", f"{b}/pred", ScoreSettings(labels=f"{b}/labels.csv")).to_dict()
     assert summary["scored"] == 60
-    reference = score(str(SAMPLE / "raw"), str(model), str(tmp_path / "pred"), labels=str(SAMPLE / "labels.csv"))
+    reference = score(str(SAMPLE / "raw"), str(model), str(tmp_path / "pred"), ScoreSettings(labels=str(SAMPLE / "labels.csv"))).to_dict()
     assert reference["scored"] == 60
     got, want = _rows(f"{b}/pred"), _rows(str(tmp_path / "pred"))
     assert list(got.name) == list(want.name) and got.recording_id.is_unique
@@ -151,11 +152,11 @@ def test_a_run_killed_right_after_its_commit_is_not_scored_again(store):
     assert fs.get_file_info(first).type == pafs.FileType.File, "".join(lines[-5:])
     table = lambda: {k: v for k, v in _objects(f"{b}/pred").items() if "/_ledger/" not in k}  # noqa: E731
     before = table()
-    summary = score(f"{b}/raw", f"{b}/model", f"{b}/pred", labels=f"{b}/labels.csv")
+    summary = score(f"{b}/raw", f"{b}/model", f"{b}/pred", ScoreSettings(labels=f"{b}/labels.csv")).to_dict()
     assert (summary["scored"], summary["skipped"]) == (0, 60) and table() == before
     assert len(_rows(f"{b}/pred")) == 60
     # the files the ledger lacked (the kill came between the two commits, or not) are in it now
-    again = score(f"{b}/raw", f"{b}/model", f"{b}/pred", labels=f"{b}/labels.csv")
+    again = score(f"{b}/raw", f"{b}/model", f"{b}/pred", ScoreSettings(labels=f"{b}/labels.csv")).to_dict()
     assert (again["seen_before"], again["bytes_read"], again["scored"]) == (60, 0, 0)
 
 

@@ -17,11 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from cough.score.settings import ScoreSettings
 from cough.tables.artifacts import RunRecord
 from cough.cli import main as cli
 from cough.audio.features import DEFAULT_PARAMS
 from cough.tables.schema import to_numpy
-from cough.tables.pred import NOTHING_SCORED, Pred, RunWriter, committed_runs, scored_keys
+from cough.tables.pred import Pred, RunWriter, committed_runs
+from cough.tables.scored import NOTHING_SCORED, scored_keys
 from cough.tables.schema import pred_schema
 from cough.score.stages import prepare_recordings, prepare_shards
 from cough.tables.shards import read_out, shard_names
@@ -66,12 +68,12 @@ def sample_pred(tmp_path_factory, model_dir, sample_features) -> Path:
     """PRED of one uninterrupted run over data/sample/raw with its labels."""
     import ray
 
-    from cough.runtime import WORKER_ENV
+    from cough.runtime import tensorflow_env
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": tensorflow_env()})
     pred = tmp_path_factory.mktemp("pred") / "pred"
-    score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
+    score(str(SAMPLE / "raw"), str(model_dir), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv")))
     return pred
 
 
@@ -151,7 +153,7 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
     assert all(raw_images[p] == out_images[p] for p in raw_images)  # byte for byte
 
     pred = tmp_path / "pred"
-    summary = score(str(sample_features), str(model_dir), str(pred))
+    summary = score(str(sample_features), str(model_dir), str(pred)).to_dict()
     assert summary["scored"] == 60
     _same_rows(_rows(pred), _rows(sample_pred))
 
@@ -162,7 +164,7 @@ def test_a_rerun_with_nothing_new_changes_nothing(sample_pred, model_dir, tmp_pa
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
     before = _snapshot(pred)
-    summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred), labels=str(SAMPLE / "labels.csv"))
+    summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv"))).to_dict()
     assert (summary["skipped"], summary["scored"], summary["run_id"]) == (60, 0, None)
     assert _snapshot(pred) == before
 
@@ -180,7 +182,7 @@ def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_
     files[0].rename(raw / f"renamed-{files[0].name}")  # same bytes: not rescored
     _cough(files[1].with_suffix(".wav"), seed=1234)  # replaced by other bytes: rescored
     files[1].unlink()
-    summary = score(str(raw), str(model_dir), str(pred))
+    summary = score(str(raw), str(model_dir), str(pred)).to_dict()
     assert (summary["scored"], summary["skipped"]) == (6, 60 - 1)
     rows = _rows(pred)
     latest = rows[rows.run_id == summary["run_id"]]
@@ -189,7 +191,7 @@ def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_
     assert rows.recording_id.is_unique and len(rows) == 66
     assert not (raw / f"renamed-{files[0].name}").as_posix() in set(rows.path)
 
-    summary = score(str(raw), str(model_dir), str(pred), rescore=True)
+    summary = score(str(raw), str(model_dir), str(pred), ScoreSettings(rescore=True)).to_dict()
     rows = _rows(pred)
     assert summary["scored"] == 65 and (rows.run_id == summary["run_id"]).all() and len(rows) == 65
     assert sorted(rows.path) == sorted(str(p) for p in raw.iterdir())
@@ -302,7 +304,7 @@ def test_a_cough_0_1_pred_is_refused_with_how_to_convert_and_the_conversion_work
     assert len(converted) == 60 and _snapshot(old) == before
     assert list(converted["participant"]) == list(rows["participant"]) and "group" not in converted
     assert [r.run_id for r in committed_runs(Pred(Location.of(str(new))))] == sorted(set(converted.run_id))
-    assert score(str(SAMPLE / "raw"), str(model_dir), str(new))["scored"] == 0  # nothing lost, nothing twice
+    assert score(str(SAMPLE / "raw"), str(model_dir), str(new)).to_dict()["scored"] == 0  # nothing lost, nothing twice
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -447,7 +449,7 @@ def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, 
         shutil.copy(f, src / f.name)  # not symlinks: links out of SOURCE are not followed (24 MB)
     model, pred = write_model(tmp_path / "model"), tmp_path / "pred"
     labels = str(shared_archive / "labels.csv")
-    first = score(str(src), str(model), str(pred), labels=labels)
+    first = score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()
     rows = _rows(pred)
     # the quality gate rejects 12 recordings whose coughs stand < 3 dB above their quietest frames
     assert (first["inputs"], first["ok"], first["errors"], first["rejected"]) == (1324, 1310, 2, 12)
@@ -461,11 +463,11 @@ def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, 
     assert decoded.bandwidth_hz[decoded.sample_rate == 48000].median() > 4000
     assert (decoded.n_events >= 1).all() and decoded.clipped_fraction.between(0, 0.05).all()
     before = _snapshot(pred)
-    assert score(str(src), str(model), str(pred), labels=labels)["scored"] == 0 and _snapshot(pred) == before
+    assert score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()["scored"] == 0 and _snapshot(pred) == before
     synth_archive(tmp_path / "new", n=5, seed=5, max_duration_s=2)
     for f in (tmp_path / "new" / "raw").iterdir():
         shutil.copy(f, src / f.name)
-    third = score(str(src), str(model), str(pred), labels=labels)
+    third = score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()
     assert (third["scored"], third["skipped"]) == (5, 1324) and len(_rows(pred)) == 1329
 
 

@@ -5,9 +5,10 @@ cough/cli.py builds the parser from them; ``python -m jobs.nightly`` runs the sa
 from __future__ import annotations
 
 from ..flags import number
-from ..nightly import nightly
+from ..nightly import NightSettings, nightly
 from ..runtime import add_ray_arguments
 from .score import add_night_arguments
+from .score import settings as score_settings
 
 HELP = "score tonight's new recordings, write the operational report next to PRED, fail on many errors"
 EXAMPLE = ("cough nightly data/sample/raw --model out/demo/model --pred out/nightly/pred "
@@ -27,6 +28,5 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> dict:
-    return nightly(args.source, args.model, args.pred, labels=args.labels, group_pattern=args.group_pattern,
-                   max_error_rate=args.max_error_rate, prefixes=tuple(args.prefix), since=args.since,
-                   commit_every=args.commit_every, address=args.address, num_cpus=args.num_cpus)
+    night = NightSettings(score=score_settings(args), max_error_rate=args.max_error_rate)
+    return nightly(args.source, args.model, args.pred, night).to_dict()

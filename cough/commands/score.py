@@ -9,6 +9,7 @@ from ..tables.pred import COMMIT_EVERY
 from ..audio.quality import NO_GATE, QualityGate
 from ..runtime import add_ray_arguments
 from ..score import score
+from ..score.settings import ScoreSettings
 
 HELP = "score recordings with a MODEL into PRED (a Delta Lake table), incrementally and crash-safe"
 EXAMPLE = ("cough score data/sample/raw --model out/demo/model --out out/demo/pred "
@@ -63,11 +64,17 @@ def add_night_arguments(p) -> None:
                         f"most one chunk (default {COMMIT_EVERY})")
 
 
+def settings(args) -> ScoreSettings:
+    """The :class:`ScoreSettings` that parsed flags ask for (nightly's flags are a subset)."""
+    gate = NO_GATE if getattr(args, "no_quality_gate", False) else QualityGate(
+        min_snr_db=getattr(args, "min_snr_db", QualityGate().min_snr_db),
+        max_clipped_fraction=getattr(args, "max_clipped_fraction", QualityGate().max_clipped_fraction))
+    optional = {name: getattr(args, name) for name in ("rescore", "batch_size", "actors", "actor_cpus", "actor_threads")
+                if hasattr(args, name)}
+    return ScoreSettings(labels=args.labels, group_pattern=args.group_pattern, gate=gate, prefixes=tuple(args.prefix),
+                         since=args.since, commit_every=args.commit_every, address=args.address,
+                         num_cpus=args.num_cpus, **optional)
+
+
 def run(args) -> dict:
-    return score(args.source, args.model, args.out, labels=args.labels, group_pattern=args.group_pattern,
-                 rescore=args.rescore, batch_size=args.batch_size,
-                 gate=NO_GATE if args.no_quality_gate else QualityGate(min_snr_db=args.min_snr_db,
-                                                                     max_clipped_fraction=args.max_clipped_fraction), actors=args.actors,
-                 actor_cpus=args.actor_cpus, actor_threads=args.actor_threads, prefixes=tuple(args.prefix),
-                 since=args.since, commit_every=args.commit_every, address=args.address,
-                 num_cpus=args.num_cpus, dry_run=args.dry_run)
+    return score(args.source, args.model, args.out, settings(args), dry_run=args.dry_run).to_dict()

@@ -68,6 +68,8 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
         raise UsageError("--batch-size must be at least 1")
     source_loc = Location.of(source)
     output = claim(out, KIND, inputs={"SOURCE": source_loc})
+    if not source_loc.exists():  # found before Ray starts, as every problem with the job's inputs
+        raise CoughError(f"SOURCE {source_loc.uri} does not exist")
     index = load_labels(labels, source_loc.uri, group_pattern=group_pattern)  # usage errors before Ray starts
     metadata_columns = index.metadata_columns
     if dry_run:

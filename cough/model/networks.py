@@ -7,19 +7,19 @@ MultiWorkerMirroredStrategy (keras-team/keras#20585).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from ..errors import CoughError
+from ..runtime import set_tensorflow_env
 
 CLASS_NAMES = ["negative", "positive"]
 
 
 def tensorflow(threads: int | None = None):
-    """Import TensorFlow with legacy Keras, optionally capping its thread pools."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow in its environment (:func:`cough.runtime.set_tensorflow_env`, which
+    keeps what this process set already), optionally capping its thread pools."""
+    set_tensorflow_env()
     import tensorflow as tf
 
     if threads:

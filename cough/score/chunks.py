@@ -7,36 +7,37 @@ from __future__ import annotations
 import dataclasses
 
 from ..tables.artifacts import RunRecord
-from ..tables.pred import CHUNK_COUNTS
+from .settings import ChunkCounts
 
 
-def commit_chunks(predictions, writer, ledger, summary: dict, record: RunRecord, *, model_version: str, rescore: bool,
-                  commit_every: int) -> None:
+def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_version: str, rescore: bool,
+                  commit_every: int) -> tuple[ChunkCounts, int]:
     """Collect the scored rows of ``predictions`` (a Ray Dataset of PRED rows) and commit them
     every ``commit_every`` recordings with ``writer``, then ``ledger`` (None: no ledger, a
-    featurize OUT); ``record`` is the run record each commit carries. Updates ``summary``."""
+    featurize OUT); ``record`` is the run record each commit carries. Returns the run's
+    counts and the number of PRED commits it made."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from ..tables.ledger import ledger_rows
 
-    chunk = dict.fromkeys(CHUNK_COUNTS, 0)
+    total, chunk = ChunkCounts(), ChunkCounts()
     files: list = []  # the chunk's ledger rows
     chunks = [0]  # chunks handed to the ledger (one may hold only duplicates: nothing for PRED)
     seen: set[int] = set()  # guards against a retried batch delivering a path twice
 
     def commit():
-        added = writer.commit(dataclasses.replace(record, **chunk), model_version=model_version, rescore=rescore)
-        if added < chunk["scored"]:  # a concurrent run committed some of them first
-            chunk["duplicates"] += chunk["scored"] - added
-            chunk["scored"] = added
+        nonlocal chunk
+        added = writer.commit(dataclasses.replace(record, **chunk.to_dict()), model_version=model_version,
+                              rescore=rescore)
+        if added < chunk.scored:  # a concurrent run committed some of them first
+            chunk.duplicates += chunk.scored - added
+            chunk.scored = added
         if ledger is not None and files:
             chunks[0] += 1
             ledger.record(pa.concat_tables(files), run_id=writer.run_id, chunk=chunks[0])
-        summary["commits"] = writer.chunk
-        for key in CHUNK_COUNTS:
-            summary[key] += chunk[key]
-            chunk[key] = 0
+        total.add(chunk)
+        chunk = ChunkCounts()
         files.clear()
 
     for batch in predictions.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -44,16 +45,17 @@ def commit_chunks(predictions, writer, ledger, summary: dict, record: RunRecord,
         batch = batch.take(keep)
         seen.update(hash(p) for p in batch.column("path").to_pylist())
         status = batch.column("status").to_pylist()
-        chunk["ok"] += status.count("ok")
-        chunk["errors"] += status.count("error")
-        chunk["rejected"] += status.count("rejected")
-        chunk["duplicates"] += status.count("skipped")
-        chunk["scored"] = chunk["ok"] + chunk["errors"] + chunk["rejected"]
+        chunk.ok += status.count("ok")
+        chunk.errors += status.count("error")
+        chunk.rejected += status.count("rejected")
+        chunk.duplicates += status.count("skipped")
+        chunk.scored = chunk.ok + chunk.errors + chunk.rejected
         # bytes of the files that were read (those that have a content hash)
         read = batch.filter(pc.is_valid(batch.column("recording_id")))
-        chunk["bytes_read"] += int(pc.sum(pc.max_element_wise(read.column("file_size"), 0)).as_py() or 0)
+        chunk.bytes_read += int(pc.sum(pc.max_element_wise(read.column("file_size"), 0)).as_py() or 0)
         writer.add(batch.filter(pa.array([s != "skipped" for s in status])))
         files.append(ledger_rows(batch, model_version))
-        if chunk["scored"] + chunk["duplicates"] >= commit_every:
+        if chunk.scored + chunk.duplicates >= commit_every:
             commit()
     commit()
+    return total, writer.chunk

@@ -7,39 +7,46 @@ content hash and not decoded; a run with nothing new writes nothing.
 from __future__ import annotations
 
 import logging
+from typing import Literal, overload
 
 from .. import __version__
 from ..errors import CoughError, UsageError
-from ..tables.pred import CHUNK_COUNTS, COMMIT_EVERY
-from ..audio.quality import QualityGate
+from .settings import ScorePlan, ScoreSettings, ScoreSummary
 
 log = logging.getLogger("cough.score")
 
 
-def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None, rescore: bool = False,
-          gate: QualityGate = QualityGate(), batch_size: int = 32, actors: int | None = None, actor_cpus: float = 0.0,
-          actor_threads: int | None = None, prefixes: tuple[str, ...] = (), since: str | None = None,
-          commit_every: int = COMMIT_EVERY, address: str | None = None, num_cpus: int | None = None,
-          dry_run: bool = False) -> dict:
-    """Score SOURCE with MODEL into PRED; returns the run's summary.
+@overload
+def score(source: str, model: str, pred: str, settings: ScoreSettings | None = None, *,
+          dry_run: Literal[False] = False) -> ScoreSummary: ...
 
-    >>> score("data/sample/raw", "out/demo/model", "out/demo/pred")   # doctest: +SKIP
+
+@overload
+def score(source: str, model: str, pred: str, settings: ScoreSettings | None = None, *,
+          dry_run: Literal[True]) -> ScorePlan: ...
+
+
+def score(source: str, model: str, pred: str, settings: ScoreSettings | None = None, *,
+          dry_run: bool = False) -> ScoreSummary | ScorePlan:
+    """Score SOURCE with MODEL into PRED as ``settings`` say; returns the run's summary
+    (:meth:`ScoreSummary.to_dict` is the job's JSON), or with ``dry_run`` only the plan
+    (:func:`cough.score.plan`).
+
+    >>> score("data/sample/raw", "out/demo/model", "out/demo/pred").to_dict()   # doctest: +SKIP
     {'inputs': 60, 'listed': 60, 'new': 60, 'changed': 0, 'seen_before': 0, 'scored': 60, ...}
-
-    ``dry_run``: only :func:`cough.score.plan`.
     """
     import ray
 
-    from ..tables.archive import check_since
-    from ..tables.artifacts import RunRecord
     from ..audio.decode import TASK_MEMORY
-    from ..tables.labels import load_labels
-    from ..tables.ledger import Ledger
     from ..logs import native_stderr_filtered
     from ..model.store import read_model_info
-    from ..tables.pred import LOG_DIR, NOTHING_SCORED, RunWriter, claim_pred
     from ..runtime import cpus, init_ray, node_cpus
+    from ..tables.artifacts import RunRecord
+    from ..tables.labels import load_labels
+    from ..tables.ledger import Ledger
+    from ..tables.pred import LOG_DIR, RunWriter, claim_pred
     from ..tables.schema import pred_schema
+    from ..tables.scored import NOTHING_SCORED
     from ..tables.shards import is_out
     from ..tables.storage import Location, new_version
     from .chunks import commit_chunks
@@ -47,71 +54,70 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
     from .plan import plan
     from .stages import Predictor
 
-    if batch_size < 1 or (actors is not None and actors < 1) or actor_cpus < 0 or commit_every < 1:
-        raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus at least 0")
-    since = check_since(since)
-    source, model = Location.of(source), Location.of(model)
-    info = read_model_info(model)
-    target, output = claim_pred(pred, inputs={"SOURCE": source, "MODEL": model})
-    if not source.exists():
-        raise CoughError(f"SOURCE {source.uri} does not exist")
-    if (labels or group_pattern or prefixes or since) and is_out(source):
+    s = settings or ScoreSettings()
+    source_loc, model_loc = Location.of(source), Location.of(model)
+    info = read_model_info(model_loc)
+    target, output = claim_pred(pred, inputs={"SOURCE": source_loc, "MODEL": model_loc})
+    if not source_loc.exists():
+        raise CoughError(f"SOURCE {source_loc.uri} does not exist")
+    if (s.labels or s.group_pattern or s.prefixes or s.since) and is_out(source_loc):
         raise UsageError("SOURCE is a featurize OUT whose labels and groups were attached when it was "
                          "made; drop --labels/--group-pattern/--prefix/--since")
-    for prefix in prefixes:
-        if not source.join(prefix.strip("/")).exists():
-            raise UsageError(f"--prefix {prefix}: {source.join(prefix.strip('/')).uri} does not exist")
+    for prefix in s.prefixes:
+        if not source_loc.join(prefix.strip("/")).exists():
+            raise UsageError(f"--prefix {prefix}: {source_loc.join(prefix.strip('/')).uri} does not exist")
     if dry_run:
-        return plan(source, target, info, labels=labels, group_pattern=group_pattern, rescore=rescore)
-    index = load_labels(labels, source.uri, group_pattern=group_pattern)  # usage errors before Ray starts
-    init_ray(address, num_cpus=num_cpus)
-    if cpus() < actor_cpus + 1:
-        raise UsageError(f"score needs at least {actor_cpus + 1:g} CPUs (a featurizing task and inference "
-                         f"actors of {actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
-    actors = actors or max(1, cpus() // 4)
-    threads = actor_threads or inference_threads(node_cpus(), actors=actors, actor_cpus=actor_cpus)
+        return plan(source_loc, target, info, labels=s.labels, group_pattern=s.group_pattern, rescore=s.rescore)
+    index = load_labels(s.labels, source_loc.uri, group_pattern=s.group_pattern)  # usage errors before Ray starts
+    init_ray(s.address, num_cpus=s.num_cpus)
+    if cpus() < s.actor_cpus + 1:
+        raise UsageError(f"score needs at least {s.actor_cpus + 1:g} CPUs (a featurizing task and inference "
+                         f"actors of {s.actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
+    actors = s.actors or max(1, cpus() // 4)
+    threads = s.actor_threads or inference_threads(node_cpus(), actors=actors, actor_cpus=s.actor_cpus)
 
     with output.writing(LOG_DIR):
         table = target.table()
         read_version = table.version() if table is not None else None
-        night = list_night(source, info, target, index=index, rescore=rescore,
-                           prefixes=tuple(prefixes), since=since, batch_size=batch_size)
+        night = list_night(source_loc, info, target, index=index, rescore=s.rescore,
+                           prefixes=s.prefixes, since=s.since, batch_size=s.batch_size)
         # What this model version scored (32 bytes per recording) is built by a Ray task and
         # stays in the object store: the driver never holds it.
-        scored = ray.put(NOTHING_SCORED) if rescore or not night.unseen else \
+        scored = ray.put(NOTHING_SCORED) if s.rescore or not night.counts.unseen else \
             ray.remote(_scored_keys).options(num_cpus=1).remote(target, info.version)
         run_id = new_version()
         log.info("run %s: %d listed in %s, %d not seen before by model %s (%d changed)%s",
-                 run_id, night.listed, source.uri, night.unseen, info.version, night.changed,
-                 "; --rescore replaces this model version's rows" if rescore else "")
-        if labels and night.listed > night.unseen:
+                 run_id, night.counts.listed, source_loc.uri, night.counts.unseen, info.version,
+                 night.counts.changed, "; --rescore replaces this model version's rows" if s.rescore else "")
+        if s.labels and night.counts.seen_before:
             log.info("--labels label only the recordings this run scores; the %d seen before keep their rows "
-                     "(give the labels to `cough report --labels`, or --rescore)", night.listed - night.unseen)
-        summary = {**night.counts(), **dict.fromkeys(CHUNK_COUNTS, 0), "commits": 0}
-        if night.unseen:
+                     "(give the labels to `cough report --labels`, or --rescore)", night.counts.seen_before)
+        summary = ScoreSummary(night.counts, pred=target.loc.uri, model_version=info.version)
+        if night.counts.unseen:
             # The memory reservation sizes decoding (long recordings) and, being a remote
             # argument the actors lack, keeps Ray from fusing the two stages into one.
             stage1 = night.todo.map_batches(
                 night.prepare, batch_size=night.batch_size, batch_format="pyarrow", num_cpus=1, memory=TASK_MEMORY,
-                fn_kwargs={**night.prepare_kwargs, "scored": scored, "gate": gate,
+                fn_kwargs={**night.prepare_kwargs, "scored": scored, "gate": s.gate,
                            "metadata_columns": night.metadata_columns})
             predictions = stage1.map_batches(
-                Predictor, batch_size=None, batch_format="pyarrow", num_cpus=actor_cpus,
+                Predictor, batch_size=None, batch_format="pyarrow", num_cpus=s.actor_cpus,
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-                fn_constructor_kwargs={"model_dir": model.uri, "run_id": run_id,
+                fn_constructor_kwargs={"model_dir": model_loc.uri, "run_id": run_id,
                                        "threads": threads,
                                        "metadata_columns": night.metadata_columns})
             record = RunRecord(model_version=info.version, featurizer_version=info.featurizer_version,
-                               source=source.uri, model=model.uri, rescore=rescore,
-                               labels=Location.of(labels).uri if labels else None, prefixes=list(prefixes),
-                               since=since, quality_gate=gate.to_dict(), metadata_columns=night.metadata_columns,
-                               cough_version=__version__, **night.counts())
+                               source=source_loc.uri, model=model_loc.uri, rescore=s.rescore,
+                               labels=Location.of(s.labels).uri if s.labels else None, prefixes=list(s.prefixes),
+                               since=s.since, quality_gate=s.gate.to_dict(), metadata_columns=night.metadata_columns,
+                               cough_version=__version__, **night.counts.to_dict())
             writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version)
-            ledger = Ledger(target) if not is_out(source) else None
+            ledger = Ledger(target) if not is_out(source_loc) else None
             try:
                 with native_stderr_filtered():  # Ray's C++ notice, in this process, as the actors start
-                    commit_chunks(predictions, writer, ledger, summary, record, model_version=info.version,
-                                  rescore=rescore, commit_every=commit_every)
+                    summary.counts, summary.commits = commit_chunks(
+                        predictions, writer, ledger, record, model_version=info.version, rescore=s.rescore,
+                        commit_every=s.commit_every)
             except BaseException as exc:
                 clean = job_error(exc)
                 if clean is exc:
@@ -119,15 +125,14 @@ def score(source: str, model: str, pred: str, *, labels=None, group_pattern=None
                 raise clean from None
             finally:
                 writer.close()
-            came_back = summary["scored"] + summary["duplicates"]
-            if came_back != night.unseen:
-                raise CoughError(f"lost recordings: {night.unseen} to read, {came_back} came back")
-    summary["skipped"] = summary["seen_before"] + summary["duplicates"]
-    if summary["errors"]:
+            came_back = summary.counts.scored + summary.counts.duplicates
+            if came_back != night.counts.unseen:
+                raise CoughError(f"lost recordings: {night.counts.unseen} to read, {came_back} came back")
+    if summary.counts.errors:
         log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
-                    summary["errors"], summary["scored"], target.loc.uri)
-    return {**summary, "run_id": run_id if summary["commits"] else None, "pred": target.loc.uri,
-            "model_version": info.version}
+                    summary.counts.errors, summary.counts.scored, target.loc.uri)
+    summary.run_id = run_id if summary.commits else None
+    return summary
 
 
 def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -> int:
@@ -153,7 +158,7 @@ def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -
 
 
 def _scored_keys(pred, model_version: str):
-    from ..tables.pred import scored_keys
+    from ..tables.scored import scored_keys
 
     return scored_keys(pred.table(), model_version)
 

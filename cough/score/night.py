@@ -5,27 +5,27 @@ model version has not seen; a featurize OUT is read whole (no ledger)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import CoughError
+from .settings import NightCounts
+
+if TYPE_CHECKING:
+    import ray.data
 
 
 @dataclass
 class Night:
-    """What one run found in SOURCE before scoring: the datasets and counts of the listing
+    """What one run found in SOURCE before scoring: the rows stage 1 reads (``todo``,
+    ``counts.unseen`` of them), the stage-1 function that reads them and its arguments
     (raw archives go through the file ledger; a featurize OUT is read whole)."""
 
-    todo: object                # Ray Dataset: the rows stage 1 reads
-    prepare: object             # stage 1's function (cough.score.stages.prepare_recordings or prepare_shards)
+    todo: "ray.data.Dataset"
+    prepare: Callable          # cough.score.stages.prepare_recordings or prepare_shards
     prepare_kwargs: dict
     batch_size: int
-    metadata_columns: list
-    listed: int
-    unseen: int                 # rows in ``todo``
-    changed: int
-
-    def counts(self) -> dict:
-        return {"inputs": self.listed, "listed": self.listed, "new": self.unseen - self.changed,
-                "changed": self.changed, "seen_before": self.listed - self.unseen}
+    metadata_columns: list[str]
+    counts: NightCounts
 
 
 def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_size) -> Night:
@@ -51,7 +51,7 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
         n = int(manifest.inputs)
         return Night(ds, prepare_shards, {"recordings": out.recordings, "images": out.images}, 1,
-                     manifest.metadata_columns, n, n, 0)
+                     manifest.metadata_columns, NightCounts(listed=n, new=n, changed=0, seen_before=0))
 
     listing = listing_dataset(source.uri, index, prefixes=prefixes, since=since).materialize()
     listed = listing.count()
@@ -60,4 +60,5 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
     todo, changed = (listing, 0) if rescore else unseen(listing, Ledger(pred), info.version)
     n = todo.count()
     todo, batch = in_batches(todo, n, batch_size)
-    return Night(todo, prepare_recordings, {"params": info.params}, batch, index.metadata_columns, listed, n, changed)
+    counts = NightCounts(listed=listed, new=n - changed, changed=changed, seen_before=listed - n)
+    return Night(todo, prepare_recordings, {"params": info.params}, batch, index.metadata_columns, counts)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from .settings import ScorePlan
 
-def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool = False) -> dict:
+
+def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool = False) -> ScorePlan:
     """What scoring ``source`` into PRED ``target`` (a :class:`cough.tables.pred.Pred`) with the model
     ``info`` would do, without Ray: the listing and the ledger are compared on this machine,
     and the files the ledger has not seen are hashed (as a run does) to count those whose
@@ -14,7 +16,7 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
     from ..errors import RecordingError
     from ..tables.ledger import FILE_KEY, Ledger
     from ..tables.listing import Entry
-    from ..tables.pred import NOTHING_SCORED, scored_keys
+    from ..tables.scored import NOTHING_SCORED, scored_keys
     from ..audio.recording import recording_id
     from ..tables.archive import listing_table
     from ..tables.labels import load_labels
@@ -42,6 +44,6 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
     table = target.table()
     scored = NOTHING_SCORED if rescore else scored_keys(table, info.version)
     skip = int(scored.has(ids, paths).sum())
-    return {"dry_run": True, "would_list": len(paths) + seen, "seen_before": seen, "would_read": len(paths),
-            "would_skip": skip + seen, "would_score": len(paths) - skip,
-            "model_version": info.version, "would_write": target.loc.uri, "pred_exists": table is not None}
+    return ScorePlan(would_list=len(paths) + seen, seen_before=seen, would_read=len(paths), would_skip=skip + seen,
+                     would_score=len(paths) - skip, model_version=info.version, would_write=target.loc.uri,
+                     pred_exists=table is not None)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..audio.features import FeaturizerParams
-from ..tables.pred import Scored
+from ..tables.scored import Scored
 from ..audio.quality import NO_GATE, QualityGate
 from ..tables.schema import INFO_COLUMNS, current_names, pred_schema, prepared_schema
 from ..tables.storage import Location
@@ -146,12 +145,12 @@ class Predictor:
 
     def __init__(self, model_dir: str, *, run_id: str, metadata_columns: list[str], threads: int = 1):
         from ..model.networks import tensorflow
-
-        # oneDNN kernels double TensorFlow's CPU inference speed; the workers' default turns
         from ..model.store import load_model, read_model_info
-        # them off (bit-reproducible training). Takes effect when TF is not loaded yet in this
-        # process, as in a fresh actor.
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+        from ..runtime import set_tensorflow_env
+
+        # oneDNN kernels double TensorFlow's CPU inference speed. Takes effect when TF is not
+        # loaded yet in this process, as in a fresh actor.
+        set_tensorflow_env(onednn=True)
         tensorflow(threads)
         self.info = read_model_info(model_dir)
         self.model, _ = load_model(model_dir)

@@ -137,8 +137,10 @@ def in_batches(ds, rows: int, batch_size: int):
     ``batch_size`` rows, fewer for small archives so that every CPU still gets about 4
     batches. Call after Ray is up.
 
-    >>> in_batches(ds, 60, 64)   # doctest: +SKIP   (on 2 CPUs: 8 blocks of 8 rows)
+    >>> in_batches(ds, 60, 64)   # doctest: +SKIP
     (MaterializedDataset(num_blocks=8, num_rows=60, ...), 8)
+
+    (on 2 CPUs: 8 blocks of 8 rows)
     """
     from ..runtime import cpus
 

@@ -45,7 +45,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from ..errors import CoughError
+from . import delta
 
 log = logging.getLogger("cough.score")
 
@@ -60,22 +60,17 @@ SCHEMA = pa.schema([
     pa.field("model_version", pa.string()), pa.field("recording_id", pa.string()), pa.field("status", pa.string()),
     pa.field("run_id", pa.string()), pa.field("seen_at", pa.timestamp("us", tz="UTC")),
 ])
-#: Attempts at one ledger commit when other runs commit at the same time.
-COMMIT_ATTEMPTS = 5
 
 
 class Ledger:
     """The ledger of a PRED (:class:`cough.tables.pred.Pred`); absent until a run first commits to it."""
 
     def __init__(self, pred):
-        from .pred import Pred
-
         self.pred = pred
         self.loc = pred.loc.join(LEDGER_DIR)
-        self.store = Pred(self.loc)  # the same Delta access as PRED's
 
     def table(self):
-        return self.store.table()
+        return delta.open_table(self.loc, what="the file ledger")
 
     def files_by_bucket(self) -> dict[int, list[str]]:
         """The data files of the ledger's current version, per bucket, as paths on PRED's filesystem."""
@@ -91,35 +86,23 @@ class Ledger:
     def record(self, rows: pa.Table, *, run_id: str, chunk: int) -> None:
         """Append a chunk's rows (:data:`SCHEMA` columns but ``run_id``/``seen_at``) in one commit
         that a retry of the same ``(run_id, chunk)`` finds and skips."""
-        from deltalake import CommitProperties, Transaction, write_deltalake
-
-        from .pred import _first_line, _storage_options
+        from deltalake import write_deltalake
 
         if rows.num_rows == 0:
             return
-        app_id = f"cough-ledger-{run_id}"
         now = dt.datetime.now(dt.timezone.utc)
         rows = rows.append_column("run_id", pa.array([run_id] * rows.num_rows, pa.string())) \
                    .append_column("seen_at", pa.array([now] * rows.num_rows, SCHEMA.field("seen_at").type))
         rows = rows.append_column("bucket", pa.array(buckets(rows.column("path").to_pylist()), pa.int16()))
         rows = rows.select(SCHEMA.names).cast(SCHEMA)
-        error = None
-        for _ in range(COMMIT_ATTEMPTS):
-            table = self.table()
-            if table is not None and (table.transaction_version(app_id) or 0) >= chunk:
-                return
-            try:
-                write_deltalake(table if table is not None else self.store.table_uri, rows, mode="append",
-                                partition_by=["bucket"],
-                                storage_options=_storage_options() if table is None else None,
-                                commit_properties=CommitProperties(app_transactions=[Transaction(app_id, chunk)]))
-                return
-            except Exception as exc:  # a concurrent commit or creation, or an outcome hidden by an error: look again
-                error = exc
-                log.info("ledger commit of run %s chunk %d failed (%s): checking the log", run_id, chunk,
-                         _first_line(exc))
-        raise CoughError(f"cannot commit to the file ledger {self.loc.uri} after {COMMIT_ATTEMPTS} attempts: "
-                         f"{_first_line(error)}")
+
+        def write(table, properties) -> None:
+            write_deltalake(table if table is not None else delta.table_uri(self.loc), rows, mode="append",
+                            partition_by=["bucket"], storage_options=delta.storage_options() if table is None else None,
+                            commit_properties=properties)
+
+        delta.commit(self.loc, what="the file ledger", app_id=f"cough-ledger-{run_id}", version=chunk, write=write,
+                     landed=lambda table: None)
 
 
 def buckets(paths: list[str]) -> np.ndarray:

@@ -19,12 +19,12 @@ A run's rows land in one Delta commit per chunk of ``--commit-every`` recordings
   SOURCE URIs, ...) with the chunk's counts, in the commit's metadata under ``cough.run``
   (:func:`committed_runs` reads them back, one record per run).
 
-Commits are optimistic: a run commits against the table version it read, with no automatic
-retry (``max_commit_retries=0``; Delta's log entry is a put-if-absent on every store). When
-another run committed first, this one reloads PRED, drops the rows that run already added
-for the same model version, and commits the rest: two runs at once leave every recording
-exactly once. ``--rescore`` replaces the model version's rows in its first chunk's commit.
-See docs/score.md and docs/storage.md.
+Commits are optimistic (:func:`cough.tables.delta.commit`): a run commits against the table
+version it read, with no automatic retry by delta-rs (Delta's log entry is a put-if-absent on
+every store). When another run committed first, this one reloads PRED, drops the rows that
+run already added for the same model version (:mod:`cough.tables.scored`), and commits the
+rest: two runs at once leave every recording exactly once. ``--rescore`` replaces the model
+version's rows in its first chunk's commit. See docs/score.md and docs/storage.md.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .artifacts import RunRecord
 from ..errors import CoughError, UsageError
+from . import delta
+from .artifacts import RunRecord
+from .delta import LOG_DIR
+from .scored import NOTHING_SCORED, Scored, scored_keys
 from .storage import Location, claim, read_owner
 
 log = logging.getLogger("cough.score")
@@ -51,81 +52,11 @@ log = logging.getLogger("cough.score")
 KIND = "score"
 #: Key of the run record in each commit's metadata.
 RUN_KEY = "cough.run"
-LOG_DIR = "_delta_log"
 #: Recordings per commit (``--commit-every``): a driver lost mid-run redoes at most this many.
 COMMIT_EVERY = 10_000
-#: Counts a run record gives per chunk (:func:`committed_runs` sums them over a run's chunks).
-CHUNK_COUNTS = RunRecord.CHUNK_COUNTS
-#: Attempts to commit a run when other runs keep committing first (or an error hides the outcome).
-COMMIT_ATTEMPTS = 5
-
-
-# ------------------------------------------------------------------ what is scored
-
-@dataclass(frozen=True)
-class Scored:
-    """Keys this model version already scored: sorted ``recording_id`` bytes, plus the paths
-    of files that could not even be read (they have no ``recording_id``)."""
-
-    ids: np.ndarray
-    unreadable: frozenset
-
-    def has(self, ids: list[str | None], paths: list[str]) -> np.ndarray:
-        """The rule for "already scored", everywhere: a file whose content hash (``ids``) this
-        model version scored, under any path; a file that could not be read (its id None)
-        whose path it already recorded as unreadable.
-
-        >>> scored = Scored(np.array([b"a" * 32], dtype="S32"), frozenset({"/x/broken.mp3"}))
-        >>> scored.has(["a" * 32, "b" * 32, None, None], ["/y/copy.mp3", "/y/new.mp3", "/x/broken.mp3", "/x/other.mp3"])
-        array([ True, False,  True, False])
-        """
-        keys = np.array([(i or "").encode() for i in ids], dtype="S32")
-        if len(self.ids) and len(keys):
-            pos = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
-            known = self.ids[pos] == keys
-        else:
-            known = np.zeros(len(keys), bool)
-        return np.array([k if i is not None else p in self.unreadable for i, k, p in zip(ids, known, paths)],
-                        dtype=bool)
-
-    def has_rows(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """Which rows of a batch with ``recording_id`` and ``path`` columns this set holds (:meth:`has`)."""
-        return self.has(batch.column("recording_id").to_pylist(), batch.column("path").to_pylist())
-
-
-NOTHING_SCORED = Scored(np.zeros(0, "S32"), frozenset())
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def scored_keys(table, model_version: str) -> Scored:
-    """What ``model_version`` has scored in PRED (a DeltaTable, or None before the first
-    commit); streams two columns of that version's rows."""
-    import pyarrow.dataset as pads
-
-    if table is None:
-        return NOTHING_SCORED
-    data = table.to_pyarrow_dataset()
-    ids, unreadable = [np.zeros(0, "S32")], set()
-    for batch in data.to_batches(columns=["recording_id", "path"],
-                                 filter=pads.field("model_version") == model_version):
-        rid = batch.column("recording_id")
-        ok = rid.is_valid()
-        ids.append(np.array(rid.filter(ok).to_pylist(), dtype="S32"))
-        unreadable.update(batch.column("path").filter(pc.invert(ok)).to_pylist())
-    return Scored(np.unique(np.concatenate(ids)), frozenset(unreadable))
 
 
 # ------------------------------------------------------------------------- the table
-
-def _storage_options() -> dict:
-    """delta-rs reads the AWS_* variables itself; it wants plain-HTTP endpoints (a test server,
-    an on-premises store) allowed explicitly, which pyarrow does not."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-    return {"AWS_ALLOW_HTTP": "true"} if endpoint.startswith("http://") else {}
-
 
 @dataclass(frozen=True)
 class Pred:
@@ -135,27 +66,16 @@ class Pred:
 
     @property
     def table_uri(self) -> str:
-        return self.loc.path if self.loc.local else self.loc.uri
+        return delta.table_uri(self.loc)
 
     def table(self, version: int | None = None):
         """The DeltaTable (latest version, or ``version``); None before the first commit."""
-        from deltalake import DeltaTable
-
-        if not self.loc.join(LOG_DIR).exists():
-            return None
-        try:
-            return DeltaTable(self.table_uri, version=version, storage_options=_storage_options())
-        except Exception as exc:
-            raise CoughError(f"cannot read PRED {self.loc.uri} as a Delta table: {_first_line(exc)}") from None
+        return delta.open_table(self.loc, what="PRED", version=version)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _v01_message(loc: Location) -> str:
+def v01_message(loc: Location) -> str:
     return (f"PRED {loc.uri} was written by cough 0.1 (run-* folders); this cough keeps PRED as a Delta table. "
-            f"Convert it into a new location, then use that one: python -c \"from cough.tables.pred import convert_v01; "
+            f"Convert it into a new location, then use that one: python -c \"from cough.tables.pred_v01 import convert_v01; "
             f"convert_v01('{loc.uri}', 'NEW_PRED')\"")
 
 
@@ -170,7 +90,7 @@ def claim_pred(out, *, inputs: dict | None = None) -> "tuple[Pred, object]":
     there (another job's files, a cough 0.1 PRED with how to convert it)."""
     loc = Location.of(out)
     if loc.is_dir() and is_v01(loc):
-        raise UsageError(_v01_message(loc))
+        raise UsageError(v01_message(loc))
     output = claim(loc, KIND, flag="--out", inputs=inputs, extends=True)
     return Pred(output.loc), output
 
@@ -183,7 +103,7 @@ def open_pred(pred, *, what: str = "PRED") -> Pred:
         raise CoughError(f"{what} {loc.uri} {'does not exist' if found == pafs.FileType.NotFound else 'is a file'}: "
                          "give the --out of `cough score`")
     if is_v01(loc):
-        raise CoughError(_v01_message(loc))
+        raise CoughError(v01_message(loc))
     owner = read_owner(loc) or {}
     if owner.get("kind") != KIND and not loc.join(LOG_DIR).is_dir():
         what_is_there = f"the output of `cough {owner['kind']}`" if owner.get("kind") else "no Delta log"
@@ -193,7 +113,7 @@ def open_pred(pred, *, what: str = "PRED") -> Pred:
 
 def committed_runs(pred: Pred, table=None) -> list[RunRecord]:
     """The run records of PRED's commits, oldest first, one per run: a run committed in
-    chunks has its chunks' :data:`CHUNK_COUNTS` summed (:meth:`RunRecord.after`; rows of
+    chunks has its chunks' :attr:`RunRecord.CHUNK_COUNTS` summed (:meth:`RunRecord.after`; rows of
     runs a --rescore replaced are gone from the table; their records stay in the log's
     history). A record that is not a :class:`RunRecord` is refused by name."""
     table = table if table is not None else pred.table()
@@ -272,77 +192,37 @@ class RunWriter:
     def _commit(self, record: RunRecord, *, model_version: str, replace: bool, chunk: int) -> int:
         import dataclasses
 
-        from deltalake import CommitProperties, Transaction, write_deltalake
-        from deltalake.exceptions import CommitFailedError
+        from deltalake import write_deltalake
 
-        error = None
-        for attempt in range(COMMIT_ATTEMPTS):
-            table = self.pred.table()
-            if table is not None and (table.transaction_version(self.app_id) or 0) >= chunk:
-                log.info("chunk %d of run %s was already committed to %s", chunk, self.run_id, self.pred.loc.uri)
-                self.read_version = table.version()
-                return next((int(c.get("operationMetrics", {}).get("num_added_rows", self.rows))
-                             for c in table.history(20) if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id
-                             and (c.get(RUN_KEY) or {}).get("chunk", 1) == chunk), self.rows)
+        record = dataclasses.replace(record, run_id=self.run_id, chunk=chunk)
+
+        def landed(table) -> int:  # an earlier attempt committed this chunk: the rows it added
+            self.read_version = table.version()
+            return next((int(c.get("operationMetrics", {}).get("num_added_rows", self.rows))
+                         for c in table.history(20) if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id
+                         and (c.get(RUN_KEY) or {}).get("chunk", 1) == chunk), self.rows)
+
+        def write(table, properties) -> int:
             base = table.version() if table is not None else -1
             moved = table is not None and base != self.read_version
             drop = scored_keys(table, model_version) if moved and not replace else NOTHING_SCORED
-            reader, kept = self._rows(drop)
-            record = dataclasses.replace(record, run_id=self.run_id, chunk=chunk)
-            props = CommitProperties(custom_metadata={RUN_KEY: record.to_dict()},
-                                     max_commit_retries=0, app_transactions=[Transaction(self.app_id, chunk)])
             if drop is not NOTHING_SCORED and drop.ids.size + len(drop.unreadable):
                 log.info("PRED %s gained rows of model %s from another run while this one went; "
                          "committing only what it lacks", self.pred.loc.uri, model_version)
-            try:
-                write_deltalake(table if table is not None else self.pred.table_uri, reader,
-                                mode="overwrite" if replace else "append", schema_mode="merge",
-                                predicate=f"model_version = {_quote(model_version)}" if replace else None,
-                                storage_options=_storage_options() if table is None else None,
-                                commit_properties=props)
-            except CommitFailedError as exc:  # another run committed first: look again
-                error = exc
-                log.info("PRED %s changed while run %s committed (attempt %d): reloading",
-                         self.pred.loc.uri, self.run_id, attempt + 1)
-                continue
-            except Exception as exc:  # the outcome is unknown: the log says, next attempt
-                error = exc
-                log.warning("committing run %s to %s failed (%s): checking the log", self.run_id,
-                            self.pred.loc.uri, _first_line(exc))
-                continue
+            reader, kept = self._rows(drop)
+            write_deltalake(table if table is not None else self.pred.table_uri, reader,
+                            mode="overwrite" if replace else "append", schema_mode="merge",
+                            predicate=f"model_version = {_quote(model_version)}" if replace else None,
+                            storage_options=delta.storage_options() if table is None else None,
+                            commit_properties=properties)
             # this commit's version (no retries: the next one after ``base``); not table.version(),
             # which write_deltalake has moved to the latest version, another run's commit maybe
             self.read_version = base + 1
             return kept[0]
-        raise CoughError(f"cannot commit to PRED {self.pred.loc.uri} after {COMMIT_ATTEMPTS} attempts: "
-                         f"{_first_line(error)}")
+
+        return delta.commit(self.pred.loc, what="PRED", app_id=self.app_id, version=chunk, write=write,
+                            landed=landed, metadata={RUN_KEY: record.to_dict()})
 
 
-def convert_v01(old: str, new: str) -> int:
-    """Copy a cough 0.1 PRED (``run-*`` folders and ``_runs/`` records) into a new Delta PRED,
-    one commit per committed run, oldest first, leaving ``old`` as it is; its ``group``
-    column becomes ``participant``. Returns the rows."""
-    from deltalake import CommitProperties, write_deltalake
-
-    from .schema import current_names
-
-    src = Location.of(old)
-    if not is_v01(src):
-        raise CoughError(f"{src.uri} is not a cough 0.1 PRED")
-    dst, output = claim_pred(new, inputs={"the old PRED": src})
-    records = sorted((src.join("_runs", e.base_name).read_json() for e in src.join("_runs").listdir()
-                      if e.base_name.endswith(".json")), key=lambda r: r["run_id"])
-    gone = {old_id for r in records for old_id in r.get("supersedes", [])}
-    rows = 0
-    with output.writing(LOG_DIR):
-        for record in records:
-            run = next((src.join(f"{p}{record['run_id']}") for p in ("run-", ".staging-")
-                        if src.join(f"{p}{record['run_id']}").is_dir()), None)
-            if record["run_id"] in gone or run is None:
-                continue
-            table, target = current_names(pq.read_table(run.path, filesystem=run.fs)), dst.table()  # group -> participant
-            write_deltalake(target if target is not None else dst.table_uri, table, mode="append", schema_mode="merge",
-                            storage_options=_storage_options(),
-                            commit_properties=CommitProperties(custom_metadata={RUN_KEY: record}))
-            rows += table.num_rows
-    return rows
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -25,7 +25,7 @@ import pandas as pd
 from ..errors import CoughError
 from ..logs import say
 from ..evaluation.metrics import auc, binary_metrics, choose_threshold, finite
-from ..runtime import WORKER_ENV
+from ..runtime import tensorflow_env
 from ..model.inference import aggregate_windows, predict_windows
 from ..model.networks import CLASS_NAMES, build_model, rescale
 from ..model.store import WEIGHTS_FILE
@@ -358,11 +358,6 @@ def _report(model, state: dict, metrics: dict, rank: int, *, best_weights=None, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-#: The Train workers' environment: oneDNN kernels train the CNNs 3.5-8x faster on CPU
-#: (docs/train.md), while the Ray workers' default turns them off. It must be set before
-#: the worker process imports TensorFlow, which Ray's TensorFlow backend does before
-#: :func:`train_loop` runs.
-TRAIN_WORKER_ENV = {**WORKER_ENV, "TF_ENABLE_ONEDNN_OPTS": "1"}
 #: How often Ray Train's controller polls the workers (ray.train.v2's HEALTH_CHECK_INTERVAL_S_ENV_VAR).
 CONTROLLER_POLL_ENV, CONTROLLER_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
 
@@ -428,8 +423,9 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
             name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            worker_runtime_env={"env_vars": {**TRAIN_WORKER_ENV, "TF_CPP_MIN_LOG_LEVEL": os.environ.get(
-                "TF_CPP_MIN_LOG_LEVEL", TRAIN_WORKER_ENV["TF_CPP_MIN_LOG_LEVEL"])}}),
+            # oneDNN kernels train the CNNs 3.5-8x faster on CPU (docs/train.md); set before the
+            # worker imports TensorFlow, which Ray's TensorFlow backend does before train_loop runs
+            worker_runtime_env={"env_vars": tensorflow_env(onednn=True)}),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
     )

@@ -1,0 +1,128 @@
+"""What a score run is asked to do (:class:`ScoreSettings`) and what it did
+(:class:`NightCounts`, :class:`ChunkCounts`, :class:`ScoreSummary`; :class:`ScorePlan` for
+``--dry-run``). ``to_dict`` gives the job's JSON summary, keys in the order a person reads them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..audio.quality import QualityGate
+from ..errors import UsageError
+from ..tables.archive import check_since
+from ..tables.pred import COMMIT_EVERY
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How to score: the flags of ``cough score`` (cough/commands/score.py says what each
+    means). Checked on construction: a bad value is a UsageError naming its flag.
+
+    >>> ScoreSettings(since="20261124").since
+    '2026-11-24'
+    >>> ScoreSettings(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    cough.errors.UsageError: --batch-size, --actors and --commit-every must be at least 1, --actor-cpus at least 0
+    """
+
+    labels: str | None = None
+    group_pattern: str | None = None
+    rescore: bool = False
+    gate: QualityGate = QualityGate()
+    batch_size: int = 32
+    actors: int | None = None
+    actor_cpus: float = 0.0
+    actor_threads: int | None = None
+    prefixes: tuple[str, ...] = ()
+    since: str | None = None
+    commit_every: int = COMMIT_EVERY
+    address: str | None = None
+    num_cpus: int | None = None
+
+    def __post_init__(self):
+        if (self.batch_size < 1 or (self.actors is not None and self.actors < 1) or self.actor_cpus < 0
+                or self.commit_every < 1):
+            raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus at least 0")
+        object.__setattr__(self, "prefixes", tuple(self.prefixes))
+        object.__setattr__(self, "since", check_since(self.since))
+
+
+@dataclass(frozen=True)
+class NightCounts:
+    """What the listing found: ``inputs`` (= ``listed``) files, of which ``new`` and
+    ``changed`` (a known path with another size or time) are read tonight and ``seen_before``
+    are not opened (the ledger holds their version for this model)."""
+
+    listed: int
+    new: int
+    changed: int
+    seen_before: int
+
+    @property
+    def unseen(self) -> int:
+        return self.new + self.changed
+
+    def to_dict(self) -> dict:
+        return {"inputs": self.listed, "listed": self.listed, "new": self.new, "changed": self.changed,
+                "seen_before": self.seen_before}
+
+
+@dataclass
+class ChunkCounts:
+    """What came back from the files read tonight, counted as they are committed
+    (:data:`cough.tables.artifacts.RunRecord.CHUNK_COUNTS`): ``scored`` = ``ok`` + ``errors``
+    + ``rejected`` rows added to PRED; ``duplicates``: files whose content was scored already
+    (under another path, or by a concurrent run first); ``bytes_read``: of the files read."""
+
+    scored: int = 0
+    ok: int = 0
+    errors: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    bytes_read: int = 0
+
+    def add(self, other: "ChunkCounts") -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ScoreSummary:
+    """A score run's summary: the listing's counts, what came back, the commits made.
+    ``skipped`` = ``seen_before`` + ``duplicates``; ``run_id`` is None when nothing was committed."""
+
+    night: NightCounts
+    counts: ChunkCounts = field(default_factory=ChunkCounts)
+    commits: int = 0
+    run_id: str | None = None
+    pred: str = ""
+    model_version: str = ""
+
+    @property
+    def skipped(self) -> int:
+        return self.night.seen_before + self.counts.duplicates
+
+    def to_dict(self) -> dict:
+        return {**self.night.to_dict(), **self.counts.to_dict(), "commits": self.commits, "skipped": self.skipped,
+                "run_id": self.run_id, "pred": self.pred, "model_version": self.model_version}
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """``cough score --dry-run``: what a run would list, skip, read and score, and where it would write."""
+
+    would_list: int
+    seen_before: int
+    would_read: int
+    would_skip: int
+    would_score: int
+    model_version: str
+    would_write: str
+    pred_exists: bool
+
+    def to_dict(self) -> dict:
+        return {"dry_run": True, **dataclasses.asdict(self)}
