@@ -18,6 +18,7 @@ install: $(STAMP)
 
 test: install
 	$(BIN)/ruff check cough jobs tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # Pure functions and usage errors only: no Ray, no training, no whole report (tests/conftest.py).

@@ -41,7 +41,9 @@ class CoughParser(argparse.ArgumentParser):
     """argparse without abbreviations, whose errors reach :func:`main` (for ``--json``)."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, allow_abbrev=False, **kwargs)
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+        #: ``cough``'s parser: each job's name -> its own parser (:func:`build_parser` fills it)
+        self.jobs: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str):
         raise UsageError(message, prog=self.prog, usage=self.format_usage())
@@ -56,7 +58,7 @@ def _available_jobs():
                 raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CoughParser:
     parser = CoughParser(
         prog="cough", description="Batch processing of cough recordings on Ray.",
         epilog="exit codes: 0 done, 1 the job failed, 2 bad usage. Try 'cough <job> --help'.")
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         module.add_arguments(p)
+        parser.jobs[name] = p
         p.add_argument("--json", action="store_true",
                        help="print one JSON object on stdout: the summary, or the error (status, exit_code)")
         loud = p.add_mutually_exclusive_group()
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     job, summary = None, {}
     try:
         parser = build_parser()
-        job_parsers = parser._subparsers._group_actions[0].choices
+        job_parsers = parser.jobs
         jobs = list(job_parsers)
         _suggest(argv, jobs)
         job = _job_word(argv)

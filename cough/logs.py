@@ -144,16 +144,20 @@ def _filter_worker_output() -> None:
     if printer is None or getattr(printer, "filtered", False):
         return
 
-    def filtered(data: dict) -> None:
-        ours, others = worker_lines(data)
-        for line in ours:
-            print(line, file=sys.stderr, flush=True)
-        if others:
-            printer({**data, "lines": others})
+    forward = printer
 
-    filtered.filtered = True
+    class Filtered:
+        filtered = True  # marks the handler installed, so a second call leaves it
+
+        def __call__(self, data: dict) -> None:
+            ours, others = worker_lines(data)
+            for line in ours:
+                print(line, file=sys.stderr, flush=True)
+            if others:
+                forward({**data, "lines": others})
+
     dispatcher.remove_handler("ray_print_logs")
-    dispatcher.add_handler("ray_print_logs", filtered)
+    dispatcher.add_handler("ray_print_logs", Filtered())
 
 
 def ray_log_level() -> int:

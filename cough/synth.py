@@ -58,7 +58,8 @@ def cough_signal(rng: np.random.Generator, *, positive: bool, sample_rate: int, 
 def _plan(n: int, seed: int, max_duration_s: float, positive_rate: float,
           formats: tuple[str, ...]) -> list[dict]:
     rng = np.random.default_rng(seed)
-    plan, participant = [], 0
+    plan: list[dict] = []
+    participant = 0
     while len(plan) < n:
         positive = bool(rng.random() < positive_rate)
         site = str(rng.choice(["app", "clinic", "call-centre"]))

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+
+from cough.runtime import tensorflow_env
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -74,3 +76,20 @@ def ray_head(num_cpus: int = 2, temp_dir: str | None = None):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, 9)
         log.close()
+
+
+@contextmanager
+def three_nodes():
+    """A head node (1 CPU) and two worker nodes (1 CPU each); this process is the driver."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 300 << 20})
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=300 << 20) for _ in range(2)]
+    try:
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, runtime_env={"env_vars": tensorflow_env()})
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 
 from cough.runtime import set_tensorflow_env, tensorflow_env
+from cough.score import ScoreSettings, score
+
+from .helpers import write_model
 
 set_tensorflow_env()
 
@@ -171,3 +174,22 @@ def s3() -> S3:
     yield S3(S3_ENDPOINT, credentials)
     server.terminate()
     server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, sample_features) -> Path:
+    return write_model(tmp_path_factory.mktemp("model") / "model", train_on=sample_features)
+
+
+@pytest.fixture(scope="module")
+def sample_pred(tmp_path_factory, model_dir, sample_features) -> Path:
+    """PRED of one uninterrupted run over data/sample/raw with its labels."""
+    import ray
+
+    from cough.runtime import tensorflow_env
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": tensorflow_env()})
+    pred = tmp_path_factory.mktemp("pred") / "pred"
+    score(str(SAMPLE / "raw"), str(model_dir), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv")))
+    return pred

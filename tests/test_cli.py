@@ -16,7 +16,6 @@ from cough import __version__
 from cough.cli import JOBS, brief, main
 
 from .conftest import ROOT, SAMPLE
-from .test_score import model_dir, sample_pred  # noqa: F401 (fixtures)
 
 
 def _json(capsys) -> dict:
@@ -140,7 +139,7 @@ def test_quiet_keeps_only_warnings(tmp_path, capsys, ray_local):
 
 @pytest.fixture(scope="module")
 def untrained_model(tmp_path_factory) -> Path:
-    from .test_score import write_model
+    from .helpers import write_model
 
     return write_model(tmp_path_factory.mktemp("untrained") / "model")
 

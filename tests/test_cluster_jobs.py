@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from .conftest import ROOT
-from .test_score import write_model
+from .helpers import write_model
 
 pytestmark = pytest.mark.slow
 MARKER = "<!-- cluster walkthrough: tests/test_cluster_jobs.py runs this block as written -->"

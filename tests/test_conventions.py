@@ -89,7 +89,7 @@ def test_a_cough_0_1_featurize_out_is_still_read(tmp_path, sample_features, ray_
     from cough.train.trainset import read_index
     from cough.score import score
 
-    from .test_score import write_model
+    from .helpers import write_model
 
     old = tmp_path / "old"
     _as_0_1(sample_features, old)

@@ -6,37 +6,20 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from cough.score.settings import ScoreSettings
-from cough.runtime import tensorflow_env
 from cough.tables.storage import OWNER_FILE
 
 from .conftest import SAMPLE
-from .test_score import write_model
+from .cluster import three_nodes
+from .helpers import write_model
 
 N_FILES = len([p for p in (SAMPLE / "raw").iterdir() if p.is_file()])
 
-
-@contextmanager
-def three_nodes():
-    """A head node (1 CPU) and two worker nodes (1 CPU each); this process is the driver."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 300 << 20})
-    workers = [cluster.add_node(num_cpus=1, object_store_memory=300 << 20) for _ in range(2)]
-    try:
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, runtime_env={"env_vars": tensorflow_env()})
-        yield cluster, workers
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 class NodeKiller(threading.Thread):

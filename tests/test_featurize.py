@@ -27,13 +27,8 @@ from cough.synth import cough_signal
 from cough.featurize import featurize
 
 from .conftest import ROOT
+from .helpers import HOSTILE_PROBLEMS, cough_wav, hostile_entries
 
-
-def _cough(path: Path, *, sr=16000, seconds=1.5, channels=1, fmt=None, subtype=None, seed=0):
-    y = cough_signal(np.random.default_rng(seed), positive=True, sample_rate=sr, duration_s=seconds,
-                     channels=channels)
-    sf.write(path, y, sr, format=fmt, subtype=subtype)
-    return path
 
 
 def _ffmpeg_convert(src: Path, dst: Path, *args: str, lavfi: bool = False, loop: int = 0) -> Path:
@@ -155,7 +150,7 @@ def test_one_recording_stays_within_its_budget_and_longer_ones_are_refused(tmp_p
     from cough.tables.listing import Entry
 
     budget = 96 << 20
-    process(Entry(str(_cough(tmp_path / "warm.wav"))))  # imports and caches, not per recording
+    process(Entry(str(cough_wav(tmp_path / "warm.wav"))))  # imports and caches, not per recording
 
     def recording(name: str, frames: int) -> Path:
         wav = tmp_path / f"{name}.wav"
@@ -197,7 +192,7 @@ def test_a_one_hour_webm_of_3_mb_is_refused_after_bounded_work(tmp_path):
 
 
 def test_m4a_with_the_index_at_the_end_decodes_whole(tmp_path):
-    wav = _cough(tmp_path / "long.wav", sr=44100, seconds=32.0)
+    wav = cough_wav(tmp_path / "long.wav", sr=44100, seconds=32.0)
     moov_end = _moov_at_end_m4a(wav, tmp_path / "phone.m4a")
     faststart = _ffmpeg_convert(wav, tmp_path / "faststart.m4a", "-c:a", "aac", "-movflags", "+faststart")
     audio = decode(moov_end.read_bytes())
@@ -225,27 +220,6 @@ def test_labels_csv_paths_must_stay_inside_source(tmp_path):
         load_labels(str(bad), str(tmp_path / "raw"))
 
 
-def _hostile_entries(src: Path, outside: Path) -> None:
-    """What a hostile or careless archive holds besides recordings: a name that is not UTF-8,
-    folder links that loop, links out of SOURCE, a dangling link, a link chain that loops, a FIFO."""
-    (src / "sub").mkdir(exist_ok=True)
-    shutil.copy(_cough(outside / "secret.wav"), os.fsencode(src) + b"/caf\xe9 latin-1.wav")
-    os.symlink("..", src / "sub" / "up")  # one of these made one file count 41 times ...
-    os.symlink("../..", src / "sub" / "up2")  # ... two made the listing never end
-    os.symlink(outside / "secret.wav", src / "outside.wav")
-    os.symlink("/etc/passwd", src / "passwd.wav")
-    os.symlink("nowhere.wav", src / "dangling.wav")
-    os.symlink("loop_b", src / "loop_a")
-    os.symlink("loop_a", src / "loop_b")
-    os.mkfifo(src / "pipe.wav")
-
-
-HOSTILE_PROBLEMS = {
-    "up": "symlink loop", "up2": "outside SOURCE", "outside.wav": "outside SOURCE", "passwd.wav": "outside SOURCE",
-    "dangling.wav": "dangling symlink", "loop_a": "symlink loop", "loop_b": "symlink loop",
-    "pipe.wav": "not a regular file (a FIFO)",
-}
-
 
 def test_listing_follows_no_link_out_of_source_and_sees_every_entry(tmp_path):
     from cough.tables.listing import list_recordings
@@ -253,8 +227,8 @@ def test_listing_follows_no_link_out_of_source_and_sees_every_entry(tmp_path):
     src, outside = tmp_path / "src", tmp_path / "outside"
     (src / "sub").mkdir(parents=True)
     outside.mkdir()
-    _cough(src / "sub" / "real.wav")
-    _hostile_entries(src, outside)
+    cough_wav(src / "sub" / "real.wav")
+    hostile_entries(src, outside)
     os.symlink("sub/real.wav", src / "alias.wav")  # a link to a file inside SOURCE is a recording
     os.symlink("sub", src / "sub_link")  # a folder link would list sub/ twice
     (src / "notes.txt").write_text("sidecar")
@@ -354,25 +328,25 @@ def test_sample_archive_is_fully_featurized(sample_features):
 def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ray_local):
     src = tmp_path / "messy"
     (src / "sub dir").mkdir(parents=True)
-    good = _cough(src / "good.wav")
+    good = cough_wav(src / "good.wav")
     (src / "zero.wav").write_bytes(b"")
     (src / "random.mp3").write_bytes(np.random.default_rng(0).bytes(5000))
-    mp3 = _cough(src / "real.mp3", fmt="MP3", seconds=2.0)
+    mp3 = cough_wav(src / "real.mp3", fmt="MP3", seconds=2.0)
     (src / "truncated.mp3").write_bytes(mp3.read_bytes()[:300])
-    _cough(src / "wav_named.mp3", fmt="WAV")  # wrong extension, fine content
+    cough_wav(src / "wav_named.mp3", fmt="WAV")  # wrong extension, fine content
     sf.write(src / "silent.flac", np.zeros(16000, np.float32), 16000)
     sf.write(src / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
     sf.write(src / "one_sample.wav", np.array([0.5], np.float32), 16000)
-    _cough(src / "hifi.wav", sr=96000, channels=2, seconds=1.0)
+    cough_wav(src / "hifi.wav", sr=96000, channels=2, seconds=1.0)
     shutil.copy(good, src / "sub dir" / "same bytes, other name.wav")
-    _cough(src / "sub dir" / "tos de ñandú.ogg", fmt="OGG", subtype="VORBIS")
+    cough_wav(src / "sub dir" / "tos de ñandú.ogg", fmt="OGG", subtype="VORBIS")
     _ffmpeg_convert(good, src / "voice_note.webm", "-c:a", "libopus")
     _ffmpeg_convert(good, src / "call.m4a", "-c:a", "aac")
     (src / "notes.txt").write_text("sidecar, not a recording")
     (tmp_path / "outside").mkdir()
-    _hostile_entries(src, tmp_path / "outside")
+    hostile_entries(src, tmp_path / "outside")
     _one_hz_wav(src / "one_hz.wav")
-    _moov_at_end_m4a(_cough(tmp_path / "long.wav", sr=44100, seconds=31.0), src / "phone.m4a")
+    _moov_at_end_m4a(cough_wav(tmp_path / "long.wav", sr=44100, seconds=31.0), src / "phone.m4a")
     _long_webm(src / "hour.webm")
 
     out = tmp_path / "out"
@@ -529,7 +503,7 @@ def test_shipped_colormap_is_matplotlibs():
 def test_featurizing_a_recording_imports_no_librosa_matplotlib_pandas_or_tensorflow(tmp_path):
     """Each fresh Ray worker pays for what featurizing imports (librosa + scipy.signal + numba,
     matplotlib, TensorFlow cost seconds each); a recording needs none of them."""
-    wav = _cough(tmp_path / "a.wav", sr=48000, channels=2)
+    wav = cough_wav(tmp_path / "a.wav", sr=48000, channels=2)
     code = ("import sys; from cough.audio.recording import process; from cough.tables.listing import Entry; "
             f"assert process(Entry({str(wav)!r})).row['status'] == 'ok'; "
             "print(sorted(m for m in ('librosa', 'matplotlib', 'pandas', 'tensorflow', 'scipy.signal', 'numba') "

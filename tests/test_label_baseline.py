@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from .conftest import SHARED
-from .test_report import N_BOOT, report, scores_for, strict_json, write_pred
+from .helpers import N_BOOT, report, scores_for, strict_json, write_pred
 
 pytestmark = pytest.mark.whole_report
 

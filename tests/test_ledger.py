@@ -23,7 +23,7 @@ from cough.nightly import nightly
 from cough.score import score
 
 from .conftest import ROOT, SAMPLE
-from .test_score import _rows, _snapshot, write_model
+from .helpers import pred_rows, snapshot, write_model
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +65,10 @@ def test_a_night_opens_only_what_arrived_and_its_summary_says_what_it_found(tmp_
         st = f.stat()
         f.write_bytes(b"\0" * st.st_size)
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    before = _snapshot(pred)
+    before = snapshot(pred)
     again = score(str(src), str(model), str(pred)).to_dict()
     assert (again["seen_before"], again["scored"], again["bytes_read"], again["run_id"]) == (6, 0, 0, None)
-    assert _snapshot(pred) == before
+    assert snapshot(pred) == before
 
     # Tonight: two new recordings and a renamed copy of one scored last night.
     _archive(src, 2, start=10)
@@ -78,7 +78,7 @@ def test_a_night_opens_only_what_arrived_and_its_summary_says_what_it_found(tmp_
     assert {k: night[k] for k in ("listed", "new", "seen_before", "scored", "duplicates", "skipped")} == \
         {"listed": 9, "new": 3, "seen_before": 6, "scored": 2, "duplicates": 1, "skipped": 7}
     assert night["bytes_read"] == _size([copy, *(src / f.name for f in sorted((SAMPLE / "raw").iterdir())[10:12])])
-    rows = _rows(pred)
+    rows = pred_rows(pred)
     assert len(rows) == 8 and str(copy) not in set(rows.path)  # the copy was recognised, not scored twice
     assert _ledger(pred).set_index("path").loc[str(copy), "status"] == "skipped"
 
@@ -96,7 +96,7 @@ def test_a_file_completed_after_a_truncated_upload_is_scored_again_and_told_apar
     os.utime(upload, ns=(time.time_ns(), time.time_ns()))
     second = score(str(src), str(model), str(pred)).to_dict()
     assert (second["listed"], second["changed"], second["new"], second["scored"], second["ok"]) == (1, 1, 0, 1, 1)
-    rows = _rows(pred).sort_values("file_size")
+    rows = pred_rows(pred).sort_values("file_size")
     assert list(rows.path) == [str(upload)] * 2 and list(rows.status) == ["error", "ok"]
     assert list(rows.file_size) == [200, len(whole)] and rows.file_mtime_ns.is_unique  # the two versions
     assert score(str(src), str(model), str(pred)).to_dict()["scored"] == 0  # and the complete one is not read again
@@ -131,7 +131,7 @@ def test_a_long_run_commits_in_chunks_recorded_as_one_run(tmp_path, ray_local, m
     assert summary["commits"] == 3 and summary["scored"] == 8
     (record,) = committed_runs(Pred(Location.of(str(pred))))
     assert (record.scored, record.ok, record.listed, record.chunk) == (8, 8, 8, 3)
-    assert len(_rows(pred)) == 8 and len(_ledger(pred)) == 8
+    assert len(pred_rows(pred)) == 8 and len(_ledger(pred)) == 8
 
 
 def _kill_when(proc: subprocess.Popen, done, what: str, lines: list) -> None:
@@ -158,7 +158,7 @@ def test_a_driver_killed_mid_run_loses_at_most_a_chunk_and_the_rerun_continues(t
 
     rerun = score(str(src), str(model), str(pred), ScoreSettings(address="local", num_cpus=2)).to_dict()  # never a `ray start` head of another test
     assert rerun["seen_before"] == len(done)  # what the ledger holds is not opened again
-    rows = _rows(pred)
+    rows = pred_rows(pred)
     assert len(rows) == 12 and rows.path.is_unique and rows.recording_id.is_unique and (rows.status == "ok").all()
     ledger = _ledger(pred)
     assert sorted(set(ledger.path)) == sorted(str(p) for p in src.iterdir())
@@ -174,10 +174,10 @@ def test_prefix_and_since_list_only_the_named_folders(tmp_path, ray_local, model
     report = Path(since["report"])
     night = json.loads((report / "metrics.json").read_text())["operations"]["night"]
     assert (night["listed"], night["new"], night["seen_before"], night["commits"]) == (4, 4, 0, 1)
-    assert "Its listing of SOURCE found 4 files: 4 new" in (report / "report.html").read_text() and {Path(p).parent.name for p in _rows(tmp_path / "a").path} == {"2026-11-24",
+    assert "Its listing of SOURCE found 4 files: 4 new" in (report / "report.html").read_text() and {Path(p).parent.name for p in pred_rows(tmp_path / "a").path} == {"2026-11-24",
                                                                                                   "20261125"}
     prefixed = score(str(src), str(model), str(tmp_path / "b"), ScoreSettings(prefixes=("2026-11-23", "misc/"))).to_dict()
-    assert prefixed["listed"] == 4 and {Path(p).parent.name for p in _rows(tmp_path / "b").path} == {"2026-11-23",
+    assert prefixed["listed"] == 4 and {Path(p).parent.name for p in pred_rows(tmp_path / "b").path} == {"2026-11-23",
                                                                                                     "misc"}
     everything = score(str(src), str(model), str(tmp_path / "a")).to_dict()
     assert (everything["listed"], everything["seen_before"], everything["scored"]) == (9, 4, 5)

@@ -12,7 +12,7 @@ from cough.errors import CoughError
 from cough.nightly import REPORTS_DIR, nightly
 
 from .conftest import SAMPLE
-from .test_score import write_model
+from .helpers import write_model
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import pytest
 from cough.cli import main as cli
 
 from .conftest import SAMPLE
-from .test_score import write_model
+from .helpers import write_model
 
 
-def _snapshot(root: Path) -> dict:
+def snapshot(root: Path) -> dict:
     if root.is_file():
         return {"": hashlib.sha1(root.read_bytes()).hexdigest()}
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
@@ -58,9 +58,9 @@ def _jobs(source: Path, model: Path, out: Path) -> dict:
 @pytest.mark.parametrize("job", ["featurize", "score"])
 def test_a_folder_of_someone_elses_files_is_refused_and_left_byte_for_byte(job, model, users_folder, capsys,
                                                                            fresh_ray):
-    before = _snapshot(users_folder)
+    before = snapshot(users_folder)
     message = _refused(_jobs(SAMPLE / "raw", model, users_folder)[job], capsys, str(users_folder), "thesis.txt")
-    assert "did not write" in message and _snapshot(users_folder) == before
+    assert "did not write" in message and snapshot(users_folder) == before
 
 
 @pytest.mark.parametrize("job", ["featurize", "score"])
@@ -75,19 +75,19 @@ def test_an_out_that_is_a_file_is_refused_and_the_file_untouched(job, model, tmp
 @pytest.mark.parametrize("where", ["equal", "inside", "containing"])
 def test_an_out_that_is_inside_or_contains_source_is_refused(job, where, model, sample_archive, capsys, fresh_ray):
     raw = sample_archive / "raw"
-    before = _snapshot(sample_archive)
+    before = snapshot(sample_archive)
     out = {"equal": raw, "inside": raw / "features", "containing": sample_archive}[where]
     _refused(_jobs(raw, model, out)[job], capsys, "SOURCE")
-    assert _snapshot(sample_archive) == before
+    assert snapshot(sample_archive) == before
 
 
 def test_score_into_its_model_is_refused(model, tmp_path, capsys, fresh_ray):
     copy = tmp_path / "model"
     shutil.copytree(model, copy)
-    before = _snapshot(copy)
+    before = snapshot(copy)
     _refused(["score", str(SAMPLE / "raw"), "--model", str(copy), "--out", str(copy)], capsys, "MODEL")
     _refused(["score", str(SAMPLE / "raw"), "--model", str(copy), "--out", str(copy / "pred")], capsys, "MODEL")
-    assert _snapshot(copy) == before
+    assert snapshot(copy) == before
 
 
 def _a_pred(tmp_path: Path) -> Path:
@@ -96,7 +96,7 @@ def _a_pred(tmp_path: Path) -> Path:
 
     from cough.tables.storage import OWNER_FILE, owner_record
 
-    from .test_report import write_pred
+    from .helpers import write_pred
 
     pred = write_pred(tmp_path / "pred", pd.DataFrame({"score": [0.2, 0.8, 0.4, 0.9], "label": [0, 1, 0, 1]}))
     (pred / OWNER_FILE).write_text(json.dumps(owner_record("score")))
@@ -105,22 +105,22 @@ def _a_pred(tmp_path: Path) -> Path:
 
 def test_report_into_its_pred_or_someone_elses_folder_is_refused(tmp_path, users_folder, capsys):
     pred = _a_pred(tmp_path)
-    before = _snapshot(pred)
+    before = snapshot(pred)
     _refused(["report", str(pred), "--out", str(pred), "--n-boot", "100"], capsys, "PRED")
     _refused(["report", str(pred), "--out", str(pred / "report"), "--n-boot", "100"], capsys, "inside PRED")
     _refused(["report", str(pred), "--out", str(tmp_path), "--n-boot", "100"], capsys, "contains PRED")
-    assert _snapshot(pred) == before
-    mine = _snapshot(users_folder)
+    assert snapshot(pred) == before
+    mine = snapshot(users_folder)
     _refused(["report", str(pred), "--out", str(users_folder), "--n-boot", "100"], capsys, "thesis.txt")
-    assert _snapshot(users_folder) == mine
+    assert snapshot(users_folder) == mine
 
 
 def test_report_into_another_jobs_output_names_the_job(tmp_path, capsys):
     pred = _a_pred(tmp_path)
     out = _featurize_like(tmp_path)
-    before = _snapshot(out)
+    before = snapshot(out)
     _refused(["report", str(pred), "--out", str(out), "--n-boot", "100"], capsys, "output of `cough featurize`")
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 def _featurize_like(tmp_path: Path) -> Path:

@@ -7,91 +7,30 @@ one commit per run carrying its run record), small enough to report in seconds.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
-from deltalake import CommitProperties, write_deltalake
 
 from cough.evaluation import metrics as M
 from cough.tables.artifacts import Metrics
 from cough.cli import main
-from cough.tables.pred import LOG_DIR, RUN_KEY, claim_pred
-from cough.audio.quality import QUALITY_COLUMNS
+from cough.tables.pred import LOG_DIR, claim_pred
 from cough.report import error_rate, write_report
-from cough.tables.schema import pred_schema
 from cough.tables.storage import claim
+
+from .helpers import clustered, report, scores_for, strict_json, write_pred
 
 pytestmark = pytest.mark.whole_report  # each test renders a whole report: not in the fast tier
 
-N_BOOT = 200
 REQUIRED = ["n", "n_groups", "prevalence", "auc", "auc_ci", "pr_auc", "threshold", "confusion_matrix",
             "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "ppv", "ppv_ci", "npv", "npv_ci",
             "accuracy", "accuracy_ci", "brier", "by_subgroup", "shortcut_baseline", "warnings"]
-METADATA = ["duration_s", "sample_rate", "channels", "format"]
 
-
-def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata=False, record_extra=None):
-    """Write ``frame`` (columns score, label, participant, ...; optional run_id, status, error) as PRED."""
-    frame = frame.copy().reset_index(drop=True)
-    n = len(frame)
-    defaults = {"recording_id": [f"{i:032x}" for i in range(n)], "path": [f"/archive/raw/r{i}.mp3" for i in range(n)],
-                "status": "ok", "error": None, "n_windows": 1, "model_version": "m1", "featurizer_version": "f1",
-                "run_id": "20260101T000000Z-aaaaaa", "participant": [f"g{i}" for i in range(n)], "label": None,
-                "file_size": None, "file_mtime_ns": None, **{c: None for c in QUALITY_COLUMNS}}
-    for col, value in defaults.items():
-        if col not in frame:
-            frame[col] = value
-    frame["status"] = frame["status"].fillna("ok")
-    if "predicted" not in frame:
-        frame["predicted"] = (frame["score"] >= 0.5).astype("Int8").where(frame["score"].notna())
-    frame["window_scores"] = [[s] if s == s else [] for s in frame["score"]]
-    schema = pred_schema(list(meta_columns))
-    if not recording_metadata:  # as a PRED written without the recordings' own columns
-        schema = pa.schema([f for f in schema if f.name not in METADATA])
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    for k, (run_id, rows) in enumerate(frame.groupby("run_id", sort=True)):
-        rows = rows.assign(scored_at=start + dt.timedelta(days=k))
-        table = pa.Table.from_pandas(rows[schema.names], schema=schema, preserve_index=False)
-        record = {"run_id": run_id, "model_version": "m1", "skipped": 0, **(record_extra or {})}
-        write_deltalake(str(pred), table, mode="append", schema_mode="merge",
-                        commit_properties=CommitProperties(custom_metadata={RUN_KEY: record}))
-    return pred
-
-
-def report(tmp_path, frame, **kwargs):
-    write_kwargs = {k: kwargs.pop(k) for k in ("meta_columns", "recording_metadata", "record_extra") if k in kwargs}
-    pred = write_pred(tmp_path / "pred", frame, **write_kwargs)
-    out = tmp_path / "report"
-    m = write_report(str(pred), str(out), n_boot=N_BOOT, **kwargs)
-    return m, out
-
-
-def strict_json(path):
-    """metrics.json parsed so that any NaN/Infinity fails the test."""
-    def refuse(token):
-        raise AssertionError(f"{token} in {path}")
-
-    return json.loads(path.read_text(), parse_constant=refuse)
-
-
-def scores_for(labels, rng, separation):
-    return 1 / (1 + np.exp(-(separation * (np.asarray(labels) - 0.5) + rng.normal(size=len(labels)))))
 
 
 # ----------------------------------------------------------------------------- headline metrics
-
-def clustered(rng, n_groups, per, separation=0.0):
-    """Participants with one label each and ``per`` recordings whose scores share a
-    participant effect (recordings of one person resemble each other)."""
-    labels = rng.integers(0, 2, n_groups)
-    person = rng.normal(size=n_groups) + separation * labels
-    return pd.DataFrame({"participant": np.repeat([f"p{i}" for i in range(n_groups)], per),
-                         "label": np.repeat(labels, per),
-                         "score": 1 / (1 + np.exp(-(np.repeat(person, per) + 0.3 * rng.normal(size=n_groups * per))))})
 
 
 def test_random_labels_give_an_auc_interval_covering_one_half(tmp_path):
@@ -164,22 +103,6 @@ def test_predictions_never_stand_in_for_labels(tmp_path):
     assert "no labelled recording" in m["not_computable"]["auc"]
     assert "cannot say how accurate" in (out / "report.html").read_text()
 
-
-def test_group_bootstrap_is_wider_than_row_bootstrap_when_participants_repeat():
-    rng = np.random.default_rng(4)
-    labels = rng.integers(0, 2, 60)
-    scores = scores_for(labels, rng, 1.5)
-    # every participant gives 5 identical-looking recordings: 300 rows but only 60 independent people
-    y, s, g = np.repeat(labels, 5), np.repeat(scores, 5), np.repeat(np.arange(60), 5)
-    by_group = M.evaluate(y, s, g, n_boot=N_BOOT)
-    by_row = M.evaluate(y, s, np.arange(len(y)), n_boot=N_BOOT)
-    people = M.evaluate(labels, scores, np.arange(60), n_boot=N_BOOT)
-    width = lambda ci: ci[1] - ci[0]  # noqa: E731
-    assert by_group["auc"] == pytest.approx(by_row["auc"])
-    assert width(by_group["auc_ci"]) > 1.5 * width(by_row["auc_ci"])
-    # resampling participants gives about the interval of the 60 independent people
-    assert width(by_group["auc_ci"]) == pytest.approx(width(people["auc_ci"]), rel=0.35)
-    assert width(by_group["accuracy_ci"]) > 1.5 * width(by_row["accuracy_ci"])
 
 
 def test_participant_view_averages_recordings_and_leaves_out_mixed_labels(tmp_path):

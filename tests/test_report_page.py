@@ -17,7 +17,7 @@ import pytest
 
 from cough.evaluation import metrics as M
 
-from .test_report import clustered, report
+from .helpers import clustered, report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run"]

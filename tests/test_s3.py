@@ -22,7 +22,7 @@ from cough.score.settings import ScoreSettings
 from cough.cli import main as cli
 
 from .conftest import ROOT, SAMPLE
-from .test_score import write_model
+from .helpers import write_model
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def _objects(uri: str) -> dict:
             if i.type == pafs.FileType.File}
 
 
-def _rows(pred: str) -> pd.DataFrame:
+def pred_rows(pred: str) -> pd.DataFrame:
     from deltalake import DeltaTable
 
     from cough.tables.delta import storage_options as _storage_options
@@ -81,7 +81,7 @@ def test_featurize_train_score_report_on_s3_and_a_rerun_changes_nothing(store, c
     manifest, meta, metrics = read("features/manifest.json"), read("trained/model.json"), read("report/metrics.json")
     assert manifest["source"] == f"{b}/raw" and manifest["tables"]["images"].startswith("images/")
     assert meta["version"] == trained["version"] and meta["shards"] == f"{b}/features"
-    rows = _rows(f"{b}/pred")
+    rows = pred_rows(f"{b}/pred")
     assert scored["scored"] == 60 == len(rows) and rows.recording_id.is_unique and (rows.model_version == meta["version"]).all()
     assert metrics["n"] == 60 and metrics["run"]["model"] == f"{b}/trained"  # found through PRED's run record
 
@@ -130,7 +130,7 @@ def test_kill_9_mid_score_on_s3_then_rerun_gives_every_recording_once(store, mod
     assert summary["scored"] == 60
     reference = score(str(SAMPLE / "raw"), str(model), str(tmp_path / "pred"), ScoreSettings(labels=str(SAMPLE / "labels.csv"))).to_dict()
     assert reference["scored"] == 60
-    got, want = _rows(f"{b}/pred"), _rows(str(tmp_path / "pred"))
+    got, want = pred_rows(f"{b}/pred"), pred_rows(str(tmp_path / "pred"))
     assert list(got.name) == list(want.name) and got.recording_id.is_unique
     assert list(got.recording_id) == list(want.recording_id)
     assert (got.score - want.score).abs().max() < 1e-5  # the scores of an uninterrupted run
@@ -154,7 +154,7 @@ def test_a_run_killed_right_after_its_commit_is_not_scored_again(store):
     before = table()
     summary = score(f"{b}/raw", f"{b}/model", f"{b}/pred", ScoreSettings(labels=f"{b}/labels.csv")).to_dict()
     assert (summary["scored"], summary["skipped"]) == (0, 60) and table() == before
-    assert len(_rows(f"{b}/pred")) == 60
+    assert len(pred_rows(f"{b}/pred")) == 60
     # the files the ledger lacked (the kill came between the two commits, or not) are in it now
     again = score(f"{b}/raw", f"{b}/model", f"{b}/pred", ScoreSettings(labels=f"{b}/labels.csv")).to_dict()
     assert (again["seen_before"], again["bytes_read"], again["scored"]) == (60, 0, 0)
@@ -166,7 +166,7 @@ def test_two_cough_score_at_once_on_one_pred_leave_every_recording_once(store):
     outs = [proc.communicate(timeout=600)[0] for proc, _ in runs]
     assert [proc.returncode for proc, _ in runs] == [0, 0], ["".join(lines[-3:]) for _, lines in runs]
     summaries = [json.loads(out.strip().splitlines()[-1]) for out in outs]
-    rows = _rows(f"{b}/pred")
+    rows = pred_rows(f"{b}/pred")
     assert len(rows) == 60 and rows.recording_id.is_unique and rows.path.is_unique
     assert sum(s["scored"] for s in summaries) == 60  # what one committed, the other did not add
 

@@ -3,7 +3,6 @@ concurrent runs, retried commits), PRED ownership, bad input. The same on s3://:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -21,7 +20,6 @@ from cough.score.settings import ScoreSettings
 from cough.tables.artifacts import RunRecord
 from cough.cli import main as cli
 from cough.audio.features import DEFAULT_PARAMS
-from cough.tables.schema import to_numpy
 from cough.tables.pred import Pred, RunWriter, committed_runs
 from cough.tables.scored import NOTHING_SCORED, scored_keys
 from cough.tables.schema import pred_schema
@@ -34,65 +32,11 @@ from cough.tables.labels import load_labels
 from cough.score import score
 
 from .conftest import ROOT, SAMPLE
-from .test_featurize import HOSTILE_PROBLEMS, _hostile_entries
+from .helpers import HOSTILE_PROBLEMS, hostile_entries, pred_rows, same_rows, snapshot, write_model
 
 KEY = ["path", "recording_id", "status", "score", "n_windows", "label"]
 
 
-def write_model(model_dir: Path, *, arch: str = "pooled", version: str = "test-model", threshold: float = 0.5,
-                train_on: Path | None = None) -> Path:
-    """A MODEL as `cough train` writes it (weights.h5 + model.json), optionally fit one epoch."""
-    from cough.model.networks import build_model
-
-    model = build_model(arch)
-    if train_on is not None:
-        table = pq.read_table(train_on / "images", columns=["image", "label"])
-        labels = np.asarray(table["label"].to_pylist(), dtype=np.int64)
-        model.fit(to_numpy(table["image"]).astype(np.float32) / 255.0, np.eye(2)[labels], epochs=1,
-                  batch_size=16, verbose=0)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.save_weights(model_dir / "weights.h5")
-    meta = {"arch": arch, "featurizer": DEFAULT_PARAMS.to_dict(), "featurizer_version": DEFAULT_PARAMS.version,
-            "class_names": ["negative", "positive"], "threshold": threshold, "version": version}
-    (model_dir / "model.json").write_text(json.dumps(meta))
-    return model_dir
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sample_features) -> Path:
-    return write_model(tmp_path_factory.mktemp("model") / "model", train_on=sample_features)
-
-
-@pytest.fixture(scope="module")
-def sample_pred(tmp_path_factory, model_dir, sample_features) -> Path:
-    """PRED of one uninterrupted run over data/sample/raw with its labels."""
-    import ray
-
-    from cough.runtime import tensorflow_env
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": tensorflow_env()})
-    pred = tmp_path_factory.mktemp("pred") / "pred"
-    score(str(SAMPLE / "raw"), str(model_dir), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv")))
-    return pred
-
-
-def _rows(pred) -> pd.DataFrame:
-    """PRED's rows, read as any Delta reader would."""
-    from deltalake import DeltaTable
-
-    return DeltaTable(str(pred)).to_pandas().sort_values("path").reset_index(drop=True)
-
-
-def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    assert list(a.path) == list(b.path)
-    assert list(a.recording_id) == list(b.recording_id) and list(a.status) == list(b.status)
-    np.testing.assert_allclose(a.score.astype(float), b.score.astype(float), atol=1e-5)
 
 
 def _cough(path: Path, seed: int, *, seconds: float = 1.5) -> Path:
@@ -104,7 +48,7 @@ def _cough(path: Path, seed: int, *, seconds: float = 1.5) -> Path:
 # --- one run ------------------------------------------------------------------------------
 
 def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, model_dir):
-    rows = _rows(sample_pred)
+    rows = pred_rows(sample_pred)
     labels = pd.read_csv(SAMPLE / "labels.csv").set_index("filename")
     assert len(rows) == 60 and rows.path.is_unique and (rows.status == "ok").all()
     (record,) = committed_runs(Pred(Location.of(str(sample_pred))))  # one run, one Delta commit
@@ -155,7 +99,7 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
     pred = tmp_path / "pred"
     summary = score(str(sample_features), str(model_dir), str(pred)).to_dict()
     assert summary["scored"] == 60
-    _same_rows(_rows(pred), _rows(sample_pred))
+    same_rows(pred_rows(pred), pred_rows(sample_pred))
 
 
 # --- incremental reruns ---------------------------------------------------------------------
@@ -163,10 +107,10 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
 def test_a_rerun_with_nothing_new_changes_nothing(sample_pred, model_dir, tmp_path):
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
-    before = _snapshot(pred)
+    before = snapshot(pred)
     summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv"))).to_dict()
     assert (summary["skipped"], summary["scored"], summary["run_id"]) == (60, 0, None)
-    assert _snapshot(pred) == before
+    assert snapshot(pred) == before
 
 
 def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_pred, model_dir, sample_archive,
@@ -184,7 +128,7 @@ def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_
     files[1].unlink()
     summary = score(str(raw), str(model_dir), str(pred)).to_dict()
     assert (summary["scored"], summary["skipped"]) == (6, 60 - 1)
-    rows = _rows(pred)
+    rows = pred_rows(pred)
     latest = rows[rows.run_id == summary["run_id"]]
     assert sorted(Path(p).name for p in latest.path) == sorted(
         [f"new-{f.name}" for f in new] + [files[1].with_suffix(".wav").name])
@@ -192,7 +136,7 @@ def test_only_new_and_changed_recordings_are_scored_and_rescore_replaces(sample_
     assert not (raw / f"renamed-{files[0].name}").as_posix() in set(rows.path)
 
     summary = score(str(raw), str(model_dir), str(pred), ScoreSettings(rescore=True)).to_dict()
-    rows = _rows(pred)
+    rows = pred_rows(pred)
     assert summary["scored"] == 65 and (rows.run_id == summary["run_id"]).all() and len(rows) == 65
     assert sorted(rows.path) == sorted(str(p) for p in raw.iterdir())
     from deltalake import DeltaTable
@@ -226,13 +170,13 @@ def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, t
 
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
-    rows = _rows(pred).assign(model_version="m2")
+    rows = pred_rows(pred).assign(model_version="m2")
     version = DeltaTable(str(pred)).version()
     first, second = make_writer(pred, rows[:40], "r1", version), make_writer(pred, rows[20:], "r2", version)
     record = RunRecord(model_version="m2")
     assert first.commit(record, model_version="m2", rescore=False) == 40
     assert second.commit(record, model_version="m2", rescore=False) == 20  # after one refused attempt
-    m2 = _rows(pred).query("model_version == 'm2'")
+    m2 = pred_rows(pred).query("model_version == 'm2'")
     assert len(m2) == 60 and m2.recording_id.is_unique
     assert list(m2.sort_values("path").run_id) == ["r1"] * 40 + ["r2"] * 20
     assert len(scored_keys(DeltaTable(str(pred)), "m2").ids) == 60
@@ -248,7 +192,7 @@ def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_se
 
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
-    rows = _rows(pred).assign(model_version="m2")
+    rows = pred_rows(pred).assign(model_version="m2")
     record = RunRecord(model_version="m2")
     writer = make_writer(pred, rows[:10], "r1", DeltaTable(str(pred)).version())
     caplog.set_level(logging.INFO, logger="cough.score")
@@ -264,7 +208,7 @@ def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_se
                                     preserve_index=False))
     assert writer.commit(record, model_version="m2", rescore=False) == 15
     assert "gained rows of model m2 from another run" in caplog.text
-    m2 = _rows(pred).query("model_version == 'm2'")
+    m2 = pred_rows(pred).query("model_version == 'm2'")
     assert len(m2) == 60 and m2.recording_id.is_unique
 
 
@@ -273,35 +217,35 @@ def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_pa
 
     pred = tmp_path / "pred"
     shutil.copytree(sample_pred, pred)
-    rows = _rows(pred).assign(model_version="m2")
+    rows = pred_rows(pred).assign(model_version="m2")
     version = DeltaTable(str(pred)).version()
     writer = make_writer(pred, rows, "r1", version)
     assert writer.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60
-    before = _snapshot(pred)
+    before = snapshot(pred)
     again = make_writer(pred, rows, "r1", version)  # the same chunk of the same run, committed again
     assert again.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60  # found in the log
-    assert _snapshot(pred) == before and DeltaTable(str(pred)).transaction_version("cough-score-r1") == 1
+    assert snapshot(pred) == before and DeltaTable(str(pred)).transaction_version("cough-score-r1") == 1
 
 
 def test_a_cough_0_1_pred_is_refused_with_how_to_convert_and_the_conversion_works(sample_pred, model_dir,
                                                                                    tmp_path, capsys):
     old = tmp_path / "old"
-    rows = _rows(sample_pred)
+    rows = pred_rows(sample_pred)
     (old / "_runs").mkdir(parents=True)
     for run_id, part in (("20250101T000000Z-aaaaaa", rows[:30]), ("20250102T000000Z-bbbbbb", rows[30:])):
         (old / f"run-{run_id}").mkdir()
         part = part.drop(columns="run_id").assign(run_id=run_id).rename(columns={"participant": "group"})  # 0.1's name
         pq.write_table(pa.Table.from_pandas(part, preserve_index=False), old / f"run-{run_id}" / "part-00000.parquet")
         (old / "_runs" / f"{run_id}.json").write_text(json.dumps({"run_id": run_id, "model_version": "test-model"}))
-    before = _snapshot(old)
+    before = snapshot(old)
     code = cli(["score", str(SAMPLE / "raw"), "--model", str(model_dir), "--out", str(old)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and "cough 0.1" in err[-1] and "convert_v01" in err[-1] and _snapshot(old) == before
+    assert code == 2 and "cough 0.1" in err[-1] and "convert_v01" in err[-1] and snapshot(old) == before
     new = tmp_path / "new"
     command = err[-1].split("python -c ", 1)[1].replace("NEW_PRED", str(new))
     subprocess.run(f"{sys.executable} -c {command}", shell=True, check=True, cwd=ROOT)
-    converted = _rows(new)
-    assert len(converted) == 60 and _snapshot(old) == before
+    converted = pred_rows(new)
+    assert len(converted) == 60 and snapshot(old) == before
     assert list(converted["participant"]) == list(rows["participant"]) and "group" not in converted
     assert [r.run_id for r in committed_runs(Pred(Location.of(str(new))))] == sorted(set(converted.run_id))
     assert score(str(SAMPLE / "raw"), str(model_dir), str(new)).to_dict()["scored"] == 0  # nothing lost, nothing twice
@@ -317,13 +261,13 @@ def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, r
     (src / "random.mp3").write_bytes(np.random.default_rng(0).bytes(4000))
     sf.write(src / "silent.wav", np.zeros(8000, np.float32), 8000)
     (tmp_path / "outside").mkdir()
-    _hostile_entries(src, tmp_path / "outside")  # a name that is not UTF-8 used to fail the whole run
+    hostile_entries(src, tmp_path / "outside")  # a name that is not UTF-8 used to fail the whole run
     pred = tmp_path / "pred"
     args = ["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json"]
     assert cli(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["inputs"], summary["ok"], summary["errors"], summary["rejected"]) == (13, 2, 10, 1)
-    rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
+    rows = pred_rows(pred).set_index(pred_rows(pred).path.map(lambda p: Path(p).name))
     assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
     assert rows.status["silent.wav"] == "rejected" and rows.error["silent.wav"] == "no cough event found"
     assert pd.isna(rows.error["good.wav"])
@@ -351,7 +295,7 @@ def test_the_quality_gate_rejects_what_no_model_should_judge_and_off_scores_it(m
     def run(pred, *flags):
         assert cli(["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json", *flags]) == 0
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        rows = _rows(pred).set_index(_rows(pred).path.map(lambda p: Path(p).name))
+        rows = pred_rows(pred).set_index(pred_rows(pred).path.map(lambda p: Path(p).name))
         assert summary["inputs"] == summary["ok"] + summary["errors"] + summary["rejected"] == len(rows) == 4
         return summary, rows
 
@@ -450,7 +394,7 @@ def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, 
     model, pred = write_model(tmp_path / "model"), tmp_path / "pred"
     labels = str(shared_archive / "labels.csv")
     first = score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()
-    rows = _rows(pred)
+    rows = pred_rows(pred)
     # the quality gate rejects 12 recordings whose coughs stand < 3 dB above their quietest frames
     assert (first["inputs"], first["ok"], first["errors"], first["rejected"]) == (1324, 1310, 2, 12)
     assert len(rows) == 1324 and rows.path.is_unique
@@ -462,13 +406,13 @@ def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, 
     assert (decoded.bandwidth_hz[decoded.sample_rate == 8000] <= 4000).all()
     assert decoded.bandwidth_hz[decoded.sample_rate == 48000].median() > 4000
     assert (decoded.n_events >= 1).all() and decoded.clipped_fraction.between(0, 0.05).all()
-    before = _snapshot(pred)
-    assert score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()["scored"] == 0 and _snapshot(pred) == before
+    before = snapshot(pred)
+    assert score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()["scored"] == 0 and snapshot(pred) == before
     synth_archive(tmp_path / "new", n=5, seed=5, max_duration_s=2)
     for f in (tmp_path / "new" / "raw").iterdir():
         shutil.copy(f, src / f.name)
     third = score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()
-    assert (third["scored"], third["skipped"]) == (5, 1324) and len(_rows(pred)) == 1329
+    assert (third["scored"], third["skipped"]) == (5, 1324) and len(pred_rows(pred)) == 1329
 
 
 def test_window_images_pack_into_one_buffer_and_come_back_for_any_slice():

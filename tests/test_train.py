@@ -478,7 +478,7 @@ def test_two_workers_survive_a_killed_worker_and_write_a_model_true_to_its_metri
     """On a 3-node cluster (1 CPU per node: the two workers land on two nodes), SIGKILL one
     Ray Train worker mid-training: Ray Train replaces it, training resumes from the last
     checkpoint and finishes with a MODEL."""
-    from .test_fault_tolerance import three_nodes
+    from .cluster import three_nodes
 
     with three_nodes():
         summary, killed, trace = _train_with_kill(tmp_path, sample_features, "--max-failures", 2)

@@ -166,7 +166,7 @@ def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> lis
     width = params.frames_per_window
     step = max(1, int(round(params.hop_s * params.sample_rate / params.hop_length)))
     min_tail = int(round(params.min_tail_s * params.sample_rate / params.hop_length))
-    out = []
+    out: list[np.ndarray] = []
     for start in range(0, max(db.shape[1], 1), step):
         chunk = db[:, start:start + width]
         if out and chunk.shape[1] < max(min_tail, 1):

@@ -36,7 +36,7 @@ def hann(n_fft: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, log above."""
     hz = np.asarray(hz, dtype=np.float64)
     mel = hz / (200.0 / 3)

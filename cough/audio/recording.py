@@ -36,7 +36,8 @@ class Readable(Protocol):
     raises :class:`~cough.errors.RecordingError` with a reason when they cannot be had
     (:class:`cough.tables.listing.Entry` is one)."""
 
-    path: str
+    @property
+    def path(self) -> str: ...
 
     def read(self, *, max_bytes: int) -> bytes: ...
 

@@ -101,13 +101,13 @@ def usable_columns(labelled: pd.DataFrame, candidates) -> tuple[list[str], dict[
     return used, left_out
 
 
-def missing_by_class(labelled: pd.DataFrame, columns) -> dict[str, dict[str, float]]:
+def missing_by_class(labelled: pd.DataFrame, columns) -> dict[str, dict[str, float | None]]:
     """Per column, the share of negative and of positive recordings with no value in it.
 
     >>> missing_by_class(pd.DataFrame({"label": [0, 0, 1, 1], "fever": [None, None, "yes", None]}), ["fever"])
     {'fever': {'negative': 1.0, 'positive': 0.5}}
     """
-    out = {}
+    out: dict[str, dict[str, float | None]] = {}
     for column in columns:
         empty = labelled[column].isna()
         out[column] = {name: float(empty[labelled["label"] == value].mean()) if (labelled["label"] == value).any()

@@ -89,7 +89,8 @@ def bootstrap_draws(statistic: Callable[[np.ndarray], dict], groups, *, n_boot: 
 def percentile_intervals(draws: dict[str, np.ndarray], *, level: float = LEVEL) -> tuple[dict, dict]:
     """``(intervals, reasons)`` from :func:`bootstrap_draws`: ``intervals[name]`` is the
     percentile interval ``[low, high]`` or None, and ``reasons[name]`` says why it is None."""
-    intervals, reasons = {}, {}
+    intervals: dict[str, list[float] | None] = {}
+    reasons: dict[str, str] = {}
     tail = 100 * (1 - level) / 2
     for name, values in draws.items():
         ok = np.isfinite(values)
@@ -365,7 +366,7 @@ def auc_with_ci(y, score, groups, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """``{"n", "n_groups", "n_positive", "prevalence", "auc", "auc_ci"}`` and a ``reason``
     when the AUC or its interval cannot be computed."""
     y = np.asarray(y, dtype=int)
-    out = {"n": int(len(y)), "n_groups": int(len(pd.unique(np.asarray(groups, dtype=object)))),
+    out: dict = {"n": int(len(y)), "n_groups": int(len(pd.unique(np.asarray(groups, dtype=object)))),
            "n_positive": int(y.sum()), "prevalence": float(y.mean()) if len(y) else None,
            "auc": None, "auc_ci": None}
     if len(np.unique(y)) < 2:
@@ -418,7 +419,7 @@ def stratified_auc(y, score, strata, groups, *, by: str, n_boot: int = 1000, see
                 weight += pairs
         return total / weight if weight else np.nan
 
-    levels = []
+    levels: list[dict] = []
     for name, m in zip(names, masks):
         n_pos, n_neg = int(y[m].sum()), int((y[m] == 0).sum())
         level = {"level": str(name), "n": int(m.sum()), "n_positive": n_pos, "n_negative": n_neg,
@@ -427,7 +428,7 @@ def stratified_auc(y, score, strata, groups, *, by: str, n_boot: int = 1000, see
         if not (n_pos and n_neg):
             level["reason"] = f"only {'positive' if n_pos else 'negative'} recordings: no pair to rank"
         levels.append(level)
-    out = {"by": by, "auc": finite(pooled()), "auc_ci": None, "levels": levels,
+    out: dict = {"by": by, "auc": finite(pooled()), "auc_ci": None, "levels": levels,
            "n_pairs": int(sum(lv["n_pairs"] for lv in levels))}
     if out["auc"] is None:
         out["reason"] = (f"no level of {by} holds both classes: the label is confounded with {by} "

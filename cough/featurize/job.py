@@ -95,7 +95,8 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
                 totals[key] += sum(batch.column(key).to_pylist())
         if totals["inputs"] != listed:
             raise CoughError(f"lost recordings: {listed} listed, {totals['inputs']} processed")
-        manifest = Manifest(**totals, kind=KIND, version=version, tables={t: f"{t}/{version}" for t in TABLES},
+        manifest = Manifest(inputs=totals["inputs"], ok=totals["ok"], errors=totals["errors"], images=totals["images"],
+                            kind=KIND, version=version, tables={t: f"{t}/{version}" for t in TABLES},
                             source=source_loc.uri, labels=labels_uri, group_pattern=group_pattern,
                             featurizer=params.to_dict(), featurizer_version=params.version,
                             metadata_columns=metadata_columns, cough_version=__version__,

@@ -44,7 +44,9 @@ def _forward(model):
         # a generated source file in /tmp of every worker killed before its exit handlers run.
         @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)], autograph=False)
         def forward(images):
-            return of()(rescale(tf, images), training=False)[:, 1]
+            traced = of()  # alive: the cache drops this entry with the model
+            assert traced is not None
+            return traced(rescale(tf, images), training=False)[:, 1]
 
         _FORWARDS[model] = forward
     return forward

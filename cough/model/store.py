@@ -116,6 +116,7 @@ def read_model_info(model_dir) -> ModelInfo:
     if meta.class_names != CLASS_NAMES:
         raise CoughError(f"MODEL {model_dir}: {META_FILE} is unreadable or incomplete (class_names "
                          f"{meta.class_names} are not {CLASS_NAMES}); {ModelMeta.ADVICE}")
+    assert meta.featurizer is not None  # _complete_meta checked SCORING_FIELDS
     params = FeaturizerParams.from_dict(meta.featurizer)  # valid: ModelMeta checked them
     if meta.featurizer_version != params.version:
         raise CoughError(f"MODEL {model_dir} was made for featurizer version {meta.featurizer_version}, but its "
@@ -128,6 +129,7 @@ def read_model_info(model_dir) -> ModelInfo:
         raise CoughError(f"MODEL {model_dir} has no readable {weights.name}") from None
     if magic != b"\x89HDF\r\n\x1a\n":
         raise CoughError(f"MODEL {model_dir}: {weights.name} is not an HDF5 weights file (corrupt?)")
+    assert meta.version is not None and meta.threshold is not None  # _complete_meta checked SCORING_FIELDS
     return ModelInfo(model_dir=model_dir, version=meta.version, params=params, threshold=float(meta.threshold))
 
 
@@ -135,10 +137,11 @@ def load_model(model_dir: str):
     """``(keras_model, meta)`` from a MODEL directory; a clear CoughError when it is unusable."""
     import tempfile
 
-    meta = _complete_meta(model_dir, ("arch", "featurizer"))
-    model = build_model(meta.arch, image_size=FeaturizerParams.from_dict(meta.featurizer).image_size)
-    weights = weights_location(model_dir, meta)
-    meta = meta.to_dict()
+    record = _complete_meta(model_dir, ("arch", "featurizer"))
+    assert record.arch is not None and record.featurizer is not None  # _complete_meta checked them
+    model = build_model(record.arch, image_size=FeaturizerParams.from_dict(record.featurizer).image_size)
+    weights = weights_location(model_dir, record)
+    meta = record.to_dict()
     with tempfile.TemporaryDirectory(prefix="cough-model-") as tmp:
         local = weights.path
         if not weights.local:  # h5py needs a local file

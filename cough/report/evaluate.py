@@ -76,7 +76,7 @@ def by_subgroup(rows: pd.DataFrame, column: str, *, n_boot: int, seed: int) -> d
     if len(counts) > MAX_SUBGROUPS:  # the largest levels, the rest together
         levels = levels.where(levels.isin(counts.index[:MAX_SUBGROUPS - 1]), OTHER_LEVELS)
     y = rows["label"].to_numpy(int)
-    out = {"levels": {}}
+    out: dict = {"levels": {}}
     for level in sorted(levels.unique(), key=str):
         mask = (levels == level).to_numpy()
         out["levels"][str(level)] = M.auc_with_ci(y[mask], rows["score"].to_numpy(float)[mask],

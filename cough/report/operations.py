@@ -95,7 +95,7 @@ def error_reasons(frame: pd.DataFrame, *, top: int = TOP_ERRORS, status: str = "
 
 def drift(frame: pd.DataFrame, runs: pd.DataFrame) -> dict:
     """PSI of the latest run's scores against the previous run's, or a reason why not."""
-    out = {"psi": None, "warn_above": M.PSI_WARN, "current_run": None, "reference_run": None}
+    out: dict = {"psi": None, "warn_above": M.PSI_WARN, "current_run": None, "reference_run": None}
     if len(runs) < 2:
         out["reason"] = "PRED holds a single run: there is no previous run to compare with"
         return out

@@ -67,7 +67,7 @@ def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
     index = load_labels(csv, source)
     frame = frame.copy()
     columns = ["label", "participant", *index.metadata_columns]
-    found = {c: [] for c in columns}
+    found: dict[str, list] = {c: [] for c in columns}
     matched = 0
     for path in frame.get("path", pd.Series([None] * len(frame), dtype=object)):
         rec = _match(index, path)
@@ -176,7 +176,7 @@ def scoring_model(records) -> ScoringModel:
     from ..model.store import read_model_meta
 
     folds = [r for r in records if r.out_of_fold]
-    out_of_fold = {"out_of_fold": bool(folds), "cv_folds": folds[-1].cv_folds if folds else None}
+    out_of_fold, cv_folds = bool(folds), folds[-1].cv_folds if folds else None
     for record in reversed(list(records)):
         if not record.model:
             continue
@@ -186,8 +186,8 @@ def scoring_model(records) -> ScoringModel:
             log.warning("%s", exc)
             continue
         if str(meta.version) == str(record.model_version):
-            return ScoringModel(record.model, meta, **out_of_fold)
-    return ScoringModel(**out_of_fold)
+            return ScoringModel(record.model, meta, out_of_fold=out_of_fold, cv_folds=cv_folds)
+    return ScoringModel(out_of_fold=out_of_fold, cv_folds=cv_folds)
 
 
 def resolve_threshold(frame: pd.DataFrame, flag: float | None,

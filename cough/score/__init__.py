@@ -14,5 +14,6 @@ One module per step: :mod:`.night` (what to read), :mod:`.stages` (the Ray stage
 
 from .job import score
 from .plan import plan
+from .settings import ScoreSettings
 
-__all__ = ["plan", "score"]
+__all__ = ["ScoreSettings", "plan", "score"]

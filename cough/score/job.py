@@ -168,7 +168,7 @@ def job_error(exc: BaseException) -> BaseException:
     inference actors) as the plain one-line CoughError; anything else unchanged."""
     from ray.exceptions import RayError
 
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, CoughError) and not isinstance(seen, RayError):
             return CoughError(str(seen))

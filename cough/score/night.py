@@ -49,7 +49,7 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
                              f"{info.featurizer_version}: score the raw archive instead, or re-featurize")
         shards = shard_names(out.recordings)
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
-        n = int(manifest.inputs)
+        n = manifest.inputs or 0
         return Night(ds, prepare_shards, {"recordings": out.recordings, "images": out.images}, 1,
                      manifest.metadata_columns, NightCounts(listed=n, new=n, changed=0, seen_before=0))
 

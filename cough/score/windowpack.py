@@ -19,7 +19,7 @@ def pack(stacks: list[np.ndarray | None]) -> pa.LargeBinaryArray:
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     data = np.empty(int(offsets[-1]), dtype=np.uint8)
     for s, start, size in zip(stacks, offsets, sizes):
-        if size:
+        if s is not None and size:
             data[start:start + size] = s.reshape(-1)
     valid = pa.array([s is not None for s in stacks], pa.bool_())
     validity = valid.buffers()[1] if not all(s is not None for s in stacks) else None

@@ -60,7 +60,7 @@ def dated_on_or_after(name: str, since: str) -> bool:
     (True, False)
     """
     match = DATE_NAME.match(name)
-    return bool(match) and "-".join(match.groups()) >= since
+    return match is not None and "-".join(match.groups()) >= since
 
 
 def _rows(entries: list[Entry], index: LabelIndex) -> pa.Table:
@@ -120,10 +120,11 @@ def listing_dataset(source: str, index: LabelIndex, *, prefixes: tuple[str, ...]
     index_ref = ray.put(index)
     top = ray.remote(_list_top).options(num_cpus=1, num_returns=2)
     below = ray.remote(_list_folders).options(num_cpus=1)
-    blocks, names = [], []
+    blocks: list = []
+    names: list[str] = []
     if not prefixes:
-        files, names_ref = top.remote(source, index_ref, since is None)
-        blocks, names = [files], ray.get(names_ref)
+        listed = top.remote(source, index_ref, since is None)  # two object refs: num_returns=2
+        blocks, names = [listed[0]], ray.get(listed[1])  # type: ignore[index]
     folders = _folders(source, prefixes, since, names)
     parts = max(1, min(len(folders), tasks or 4 * cpus()))
     blocks += [below.remote(source, folders[i::parts], index_ref) for i in range(parts) if folders[i::parts]]

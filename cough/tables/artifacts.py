@@ -276,8 +276,8 @@ class RunRecord(Record):
         (their merged record) added, and ``skipped`` derived when the listing was counted."""
         run = self
         if earlier is not None:
-            run = dataclasses.replace(run, **{k: (getattr(earlier, k) or 0) + (getattr(run, k) or 0)
-                                              for k in self.CHUNK_COUNTS})
+            sums: dict[str, Any] = {k: (getattr(earlier, k) or 0) + (getattr(run, k) or 0) for k in self.CHUNK_COUNTS}
+            run = dataclasses.replace(run, **sums)
         if run.seen_before is not None:
             run = dataclasses.replace(run, skipped=run.seen_before + (run.duplicates or 0))
         return run

@@ -69,7 +69,7 @@ class LabelIndex:
 
     source: str
     by_relpath: dict[str, dict] = field(default_factory=dict)
-    by_name: dict[str, dict] = field(default_factory=dict)
+    by_name: dict[str, dict | None] = field(default_factory=dict)
     metadata_columns: list[str] = field(default_factory=list)
     group_pattern: re.Pattern | None = None
 
@@ -163,7 +163,8 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
                          "of that name in the tables cough writes (recordings, images, PRED); rename them")
     index.metadata_columns = [c for c in table.columns if c not in INPUT_COLUMNS]
     root = PurePosixPath(_strip_scheme(source))
-    first_line, repeats = {}, []
+    first_line: dict = {}
+    repeats: list = []
     for line, rec in enumerate(table.to_dict("records"), start=2):
         rec = {k: None if isinstance(v, float) and v != v else v for k, v in rec.items()}  # an empty cell: None, not NaN
         name = str(rec["filename"]).strip()

@@ -152,7 +152,7 @@ def unseen(listing, ledger: Ledger, model_version: str):
     split = ray.remote(_split).options(num_cpus=1, num_returns=BUCKETS)
     lookup = ray.remote(_lookup).options(num_cpus=1, num_returns=2)
     parts = [split.remote(block) for block in blocks]  # parts[i][b]: block i's rows of bucket b
-    found = [lookup.remote(ledger.loc.fs, files.get(b, []), model_version, *(p[b] for p in parts))
+    found = [lookup.remote(ledger.loc.fs, files.get(b, []), model_version, *(p[b] for p in parts))  # type: ignore[index]
              for b in range(BUCKETS)]
     changed = sum(ray.get([c for _, c in found]))
     return ray.data.from_arrow_refs([rows for rows, _ in found]), changed

@@ -45,7 +45,7 @@ from . import delta
 from .artifacts import RunRecord
 from .delta import LOG_DIR
 from .scored import NOTHING_SCORED, Scored, scored_keys
-from .storage import Location, claim, read_owner
+from .storage import Location, Output, claim, read_owner
 
 log = logging.getLogger("cough.score")
 
@@ -85,7 +85,7 @@ def is_v01(loc: Location) -> bool:
     return LOG_DIR not in names and ("_runs" in names or any(n.startswith("run-") for n in names))
 
 
-def claim_pred(out, *, inputs: dict | None = None) -> "tuple[Pred, object]":
+def claim_pred(out, *, inputs: dict | None = None) -> "tuple[Pred, Output]":
     """Check PRED before any work: ``(Pred, Output)``, or a UsageError (exit 2) naming what is
     there (another job's files, a cough 0.1 PRED with how to convert it)."""
     loc = Location.of(out)
@@ -142,7 +142,7 @@ class RunWriter:
         self.app_id = f"cough-score-{run_id}"
         self.scratch = tempfile.mkdtemp(prefix=f"cough-score-{run_id}-")
         self.path = os.path.join(self.scratch, "rows.parquet")
-        self.writer = None
+        self.writer: pq.ParquetWriter | None = None
         self.rows = 0
         self.chunk = 0  # chunks committed
 
@@ -210,11 +210,14 @@ class RunWriter:
                 log.info("PRED %s gained rows of model %s from another run while this one went; "
                          "committing only what it lacks", self.pred.loc.uri, model_version)
             reader, kept = self._rows(drop)
-            write_deltalake(table if table is not None else self.pred.table_uri, reader,
-                            mode="overwrite" if replace else "append", schema_mode="merge",
-                            predicate=f"model_version = {_quote(model_version)}" if replace else None,
-                            storage_options=delta.storage_options() if table is None else None,
-                            commit_properties=properties)
+            target = table if table is not None else self.pred.table_uri
+            options = delta.storage_options() if table is None else None
+            if replace:  # this model version's rows, replaced in the same commit
+                write_deltalake(target, reader, mode="overwrite", schema_mode="merge", storage_options=options,
+                                predicate=f"model_version = {_quote(model_version)}", commit_properties=properties)
+            else:
+                write_deltalake(target, reader, mode="append", schema_mode="merge", storage_options=options,
+                                commit_properties=properties)
             # this commit's version (no retries: the next one after ``base``); not table.version(),
             # which write_deltalake has moved to the latest version, another run's commit maybe
             self.read_version = base + 1

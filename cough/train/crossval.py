@@ -41,7 +41,7 @@ def grouped_folds(recs: pd.DataFrame, *, k: int, seed: int = 0) -> list[list[str
                          f"fold; SHARDS has {int(per_class[1])} positive and {int(per_class[0])} negative: "
                          f"use a smaller K")
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    out = []
+    out: list = []
     for _, test in folds.split(recs, recs["label"], recs["participant"]):
         part = recs.iloc[test]
         if part["label"].nunique() < 2:

@@ -247,7 +247,7 @@ def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> d
             "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
             # how little an AUC on a handful of participants says (`cough report` gives intervals)
             "val_participants": len(groups["val"]), "test_participants": len(groups.get("test", [])),
-            "wall_s": meta.training["wall_s"]}
+            "wall_s": (meta.training or {}).get("wall_s")}
 
 
 def cross_validate(features, output, settings: TrainSettings, *, index, recs, dropped_paths: list[str],
@@ -272,6 +272,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
         raise UsageError("--resume does not apply to --cv: rerun the cross-validation")
     target, pred_output = claim_pred(settings.cv_pred or f"{output.loc.uri.rstrip('/')}-oof",
                                      inputs={"SHARDS": features.loc, "MODEL": output.loc})
+    assert settings.cv is not None  # train() calls this function only with --cv
     folds = grouped_folds(recs, k=settings.cv, seed=settings.seed)
     _start_ray(settings)
     oof, fold_info = [], []

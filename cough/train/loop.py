@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+from typing import Any
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -225,7 +226,7 @@ def train_loop(config: dict) -> None:
         model = build_model(cfg.arch, image_size=cfg.image_size, learning_rate=cfg.learning_rate,
                             dropout=cfg.dropout)
         model.optimizer.build(model.trainable_variables)
-    state = {"epoch": -1, "parameters": int(model.count_params()), "history": [], "best_epoch": None,
+    state: dict[str, Any] = {"epoch": -1, "parameters": int(model.count_params()), "history": [], "best_epoch": None,
              "best_val_loss": None, "wait": 0, "resumed_from_epochs": [], "final": False}
     best_weights = None
     checkpoint = ray.train.get_checkpoint()
@@ -419,7 +420,7 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
         train_loop_config=asdict(config),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
+        run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # worker_runtime_env: Ray Train v2's RunConfig
             name=name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
