@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cough.evaluation import metrics as M
 
+from .helpers import N_BOOT, scores_for
 
 
 def test_group_bootstrap_is_wider_than_row_bootstrap_when_participants_repeat():
