@@ -6,7 +6,7 @@
     private local Ray instance), on one file and on all: the **marginal** rate
     ``(N - 1) / (T_N - T_1)`` takes the one-file run's start-up out, which is reported apart;
 (p) a plain ``multiprocessing.Pool(num_cpus)`` running what one Ray task runs,
-    :func:`cough.tables.shards.featurize_batch` (``cough.audio.recording.process`` per file, then the
+    :func:`cough.featurize.batch.featurize_batch` (``cough.audio.recording.process`` per file, then the
     batch's Parquet shards), on batches of 64 files: the same work without Ray;
 (c) decoding only (libsndfile, one process): ``num_cpus`` times its rate is the floor of
     any featurizer on this machine.
@@ -175,7 +175,7 @@ def _pool_batch(args) -> int:
     import pyarrow as pa
 
     from cough.audio.features import DEFAULT_PARAMS
-    from cough.tables.shards import featurize_batch
+    from cough.featurize.batch import featurize_batch
     from cough.tables.storage import Location
 
     paths, out = args

@@ -43,7 +43,8 @@ from cough.model.inference import predict_windows  # noqa: E402
 from cough.model.networks import build_model, preprocess, tensorflow  # noqa: E402
 from cough.tables.schema import to_numpy  # noqa: E402
 from cough.train.splits import split_groups  # noqa: E402
-from cough.train.loop import cpu_seconds, class_weights, recording_scores  # noqa: E402
+from cough.train.evaluate import class_weights, recording_scores  # noqa: E402
+from cough.train.loop import cpu_seconds  # noqa: E402
 from cough.train.trainset import read_index, read_manifest, recordings  # noqa: E402
 
 

@@ -31,7 +31,9 @@ from cough.model.store import load_model
 from cough.tables.schema import to_numpy
 from cough.evaluation.metrics import binary_metrics, choose_threshold
 from cough.train.splits import split_groups
-from cough.train.loop import TrainConfig, class_weights, fit
+from cough.train.evaluate import class_weights
+from cough.train.launch import fit
+from cough.train.loop import TrainConfig
 from cough.train.trainset import recordings
 
 from .conftest import ROOT
@@ -292,7 +294,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, samp
             t, "participant", [f"g{lab}" for lab in t["label"].to_pylist()]))
     elif case == "mixed_versions":  # a shard of another featurize run (other window) copied in
         from cough.audio.features import FeaturizerParams
-        from cough.tables.shards import featurize_batch
+        from cough.featurize.batch import featurize_batch
 
         _copy_features(sample_features, src)
         other = tmp_path / "other"

@@ -3,7 +3,7 @@ images committed by its manifest (cough/tables/shards.py says the layout).
 
 :func:`featurize` checks OUT (new, empty, or an earlier featurize output), lists the
 archive, attaches labels, maps batches of recordings through
-:func:`cough.tables.shards.featurize_batch` on Ray Data (each writes one shard per table under a
+:func:`cough.featurize.batch.featurize_batch` on Ray Data (each writes one shard per table under a
 new version folder), sums the per-batch counts, and commits by writing the manifest last;
 then it deletes the version it replaced. cough/commands/featurize.py parses the flags.
 """
@@ -61,7 +61,8 @@ def featurize(source: str, out: str, *, labels=None, group_pattern=None,
     from ..tables.archive import listing_table
     from ..tables.artifacts import Manifest
     from ..tables.labels import load_labels
-    from ..tables.shards import COUNTS, KIND, MANIFEST_FILE, TABLES, featurize_batch
+    from ..tables.shards import KIND, MANIFEST_FILE, TABLES
+    from .batch import COUNTS, featurize_batch
     from ..tables.storage import Location, claim, new_version, remove_stale
 
     if batch_size < 1:

@@ -55,7 +55,7 @@ def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFr
     """Out-of-fold predictions as PRED rows.
 
     ``scores``: one row per recording (recording_id, label, score) from
-    :func:`cough.train.loop.recording_scores`; ``windows``: the window rows (recording_id, prob,
+    :func:`cough.train.evaluate.recording_scores`; ``windows``: the window rows (recording_id, prob,
     and ``window_index`` order when present); ``recordings``: the featurize OUT's ``recordings``
     rows of those recordings (path, participant, duration_s, sample_rate, ..., metadata)."""
     by_id = recordings.drop_duplicates("recording_id").set_index("recording_id")

@@ -162,7 +162,9 @@ def _fit(features, index, dropped_paths: list[str], groups: dict, settings: Trai
     """Train one model on ``groups``' splits of the featurize OUT ``features``."""
     from ..tables.storage import join
     from .splits import split_datasets, split_windows
-    from .loop import TrainConfig, class_weights, fit, final_checkpoint
+    from .evaluate import class_weights
+    from .launch import final_checkpoint, fit
+    from .loop import TrainConfig
 
     windows = split_windows(index, groups, dropped_paths)
     weights = class_weights(windows["train"]["label"])
@@ -217,7 +219,7 @@ def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> d
     from ..model.store import KIND, write_model
     from ..tables.storage import claim
     from .splits import split_groups
-    from .loop import evaluate_splits
+    from .evaluate import evaluate_splits
     from .trainset import read_index, read_manifest, recordings
 
     started = time.perf_counter()
@@ -266,7 +268,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     from ..tables.schema import current_names, pred_schema
     from ..evaluation.metrics import binary_metrics, choose_threshold
     from .splits import split_groups
-    from .loop import evaluate_splits, recording_scores
+    from .evaluate import evaluate_splits, recording_scores
 
     if settings.resume:
         raise UsageError("--resume does not apply to --cv: rerun the cross-validation")

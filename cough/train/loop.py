@@ -1,5 +1,6 @@
-"""Training with Ray Train: class weights, the per-worker training loop, its sizing, and the
-validation metrics and threshold written into MODEL/model.json.
+"""The per-worker training loop of Ray Train: its configuration, each worker's batches and
+tf.data pipeline, validation after every epoch, early stopping and checkpoints (launched by
+cough/train/launch.py; class weights and split metrics in cough/train/evaluate.py).
 
 The driver (cough/train/job.py) reads only the small columns of ``SHARDS/images``
 (cough/train/trainset.py) to split by participant (cough/train/splits.py); the images themselves
@@ -15,21 +16,18 @@ import json
 import logging
 import math
 import os
-from typing import Any
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import CoughError
 from ..logs import say
-from ..evaluation.metrics import auc, binary_metrics, choose_threshold, finite
-from ..runtime import tensorflow_env
-from ..model.inference import aggregate_windows, predict_windows
 from ..model.networks import CLASS_NAMES, build_model, rescale
 from ..model.store import WEIGHTS_FILE
+from .evaluate import evaluate_shard, recording_auc
 
 log = logging.getLogger("cough.train")
 
@@ -42,36 +40,9 @@ PREDICTIONS_FILE = "predictions.parquet"
 # --------------------------------------------------------------------------- class weights
 
 
-def class_weights(labels) -> dict[int, float]:
-    """'balanced' weights (scikit-learn): n / (2 · n_class), so each class carries half the loss.
-
-    >>> class_weights([0, 0, 0, 1])
-    {0: 0.6666666666666666, 1: 2.0}
-    """
-    from sklearn.utils.class_weight import compute_class_weight
-
-    labels = np.asarray(labels, dtype=int)
-    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
-    return {0: float(weights[0]), 1: float(weights[1])}
-
 
 # --------------------------------------------------------------------------- metrics
 
-
-def recording_scores(windows: pd.DataFrame) -> pd.DataFrame:
-    """Window rows (recording_id, label, prob) → one row per recording, scored by
-    :func:`cough.model.inference.aggregate_windows` (the rule scoring uses too)."""
-    return (windows.groupby("recording_id", sort=True)
-            .agg(label=("label", "first"), score=("prob", aggregate_windows), windows=("prob", "size"))
-            .reset_index())
-
-
-def evaluate_splits(predictions: pd.DataFrame) -> tuple[float, dict]:
-    """Window predictions of the final model (split, recording_id, label, prob) → the
-    threshold chosen on the validation recordings, and metrics per split at that threshold."""
-    scores = {name: recording_scores(part) for name, part in predictions.groupby("split")}
-    threshold = choose_threshold(scores["val"]["label"], scores["val"]["score"])
-    return threshold, {name: binary_metrics(s["label"], s["score"], threshold) for name, s in scores.items()}
 
 
 # --------------------------------------------------------------------------- Ray Train
@@ -149,27 +120,6 @@ def _tf_dataset(tf, shard, config: TrainConfig, world_size: int, epoch: int, ran
                                seed=config.seed * 1000 + epoch * 10 + rank, shuffle_buffer=config.shuffle_buffer),
         output_signature=signature).map(model_inputs).prefetch(2)
 
-
-def evaluate_shard(model, shard, class_weight: dict, *, batch_size: int = 64) -> pd.DataFrame:
-    """Window predictions over a whole (unsplit) shard: recording_id, window_index, label, prob, loss
-    (class-weighted cross-entropy, the quantity training minimises)."""
-    parts = []
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        prob = predict_windows(model, batch["image"], batch_size=batch_size)
-        label = batch["label"].astype(int)
-        p_true = np.clip(np.where(label == 1, prob, 1 - prob), 1e-7, 1.0)
-        weight = np.where(label == 1, class_weight[1], class_weight[0])
-        parts.append(pd.DataFrame({"recording_id": batch["recording_id"].astype(str),
-                                   "window_index": batch["window_index"].astype(int), "label": label,
-                                   "prob": prob, "loss": -np.log(p_true) * weight}))
-    if not parts:
-        return pd.DataFrame(columns=["recording_id", "window_index", "label", "prob", "loss"])
-    return pd.concat(parts, ignore_index=True)
-
-
-def _auc(windows: pd.DataFrame):
-    recs = recording_scores(windows)
-    return finite(auc(recs["label"], recs["score"]))
 
 
 class _StepTrace:
@@ -284,21 +234,6 @@ def train_loop(config: dict) -> None:
     _report(model, state, {"epoch": state["epoch"], "final": True}, rank, predictions=predictions)
 
 
-def _ordered_ingest():
-    """Ray Data's ingest options for training with blocks delivered in the dataset's order:
-    by default they come as their reads finish, so the seeded shuffle buffer saw another
-    order from time to time and two runs with one seed gave different models (the same
-    losses for 3 epochs, then not; test AUC 0.86 against 0.93 after 10)."""
-    import copy
-
-    import ray.data
-
-    # A copy of the context's options, as Ray Train's default_ingest_options() takes, whose
-    # constructor call warns about a deprecated field on every run.
-    options = copy.deepcopy(ray.data.DataContext.get_current().execution_options)
-    options.preserve_order = True
-    return options
-
 
 def epoch_line(row: dict, epochs: int, *, best: bool = False) -> str:
     """One training epoch as a person reads it."""
@@ -324,7 +259,7 @@ def _judge_epoch(model, val_shard, cfg: TrainConfig, state: dict, epoch: int, fi
     val = evaluate_shard(model, val_shard, cfg.class_weight)
     val_loss = float(val["loss"].mean())
     row = {"epoch": epoch, "loss": float(fit_history["loss"][-1]),
-           "accuracy": float(fit_history["accuracy"][-1]), "val_loss": val_loss, "val_auc": _auc(val),
+           "accuracy": float(fit_history["accuracy"][-1]), "val_loss": val_loss, "val_auc": recording_auc(val),
            "images": cfg.train_images // world * world}
     state = {**state, "epoch": epoch}
     improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
@@ -359,88 +294,5 @@ def _report(model, state: dict, metrics: dict, rank: int, *, best_weights=None, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-#: How often Ray Train's controller polls the workers (ray.train.v2's HEALTH_CHECK_INTERVAL_S_ENV_VAR).
-CONTROLLER_POLL_ENV, CONTROLLER_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
 
 
-def worker_resources(workers: int) -> tuple[dict, int, bool]:
-    """Resources per Ray Train worker, TensorFlow threads per worker, and whether to use GPUs.
-
-    GPUs are used when the cluster has at least one per worker. Without GPUs the workers
-    reserve all CPUs but one, which Ray Data keeps for listing and reading the shards
-    (its listing task needs a whole CPU; reading tasks take a quarter each); TensorFlow
-    still runs ``CPUs / workers`` threads per worker, since reading is light.
-    """
-    import ray
-
-    total = ray.cluster_resources()
-    if total.get("GPU", 0) >= workers:
-        return {"CPU": 1, "GPU": 1}, 2, True
-    cpus = total.get("CPU", 0)
-    per_node = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
-    reserve = math.floor(min((cpus - 1) / workers, per_node) * 4) / 4
-    if reserve < 0.25:
-        raise CoughError(f"--workers {workers} is too many for {cpus:g} CPUs: each worker needs a "
-                         "quarter CPU and Ray Data one CPU; use fewer workers or more CPUs")
-    threads = max(1, int(min(cpus / workers, per_node)))
-    return {"CPU": reserve}, threads, False
-
-
-def final_checkpoint(checkpoint) -> tuple[bytes, dict, pd.DataFrame]:
-    """(weights.h5 bytes, training state, window predictions) of the run's last checkpoint."""
-    if checkpoint is None:
-        raise CoughError("training ended without a checkpoint; rerun with --resume")
-    with checkpoint.as_directory() as d:
-        with open(os.path.join(d, STATE_FILE)) as f:
-            state = json.load(f)
-        if not state.get("final"):
-            raise CoughError("training ended without its final checkpoint; rerun with --resume")
-        with open(os.path.join(d, WEIGHTS_FILE), "rb") as f:
-            weights = f.read()
-        predictions = pd.read_parquet(os.path.join(d, PREDICTIONS_FILE))
-    return weights, state, predictions
-
-
-def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, name: str = "run",
-        max_failures: int = 3):
-    """Run :func:`train_loop` on ``workers`` Ray Train workers; returns the ray.train Result.
-
-    Checkpoints go under ``storage/name``; when that folder holds an earlier attempt's
-    checkpoints, Ray Train hands the latest one to the workers and training continues
-    from it (this is how ``--resume`` works). A worker that dies is replaced and training
-    resumes from the last checkpoint, up to ``max_failures`` times.
-    """
-    import ray.train
-    from ray.train.tensorflow import TensorflowTrainer
-
-    resources, threads, use_gpu = worker_resources(workers)
-    config.threads = threads
-    trainer = TensorflowTrainer(
-        train_loop,
-        train_loop_config=asdict(config),
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # worker_runtime_env: Ray Train v2's RunConfig
-            name=name, storage_path=storage,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            # oneDNN kernels train the CNNs 3.5-8x faster on CPU (docs/train.md); set before the
-            # worker imports TensorFlow, which Ray's TensorFlow backend does before train_loop runs
-            worker_runtime_env={"env_vars": tensorflow_env(onednn=True)}),
-        datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
-    )
-    # Ray Train's controller looks at its workers every 2 s and takes in one report per look,
-    # so a run ended seconds after its last report (4.8 s of a 4-epoch run, docs/benchmarks.md).
-    # Ray Train propagates this variable from the driver to its controller; a user's value wins.
-    ours = CONTROLLER_POLL_ENV not in os.environ
-    os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
-    try:
-        return trainer.fit()
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CoughError(f"training failed ({reason}); rerun with --resume to continue from the "
-                         "last checkpoint") from exc
-    finally:
-        if ours:  # the caller's environment as it was
-            os.environ.pop(CONTROLLER_POLL_ENV, None)
