@@ -99,12 +99,12 @@ def sample_features(tmp_path_factory) -> Path:
     """``cough featurize`` output for data/sample, made once per session."""
     import ray
 
-    from cough.featurize import featurize
+    from cough.featurize import FeaturizeSettings, featurize
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": tensorflow_env()})
     out = tmp_path_factory.mktemp("features") / "out"
-    featurize(str(SAMPLE / "raw"), str(out), labels=str(SAMPLE / "labels.csv"))
+    featurize(str(SAMPLE / "raw"), str(out), FeaturizeSettings(labels=str(SAMPLE / "labels.csv")))
     return out
 
 

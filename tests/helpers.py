@@ -23,7 +23,7 @@ from cough.audio.quality import QUALITY_COLUMNS
 from cough.report import write_report
 from cough.tables.pred import RUN_KEY
 from cough.synth import cough_signal
-from cough.tables.schema import pred_schema, to_numpy
+from cough.tables.schema import DETECTOR_COLUMNS, pred_schema, to_numpy
 
 
 def write_model(model_dir: Path, *, arch: str = "pooled", version: str = "test-model", threshold: float = 0.5,
@@ -76,7 +76,8 @@ def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata
     defaults = {"recording_id": [f"{i:032x}" for i in range(n)], "path": [f"/archive/raw/r{i}.mp3" for i in range(n)],
                 "status": "ok", "error": None, "n_windows": 1, "model_version": "m1", "featurizer_version": "f1",
                 "run_id": "20260101T000000Z-aaaaaa", "participant": [f"g{i}" for i in range(n)], "label": None,
-                "file_size": None, "file_mtime_ns": None, **{c: None for c in QUALITY_COLUMNS}}
+                "file_size": None, "file_mtime_ns": None, **{c: None for c in (*QUALITY_COLUMNS, *DETECTOR_COLUMNS)},
+                "cough_start_s": None, "cough_end_s": None, "events": None}
     for col, value in defaults.items():
         if col not in frame:
             frame[col] = value
@@ -84,6 +85,7 @@ def write_pred(pred, frame: pd.DataFrame, *, meta_columns=(), recording_metadata
     if "predicted" not in frame:
         frame["predicted"] = (frame["score"] >= 0.5).astype("Int8").where(frame["score"].notna())
     frame["window_scores"] = [[s] if s == s else [] for s in frame["score"]]
+    frame["windows"] = [[{"start_s": 0.0, "end_s": 2.0, "score": s}] if s == s else [] for s in frame["score"]]
     schema = pred_schema(list(meta_columns))
     if not recording_metadata:  # as a PRED written without the recordings' own columns
         schema = pa.schema([f for f in schema if f.name not in METADATA])

@@ -39,13 +39,13 @@ class NodeKiller(threading.Thread):
 
 
 def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
-    from cough.featurize import featurize
+    from cough.featurize import FeaturizeSettings, featurize
 
     out = tmp_path / "out"
     with three_nodes() as (cluster, workers):
         killer = NodeKiller(cluster, workers[1], lambda: any(out.glob("recordings/*/*.parquet")))
         killer.start()
-        summary = featurize(str(SAMPLE / "raw"), str(out), labels=str(SAMPLE / "labels.csv"), batch_size=2)
+        summary = featurize(str(SAMPLE / "raw"), str(out), FeaturizeSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2)).to_dict()
         finished = time.time()
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"

@@ -24,7 +24,7 @@ from cough.audio.features import DEFAULT_PARAMS, FeaturizerParams, featurize as 
 from cough.tables.labels import load_labels, parse_label
 from cough.tables.schema import to_numpy
 from cough.synth import cough_signal
-from cough.featurize import featurize
+from cough.featurize import FeaturizeSettings, featurize
 
 from .conftest import ROOT
 from .helpers import HOSTILE_PROBLEMS, cough_wav, hostile_entries
@@ -68,10 +68,11 @@ def test_short_tail_is_dropped_but_never_the_only_window():
 def test_images_are_150x150_rgb_uint8_and_depend_on_the_sound():
     a = decode(_bytes_of(cough_signal(np.random.default_rng(1), positive=True, sample_rate=22050, duration_s=1.0)))
     b = decode(_bytes_of(cough_signal(np.random.default_rng(1), positive=False, sample_rate=22050, duration_s=1.0)))
-    ia, la = featurize_audio(a)
-    ib, _ = featurize_audio(b)
+    wa, wb = featurize_audio(a), featurize_audio(b)
+    ia, la, ib = wa.images, wa.log_mel, wb.images
     assert ia.shape == (1, 150, 150, 3) and ia.dtype == np.uint8
     assert la.shape == (1, DEFAULT_PARAMS.n_mels, DEFAULT_PARAMS.frames_per_window)
+    assert (wa.start_s.tolist(), wa.end_s.tolist()) == ([0.0], [1.0])  # one padded window: the whole second
     assert np.abs(ia.astype(int) - ib.astype(int)).mean() > 5
 
 
@@ -87,8 +88,7 @@ def test_resampling_makes_rate_irrelevant_to_the_image_shape():
     y = cough_signal(np.random.default_rng(3), positive=True, sample_rate=48000, duration_s=1.0, channels=2)
     audio48 = decode(_bytes_of(y, 48000))
     assert audio48.channels == 2 and audio48.sample_rate == 48000
-    images, _ = featurize_audio(audio48)
-    assert images.shape == (1, 150, 150, 3)
+    assert featurize_audio(audio48).images.shape == (1, 150, 150, 3)
 
 
 def test_params_version_changes_with_any_setting():
@@ -165,7 +165,7 @@ def test_one_recording_stays_within_its_budget_and_longer_ones_are_refused(tmp_p
     fits = recording("fits", Budget(budget - size).max_frames(rate, channels) - rate // 2)
     tracemalloc.start()
     try:
-        done = process(Entry(str(fits)), budget=budget)
+        done = process(Entry(str(fits)), budget=budget, min_cough_probability=0.0)  # all the way to the images
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -299,9 +299,10 @@ def test_a_file_name_in_two_folders_with_different_labels_is_not_guessed_for_a_t
 
 def test_group_pattern_and_folder_labels(tmp_path):
     index = load_labels(None, str(tmp_path), group_pattern=r"^(.+)-\d+$")
-    assert index.lookup(str(tmp_path / "pos" / "X-0.mp3")) == {"label": 1, "participant": "X"}
+    assert index.lookup(str(tmp_path / "pos" / "X-0.mp3")) == {"label": 1, "participant": "X", "cough_start_s": None,
+                                                                "cough_end_s": None}
     assert index.lookup(str(tmp_path / "neg" / "X-1.mp3"))["participant"] == "X"
-    assert index.lookup(str(tmp_path / "other" / "Y.mp3")) == {"label": None, "participant": "other/Y.mp3"}
+    assert index.lookup(str(tmp_path / "other" / "Y.mp3"))["participant"] == "other/Y.mp3"
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -310,7 +311,10 @@ def test_sample_archive_is_fully_featurized(sample_features):
     manifest = json.loads((sample_features / "manifest.json").read_text())
     recordings, images = _read(sample_features, "recordings"), pq.read_table(sample_features / "images")
     labels = pd.read_csv(ROOT / "data" / "sample" / "labels.csv")
-    assert manifest["inputs"] == len(labels) == len(recordings) == manifest["ok"] + manifest["errors"]
+    assert manifest["inputs"] == len(labels) == len(recordings) == manifest["ok"] + manifest["errors"] + \
+        manifest["rejected"]
+    assert manifest["rejected"] == 0  # cough synth's coughs are coughs to the detector
+    assert manifest["coughs"] >= manifest["ok"] and manifest["dropped_windows"] == 0
     assert manifest["images"] == images.num_rows == recordings["n_windows"].sum()
     assert manifest["featurizer_version"] == DEFAULT_PARAMS.version
     arr = to_numpy(images["image"])
@@ -350,7 +354,8 @@ def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ra
     _long_webm(src / "hour.webm")
 
     out = tmp_path / "out"
-    summary = featurize(str(src), str(out))
+    # every decodable recording is kept (the detector's rule has tests of its own): this is about decoding
+    summary = featurize(str(src), str(out), FeaturizeSettings(min_cough_probability=0.0)).to_dict()
     rec = _read(out, "recordings")
     rec.index = rec.path.map(lambda p: Path(p).name)
     assert summary["inputs"] == 26 == len(rec) == summary["ok"] + summary["errors"]
@@ -384,9 +389,9 @@ def test_a_rerun_replaces_out_whole(tmp_path, ray_local, sample_archive):
     featurize(str(sample_archive / "raw"), str(out))
     for f in sorted((sample_archive / "raw").iterdir())[10:]:
         f.unlink()
-    summary = featurize(str(sample_archive / "raw"), str(out))
+    summary = featurize(str(sample_archive / "raw"), str(out)).to_dict()
     assert summary["inputs"] == 10 == len(_read(out, "recordings"))
-    assert [len(list((out / t).iterdir())) for t in ("images", "recordings")] == [1, 1]  # the old version is gone
+    assert [len(list((out / t).iterdir())) for t in ("images", "recordings", "events")] == [1, 1, 1]  # the old version is gone
 
 
 def test_a_crash_leaves_the_previous_out_readable_and_a_rerun_recovers(tmp_path, sample_archive):

@@ -110,10 +110,11 @@ def test_a_file_deleted_between_listing_and_reading_is_an_error_row(tmp_path, ra
     from cough.score.stages import prepare_recordings
 
     src = _archive(tmp_path / "incoming", 3)
-    listing = listing_dataset(str(src), load_labels(None, str(src))).materialize()
+    listing = listing_dataset(str(src), load_labels(None, str(src))).rows.materialize()
     gone = sorted(src.iterdir())[1]
     gone.unlink()
-    rows = [prepare_recordings(batch, params=DEFAULT_PARAMS, scored=NOTHING_SCORED, metadata_columns=[])
+    rows = [prepare_recordings(batch, params=DEFAULT_PARAMS, min_cough_probability=0.5, scored=NOTHING_SCORED,
+                               metadata_columns=[])
             for batch in listing.iter_batches(batch_format="pyarrow", batch_size=None)]
     by_path = {r["path"]: r for t in rows for r in t.drop_columns(["images"]).to_pylist()}
     assert len(by_path) == 3

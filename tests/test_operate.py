@@ -51,13 +51,13 @@ def test_cough_help_exits_zero_and_lists_the_jobs():
 
 
 def test_featurize_reads_and_writes_file_uris(tmp_path, ray_local, sample_archive):
-    from cough.featurize import featurize
+    from cough.featurize import FeaturizeSettings, featurize
 
     raw = sample_archive / "raw"
     for f in sorted(raw.iterdir())[5:]:
         f.unlink()
     out = tmp_path / "out"
-    summary = featurize(f"file://{raw}", f"file://{out}", labels=f"file://{sample_archive / 'labels.csv'}")
+    summary = featurize(f"file://{raw}", f"file://{out}", FeaturizeSettings(labels=f"file://{sample_archive / 'labels.csv'}")).to_dict()
     assert summary["inputs"] == 5
     table = pq.read_table(out / "recordings")
     assert table.num_rows == 5 and all(p.startswith("file://") for p in table["path"].to_pylist())

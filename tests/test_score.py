@@ -86,7 +86,7 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
                                                                        tmp_path):
     index = load_labels(str(SAMPLE / "labels.csv"), str(SAMPLE / "raw"))
     meta_cols = index.metadata_columns
-    raw = prepare_recordings(listing_table(str(SAMPLE / "raw"), index), params=DEFAULT_PARAMS,
+    raw = prepare_recordings(listing_table(str(SAMPLE / "raw"), index).rows, params=DEFAULT_PARAMS, min_cough_probability=0.5,
                              scored=NOTHING_SCORED, metadata_columns=meta_cols)
     features = read_out(str(sample_features))
     out = prepare_shards(pa.table({"shard": shard_names(features.recordings)}), recordings=features.recordings,
@@ -269,7 +269,7 @@ def test_bad_files_are_error_rows_with_reasons_and_exit_0(model_dir, tmp_path, r
     assert (summary["inputs"], summary["ok"], summary["errors"], summary["rejected"]) == (13, 2, 10, 1)
     rows = pred_rows(pred).set_index(pred_rows(pred).path.map(lambda p: Path(p).name))
     assert "empty" in rows.error["zero.mp3"] and "not a recognised audio" in rows.error["random.mp3"]
-    assert rows.status["silent.wav"] == "rejected" and rows.error["silent.wav"] == "no cough event found"
+    assert rows.status["silent.wav"] == "rejected" and rows.error["silent.wav"] == "no cough detected (p=0.00)"
     assert pd.isna(rows.error["good.wav"])
     assert all(HOSTILE_PROBLEMS[name] in rows.error[name] for name in HOSTILE_PROBLEMS)
     assert rows.status["caf\\xe9 latin-1.wav"] == "ok"
@@ -299,14 +299,17 @@ def test_the_quality_gate_rejects_what_no_model_should_judge_and_off_scores_it(m
         assert summary["inputs"] == summary["ok"] + summary["errors"] + summary["rejected"] == len(rows) == 4
         return summary, rows
 
-    summary, rows = run(tmp_path / "gated")
+    summary, rows = run(tmp_path / "detected")  # the detector's rule comes first: silence holds no cough
+    assert rows.error["silence.wav"] == "no cough detected (p=0.00)" and rows.status["good.wav"] == "ok"
+
+    summary, rows = run(tmp_path / "gated", "--min-cough-probability", "0")  # the quality gate alone
     assert (summary["ok"], summary["rejected"]) == (1, 3)
     assert rows.error["silence.wav"] == "no cough event found"
     assert rows.error["noise.wav"].startswith("too noisy: snr ")
     assert rows.error["clipped.wav"].startswith("clipped: ")
     assert rows.score[rows.status == "rejected"].isna().all()
 
-    summary, rows = run(tmp_path / "ungated", "--no-quality-gate")
+    summary, rows = run(tmp_path / "ungated", "--no-quality-gate", "--min-cough-probability", "0")
     assert (summary["ok"], summary["rejected"]) == (4, 0)
     assert rows.score.notna().all()
     assert rows.n_events["silence.wav"] == 0 and rows.snr_db["noise.wav"] < 6

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import melspec
-from .decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Audio
-from .colormap import lookup_table
 from ..errors import UsageError
+from . import melspec
+from .colormap import lookup_table
+from .decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Audio
+from .detector import fingerprint as detector_fingerprint
 
 #: Bump when the meaning of the same parameters changes (code, not settings).
 FEATURIZER_CODE_VERSION = 1
@@ -28,9 +29,10 @@ FEATURIZER_CODE_VERSION = 1
 MAX_WINDOW_S = 60.0
 
 
-#: Where windows are cut: from the recording's start every ``hop_s`` (the seed's way), or
-#: centred on the cough events that :mod:`cough.audio.quality` finds.
-WINDOWINGS = ("start", "events")
+#: Where windows are cut: from the recording's start every ``hop_s`` (the seed's way),
+#: centred on the energy events that :mod:`cough.audio.quality` finds, or centred on the
+#: coughs that :mod:`cough.audio.detector` finds.
+WINDOWINGS = ("start", "events", "coughs")
 #: Settings added after FEATURIZER_CODE_VERSION 1 (see :attr:`FeaturizerParams.version`).
 LATER_SETTINGS = ("windowing", "bandwidth_hz")
 
@@ -41,7 +43,8 @@ class FeaturizerParams:
 
     Defaults: 22050 Hz (the seed's rate), 128 mel bands, 2.0 s windows with no overlap,
     dB range 80 relative to the recording's peak, the perceptual ``magma`` colormap.
-    ``windowing``: ``"start"`` or ``"events"`` (windows on cough events). ``bandwidth_hz``:
+    ``windowing``: ``"start"``, ``"events"`` (windows on energy events) or ``"coughs"``
+    (windows on the cough detector's events; its weights then enter :attr:`version`). ``bandwidth_hz``:
     when set, every recording is first band-limited to it (resampled to twice that rate), so
     that the channel's bandwidth cannot show in the image: a common band for archives that
     mix 8 kHz phone lines with 48 kHz apps.
@@ -108,7 +111,10 @@ class FeaturizerParams:
         default, so models and features made before them keep their version."""
         later = {k: v for k, v in self.to_dict().items()
                  if k in LATER_SETTINGS and v == getattr(FeaturizerParams, k)}
-        blob = json.dumps({"code": FEATURIZER_CODE_VERSION,
+        # The detector places the windows only with windowing "coughs": only then do its
+        # weights change the images.
+        detector = {"detector": detector_fingerprint()} if self.windowing == "coughs" else {}
+        blob = json.dumps({"code": FEATURIZER_CODE_VERSION, **detector,
                            **{k: v for k, v in self.to_dict().items() if k not in later}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -157,47 +163,46 @@ def log_mel(y: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.n
     return melspec.power_to_db(mel, top_db=params.top_db).astype(np.float32, copy=False)
 
 
-def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
-    """Cut a log-mel matrix into equal windows of ``params.window_s``.
+def _frames(seconds: float, params: FeaturizerParams) -> int:
+    return int(round(seconds * params.sample_rate / params.hop_length))
 
-    The last window is padded with the floor (-top_db) when it holds at least
-    ``min_tail_s`` of audio, or when it is the only one; otherwise it is dropped.
+
+def window_starts(n_frames: int, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[int]:
+    """First frames of equal windows of ``params.window_s`` cut every ``hop_s`` from the
+    start of ``n_frames`` log-mel frames: the last window is kept (padded) when it holds at
+    least ``min_tail_s`` of audio, or when it is the only one.
+
+    >>> window_starts(431)   # 10 s: five 2 s windows
+    [0, 86, 172, 258, 344]
     """
-    width = params.frames_per_window
-    step = max(1, int(round(params.hop_s * params.sample_rate / params.hop_length)))
-    min_tail = int(round(params.min_tail_s * params.sample_rate / params.hop_length))
-    out: list[np.ndarray] = []
-    for start in range(0, max(db.shape[1], 1), step):
-        chunk = db[:, start:start + width]
-        if out and chunk.shape[1] < max(min_tail, 1):
+    width, step = params.frames_per_window, max(1, _frames(params.hop_s, params))
+    min_tail = _frames(params.min_tail_s, params)
+    starts: list[int] = []
+    for start in range(0, max(n_frames, 1), step):
+        if starts and n_frames - start < max(min_tail, 1):
             break
-        if chunk.shape[1] < width:
-            chunk = np.pad(chunk, ((0, 0), (0, width - chunk.shape[1])), constant_values=-params.top_db)
-        out.append(chunk)
-        if start + width >= db.shape[1]:
+        starts.append(start)
+        if start + width >= n_frames:
             break
-    return out
+    return starts
 
 
-def event_windows(db: np.ndarray, events_s: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
-    """Windows of ``params.window_s`` placed on cough events instead of cut from the start.
+def event_window_starts(n_frames: int, events_s: np.ndarray, *,
+                        params: FeaturizerParams = DEFAULT_PARAMS) -> list[int]:
+    """First frames of windows placed on events (``(n, 2)`` start and end seconds) instead
+    of cut from the start: each event gets a window centred on it (shifted to stay inside the
+    recording); an event longer than a window gets windows every ``hop_s`` across it. A window
+    that would overlap the previous one by more than half is not made, so a burst of close
+    coughs is not counted many times. Without events, :func:`window_starts`.
 
-    ``events_s``: ``(n, 2)`` start and end seconds (:func:`cough.audio.quality.find_events`).
-    Each event gets a window centred on it (shifted to stay inside the recording); an
-    event longer than a window gets windows every ``hop_s`` across it. A window that
-    would overlap the previous one by more than half is not made, so a burst of close
-    coughs is not counted many times. Without events, the windows of :func:`windows`.
-
-    >>> db = np.full((128, 431), -80.0, np.float32)     # 10 s of log-mel frames
-    >>> [w.shape for w in event_windows(db, np.array([[4.0, 4.3]]))]
-    [(128, 87)]
+    >>> event_window_starts(431, np.array([[4.0, 4.3]]))
+    [135]
     """
     if len(events_s) == 0:
-        return windows(db, params=params)
-    width = params.frames_per_window
-    step = max(1, int(round(params.hop_s * params.sample_rate / params.hop_length)))
+        return window_starts(n_frames, params=params)
+    width, step = params.frames_per_window, max(1, _frames(params.hop_s, params))
     per_s = params.sample_rate / params.hop_length
-    last_start = max(db.shape[1] - width, 0)
+    last_start = max(n_frames - width, 0)
     starts: list[int] = []
     for start_s, end_s in events_s:
         first, last = int(round(start_s * per_s)), int(round(end_s * per_s))
@@ -207,8 +212,29 @@ def event_windows(db: np.ndarray, events_s: np.ndarray, *, params: FeaturizerPar
             s = min(max(s, 0), last_start)
             if not starts or s - starts[-1] >= width // 2:
                 starts.append(s)
+    return starts
+
+
+def cut(db: np.ndarray, starts: list[int], *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
+    """The windows of ``db`` that begin at ``starts``, padded with the floor (-top_db) past its end."""
+    width = params.frames_per_window
     return [np.pad(db[:, s:s + width], ((0, 0), (0, max(0, s + width - db.shape[1]))),
                    constant_values=-params.top_db) for s in starts]
+
+
+def windows(db: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
+    """Cut a log-mel matrix into equal windows of ``params.window_s`` (:func:`window_starts`)."""
+    return cut(db, window_starts(db.shape[1], params=params), params=params)
+
+
+def event_windows(db: np.ndarray, events_s: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> list[np.ndarray]:
+    """Windows of ``params.window_s`` placed on events (:func:`event_window_starts`).
+
+    >>> db = np.full((128, 431), -80.0, np.float32)     # 10 s of log-mel frames
+    >>> [w.shape for w in event_windows(db, np.array([[4.0, 4.3]]))]
+    [(128, 87)]
+    """
+    return cut(db, event_window_starts(db.shape[1], events_s, params=params), params=params)
 
 
 def to_image(window: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -220,17 +246,57 @@ def to_image(window: np.ndarray, *, params: FeaturizerParams = DEFAULT_PARAMS) -
     return np.take(lut, np.asarray(gray), axis=0)  # 4x faster than fancy indexing
 
 
-def featurize(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS, events_s: np.ndarray | None = None,
-              y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All windows of one recording: ``(images uint8 [n,S,S,3], log_mel float16 [n,mels,frames])``.
+@dataclass(frozen=True)
+class Windows:
+    """One recording's windows: ``images`` uint8 ``(n, S, S, 3)``, ``log_mel`` float16
+    ``(n, mels, frames)``, and where each lies in the recording, ``start_s`` and ``end_s``
+    ``(n,)`` seconds (a padded last window ends with the recording). ``dropped``: how many
+    of the recording's windows cut from the start (the seed's way) the kept windows cover
+    less than half of: audio the model does not see (0 for windowing ``start`` over the whole
+    recording)."""
 
-    ``events_s``: cough events ``(n, 2)`` seconds, used when ``params.windowing == "events"``.
-    ``y``: the recording already averaged to mono (:func:`mono`), to save doing it twice."""
+    images: np.ndarray
+    log_mel: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    dropped: int
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def featurize(audio: Audio, *, params: FeaturizerParams = DEFAULT_PARAMS, events_s: np.ndarray | None = None,
+              coughs_s: np.ndarray | None = None, span_s: tuple[float, float] | None = None,
+              y: np.ndarray | None = None) -> Windows:
+    """All windows of one recording (:class:`Windows`).
+
+    ``events_s``: energy events ``(n, 2)`` seconds, used when ``params.windowing == "events"``;
+    ``coughs_s``: the detector's cough events, used when it is ``"coughs"``. ``span_s``: an
+    annotated cough span ``(start, end)`` seconds: windows are cut inside it only (events
+    clipped to it). ``y``: the recording already averaged to mono (:func:`mono`), to save
+    doing it twice."""
     y = mono(audio) if y is None else y
     db = log_mel(to_rate(y, audio.sample_rate, params=params), params=params)
-    if params.windowing == "events":
-        chunks = event_windows(db, np.zeros((0, 2)) if events_s is None else events_s, params=params)
+    per_s = params.sample_rate / params.hop_length
+    first, last = 0, db.shape[1]
+    if span_s is not None:
+        first = min(int(round(span_s[0] * per_s)), db.shape[1] - 1)
+        last = max(first + 1, min(int(round(span_s[1] * per_s)), db.shape[1]))
+    placed = {"events": events_s, "coughs": coughs_s}.get(params.windowing)
+    if params.windowing == "start" or placed is None:
+        starts = window_starts(last - first, params=params)
     else:
-        chunks = windows(db, params=params)
+        offset, end = first / per_s, last / per_s
+        inside = [(max(a, offset) - offset, min(b, end) - offset) for a, b in placed if b > offset and a < end]
+        starts = event_window_starts(last - first, np.array(inside).reshape(-1, 2), params=params)
+    starts = [s + first for s in starts]
+    chunks = cut(db[:, :last], starts, params=params)
+    width = params.frames_per_window
+    start_s = np.array(starts, np.float64) / per_s
+    end_s = np.minimum(start_s + width / per_s, audio.duration_s)
+    seen = np.zeros(db.shape[1] + width, bool)
+    for s in starts:
+        seen[s:s + width] = True
+    dropped = sum(seen[s:s + width].mean() < 0.5 for s in window_starts(db.shape[1], params=params))
     images = np.stack([to_image(c, params=params) for c in chunks])
-    return images, np.stack(chunks).astype(np.float16)
+    return Windows(images, np.stack(chunks).astype(np.float16), start_s, end_s, int(dropped))

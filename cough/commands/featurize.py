@@ -4,31 +4,60 @@ cough/cli.py builds the parser from them; ``python -m jobs.featurize`` runs the 
 
 from __future__ import annotations
 
-from ..featurize.job import featurize
+from ..audio.detector import RECORDING_THRESHOLD
 from ..audio.features import DEFAULT_PARAMS, MAX_WINDOW_S, WINDOWINGS, FeaturizerParams
+from ..featurize.job import featurize
+from ..featurize.settings import FeaturizeSettings
 from ..flags import integer, number
 from ..runtime import add_ray_arguments
+from ..tables.archive import Selection
 
 HELP = "decode recordings and write mel-spectrogram image shards (Parquet)"
 EXAMPLE = "cough featurize data/sample/raw --labels data/sample/labels.csv --out out/features"
 
 
+def add_selection_arguments(p) -> None:
+    """--include/--exclude, spelled the same for featurize, score and nightly."""
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="read only files whose path relative to SOURCE matches (repeatable; '*' stays within a "
+                        "folder, '**' crosses folders, a pattern without '/' matches the file name): "
+                        "--include '*/cough-*.wav' for a tree of participant folders")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out files whose path relative to SOURCE matches (repeatable; as --include); "
+                        "counted as `excluded`")
+
+
+def add_cough_arguments(p, *, default: str) -> None:
+    """--min-cough-probability, for featurize and score alike (one rule: cough.audio.recording.no_cough)."""
+    p.add_argument("--min-cough-probability", type=number(at_least=0, at_most=1),
+                   help="recordings the cough detector gives a lower probability of holding a cough are "
+                        f"`rejected` rows with the reason, never featurized, trained on or scored ({default}; "
+                        "0 keeps every decodable recording)")
+
+
+def selection(args) -> Selection:
+    return Selection(include=tuple(args.include), exclude=tuple(args.exclude))
+
+
 def add_arguments(p) -> None:
     p.add_argument("source", metavar="SOURCE", help="directory of recordings (searched recursively) or URI")
     p.add_argument("--out", required=True,
-                   help="output folder (images/, recordings/, manifest.json): new, empty, or an earlier "
+                   help="output folder (images/, recordings/, events/, manifest.json): new, empty, or an earlier "
                         "`cough featurize` output, which this run replaces when it commits; anything else is refused")
     p.add_argument("--labels", help="CSV with filename,label[,participant,...]")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--window-s", type=number(at_least=DEFAULT_PARAMS.min_tail_s, at_most=MAX_WINDOW_S, unit="seconds"),
                    default=DEFAULT_PARAMS.window_s, help="seconds per image (default 2.0)")
     p.add_argument("--windowing", choices=WINDOWINGS, default=DEFAULT_PARAMS.windowing,
-                   help="where windows are cut: from the start of each recording (the seed's way) or centred on "
-                        "its cough events (default start; see docs/results.md)")
+                   help="where windows are cut: from the start of each recording (the seed's way), centred on "
+                        "its energy events, or centred on the coughs the detector finds (default "
+                        f"{DEFAULT_PARAMS.windowing}; see docs/results.md)")
     p.add_argument("--bandwidth-hz", type=number(at_least=500, at_most=DEFAULT_PARAMS.sample_rate / 2, unit="Hz"),
                    help="band-limit every recording to this many Hz before the mel transform, so that the "
                         "recording channel's bandwidth cannot show in the images (e.g. 4000 for archives that "
                         "mix 8 kHz phone lines with wideband apps; default: off)")
+    add_cough_arguments(p, default=f"default {RECORDING_THRESHOLD:g}")
+    add_selection_arguments(p)
     p.add_argument("--batch-size", type=integer(at_least=1), default=64, help="recordings per shard (default 64)")
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be read and written, and stop (no Ray, nothing written)")
@@ -38,6 +67,8 @@ def add_arguments(p) -> None:
 def run(args) -> dict:
     params = FeaturizerParams(window_s=args.window_s, hop_s=args.window_s, windowing=args.windowing,
                               bandwidth_hz=args.bandwidth_hz)
-    return featurize(args.source, args.out, labels=args.labels, group_pattern=args.group_pattern,
-                     params=params, batch_size=args.batch_size, address=args.address,
-                     num_cpus=args.num_cpus, dry_run=args.dry_run)
+    cough = RECORDING_THRESHOLD if args.min_cough_probability is None else args.min_cough_probability
+    settings = FeaturizeSettings(labels=args.labels, group_pattern=args.group_pattern, params=params,
+                                 selection=selection(args), min_cough_probability=cough, batch_size=args.batch_size,
+                                 address=args.address, num_cpus=args.num_cpus)
+    return featurize(args.source, args.out, settings, dry_run=args.dry_run).to_dict()

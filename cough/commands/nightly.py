@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..flags import number
 from ..nightly import NightSettings, nightly
 from ..runtime import add_ray_arguments
+from .featurize import add_cough_arguments
 from .score import add_night_arguments
 from .score import settings as score_settings
 
@@ -23,6 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
                    help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")
+    add_cough_arguments(p, default="default: the one MODEL's training data was featurized with")
     add_night_arguments(p)
     add_ray_arguments(p)
 

@@ -5,6 +5,7 @@ cough/cli.py builds the parser from them; ``python -m jobs.score`` runs the same
 from __future__ import annotations
 
 from ..flags import integer, number
+from .featurize import add_cough_arguments, add_selection_arguments, selection
 from ..tables.pred import COMMIT_EVERY
 from ..audio.quality import NO_GATE, QualityGate
 from ..runtime import add_ray_arguments
@@ -45,6 +46,7 @@ def add_arguments(p) -> None:
     p.add_argument("--actor-threads", type=integer(at_least=1, at_most=1024),
                    help="TensorFlow threads per inference actor (default: the cluster's CPUs shared among the "
                         "actors, at most one node's)")
+    add_cough_arguments(p, default="default: the one MODEL's training data was featurized with")
     add_night_arguments(p)
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be read, skipped (already scored) and written, and stop "
@@ -54,6 +56,7 @@ def add_arguments(p) -> None:
 
 def add_night_arguments(p) -> None:
     """What a night lists and how often it commits (score and nightly alike)."""
+    add_selection_arguments(p)
     p.add_argument("--prefix", action="append", default=[], metavar="FOLDER",
                    help="list only this folder under SOURCE (e.g. 2026/11/24; repeatable): a date-partitioned "
                         "archive's cheap path")
@@ -72,7 +75,8 @@ def settings(args) -> ScoreSettings:
     optional = {name: getattr(args, name) for name in ("rescore", "batch_size", "actors", "actor_cpus", "actor_threads")
                 if hasattr(args, name)}
     return ScoreSettings(labels=args.labels, group_pattern=args.group_pattern, gate=gate, prefixes=tuple(args.prefix),
-                         since=args.since, commit_every=args.commit_every, address=args.address,
+                         since=args.since, selection=selection(args), commit_every=args.commit_every,
+                         min_cough_probability=getattr(args, "min_cough_probability", None), address=args.address,
                          num_cpus=args.num_cpus, **optional)
 
 

@@ -4,5 +4,6 @@
 """
 
 from .job import featurize
+from .settings import FeaturizeSettings
 
-__all__ = ["featurize"]
+__all__ = ["FeaturizeSettings", "featurize"]

@@ -39,6 +39,8 @@ class ModelMeta(Record):
     created_at: str | None = spec("str")
     threshold: float | None = spec("probability", meaning="the decision threshold")
     threshold_rule: str | None = spec("str")
+    #: The cough detector's threshold the training data was featurized with (score uses it by default).
+    min_cough_probability: float | None = spec("probability")
     metrics: dict | None = spec("dict")
     cv: dict | None = spec("dict")
     format: str | None = spec("str")

@@ -79,6 +79,9 @@ class ModelInfo:
     version: str
     params: FeaturizerParams
     threshold: float
+    #: The cough detector's threshold its training data was featurized with (None: a model
+    #: made before the detector).
+    min_cough_probability: float | None = None
 
     @property
     def featurizer_version(self) -> str:
@@ -130,7 +133,8 @@ def read_model_info(model_dir) -> ModelInfo:
     if magic != b"\x89HDF\r\n\x1a\n":
         raise CoughError(f"MODEL {model_dir}: {weights.name} is not an HDF5 weights file (corrupt?)")
     assert meta.version is not None and meta.threshold is not None  # _complete_meta checked SCORING_FIELDS
-    return ModelInfo(model_dir=model_dir, version=meta.version, params=params, threshold=float(meta.threshold))
+    return ModelInfo(model_dir=model_dir, version=meta.version, params=params, threshold=float(meta.threshold),
+                     min_cough_probability=meta.min_cough_probability)
 
 
 def load_model(model_dir: str):

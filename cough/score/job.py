@@ -10,7 +10,9 @@ import logging
 from typing import Literal, overload
 
 from .. import __version__
+from ..audio.detector import RECORDING_THRESHOLD
 from ..errors import CoughError, UsageError
+from ..tables.archive import EVERY_FILE
 from .settings import ScorePlan, ScoreSettings, ScoreSummary
 
 log = logging.getLogger("cough.score")
@@ -60,14 +62,17 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
     target, output = claim_pred(pred, inputs={"SOURCE": source_loc, "MODEL": model_loc})
     if not source_loc.exists():
         raise CoughError(f"SOURCE {source_loc.uri} does not exist")
-    if (s.labels or s.group_pattern or s.prefixes or s.since) and is_out(source_loc):
-        raise UsageError("SOURCE is a featurize OUT whose labels and groups were attached when it was "
-                         "made; drop --labels/--group-pattern/--prefix/--since")
+    if (s.labels or s.group_pattern or s.prefixes or s.since or s.selection != EVERY_FILE
+            or s.min_cough_probability is not None) and is_out(source_loc):
+        raise UsageError("SOURCE is a featurize OUT whose labels, groups, files and coughs were chosen when it was "
+                         "made; drop --labels/--group-pattern/--prefix/--since/--include/--exclude/"
+                         "--min-cough-probability")
     for prefix in s.prefixes:
         if not source_loc.join(prefix.strip("/")).exists():
             raise UsageError(f"--prefix {prefix}: {source_loc.join(prefix.strip('/')).uri} does not exist")
     if dry_run:
-        return plan(source_loc, target, info, labels=s.labels, group_pattern=s.group_pattern, rescore=s.rescore)
+        return plan(source_loc, target, info, labels=s.labels, group_pattern=s.group_pattern, rescore=s.rescore,
+                    selection=s.selection)
     index = load_labels(s.labels, source_loc.uri, group_pattern=s.group_pattern)  # usage errors before Ray starts
     init_ray(s.address, num_cpus=s.num_cpus)
     if cpus() < s.actor_cpus + 1:
@@ -79,8 +84,9 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
     with output.writing(LOG_DIR):
         table = target.table()
         read_version = table.version() if table is not None else None
-        night = list_night(source_loc, info, target, index=index, rescore=s.rescore,
-                           prefixes=s.prefixes, since=s.since, batch_size=s.batch_size)
+        night = list_night(source_loc, info, target, index=index, rescore=s.rescore, prefixes=s.prefixes,
+                           since=s.since, batch_size=s.batch_size, selection=s.selection,
+                           min_cough_probability=cough_threshold(s, info))
         # What this model version scored (32 bytes per recording) is built by a Ray task and
         # stays in the object store: the driver never holds it.
         scored = ray.put(NOTHING_SCORED) if s.rescore or not night.counts.unseen else \
@@ -109,7 +115,9 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
             record = RunRecord(model_version=info.version, featurizer_version=info.featurizer_version,
                                source=source_loc.uri, model=model_loc.uri, rescore=s.rescore,
                                labels=Location.of(s.labels).uri if s.labels else None, prefixes=list(s.prefixes),
-                               since=s.since, quality_gate=s.gate.to_dict(), metadata_columns=night.metadata_columns,
+                               since=s.since, include=list(s.selection.include), exclude=list(s.selection.exclude),
+                               min_cough_probability=cough_threshold(s, info),
+                               quality_gate=s.gate.to_dict(), metadata_columns=night.metadata_columns,
                                cough_version=__version__, **night.counts.to_dict())
             writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version)
             ledger = Ledger(target) if not is_out(source_loc) else None
@@ -133,6 +141,15 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                     summary.counts.errors, summary.counts.scored, target.loc.uri)
     summary.run_id = run_id if summary.commits else None
     return summary
+
+
+def cough_threshold(settings: ScoreSettings, info) -> float:
+    """The detector's threshold for "holds a cough" (cough.audio.recording.no_cough): the
+    flag, else the one MODEL's training data was featurized with (its model.json), else
+    the detector's default."""
+    if settings.min_cough_probability is not None:
+        return settings.min_cough_probability
+    return info.min_cough_probability if info.min_cough_probability is not None else RECORDING_THRESHOLD
 
 
 def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -> int:

@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ..audio.detector import RECORDING_THRESHOLD
 from ..errors import CoughError
+from ..tables.archive import EVERY_FILE
 from .settings import NightCounts
 
 if TYPE_CHECKING:
@@ -28,7 +30,8 @@ class Night:
     counts: NightCounts
 
 
-def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_size) -> Night:
+def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_size, selection=EVERY_FILE,
+               min_cough_probability: float = RECORDING_THRESHOLD) -> Night:
     """List SOURCE in Ray tasks and keep what the ledger has not seen for this model version
     (everything with ``rescore``); a featurize OUT's shards as they are. ``index``: the labels
     (:func:`cough.tables.labels.load_labels`, read before Ray starts so that a bad CSV is a usage
@@ -49,16 +52,22 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
                              f"{info.featurizer_version}: score the raw archive instead, or re-featurize")
         shards = shard_names(out.recordings)
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
-        n = manifest.inputs or 0
-        return Night(ds, prepare_shards, {"recordings": out.recordings, "images": out.images}, 1,
-                     manifest.metadata_columns, NightCounts(listed=n, new=n, changed=0, seen_before=0))
+        excluded = manifest.excluded or 0  # left out when OUT was made: no rows to read
+        n = (manifest.inputs or 0) - excluded
+        return Night(ds, prepare_shards, {"recordings": out.recordings, "images": out.images, "events": out.events}, 1,
+                     manifest.metadata_columns, NightCounts(listed=n, new=n, changed=0, seen_before=0,
+                                                            excluded=excluded))
 
-    listing = listing_dataset(source.uri, index, prefixes=prefixes, since=since).materialize()
+    found = listing_dataset(source.uri, index, selection=selection, prefixes=prefixes, since=since)
+    listing = found.rows.materialize()
     listed = listing.count()
     if listed == 0 and not (prefixes or since):
-        raise CoughError(f"SOURCE {source.uri} holds no recordings")
+        raise CoughError(f"SOURCE {source.uri} holds no recordings"
+                         + (f" that --include/--exclude keep ({found.excluded} left out)" if found.excluded else ""))
     todo, changed = (listing, 0) if rescore else unseen(listing, Ledger(pred), info.version)
     n = todo.count()
     todo, batch = in_batches(todo, n, batch_size)
-    counts = NightCounts(listed=listed, new=n - changed, changed=changed, seen_before=listed - n)
-    return Night(todo, prepare_recordings, {"params": info.params}, batch, index.metadata_columns, counts)
+    counts = NightCounts(listed=listed, new=n - changed, changed=changed, seen_before=listed - n,
+                         excluded=found.excluded)
+    return Night(todo, prepare_recordings, {"params": info.params, "min_cough_probability": min_cough_probability},
+                 batch, index.metadata_columns, counts)

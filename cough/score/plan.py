@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..tables.archive import EVERY_FILE, Selection
 from .settings import ScorePlan
 
 
-def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool = False) -> ScorePlan:
+def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool = False,
+         selection: Selection = EVERY_FILE) -> ScorePlan:
     """What scoring ``source`` into PRED ``target`` (a :class:`cough.tables.pred.Pred`) with the model
     ``info`` would do, without Ray: the listing and the ledger are compared on this machine,
     and the files the ledger has not seen are hashed (as a run does) to count those whose
@@ -22,13 +24,15 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
     from ..tables.labels import load_labels
     from ..tables.shards import is_out, read_out
 
-    seen = 0
+    seen = excluded = 0
     if is_out(source):
         recordings = read_out(source, what="SOURCE").recordings
         rows = pq.read_table(recordings.path, filesystem=recordings.fs, columns=["recording_id", "path"]).to_pylist()
         ids, paths = [r["recording_id"] for r in rows], [r["path"] for r in rows]
     else:
-        listing = listing_table(source.uri, load_labels(labels, source.uri, group_pattern=group_pattern))
+        found = listing_table(source.uri, load_labels(labels, source.uri, group_pattern=group_pattern),
+                              selection=selection)
+        listing, excluded = found.rows, found.excluded
         ledger = None if rescore else Ledger(target).table()
         if ledger is not None:
             known = ledger.to_pyarrow_table(columns=list(FILE_KEY), filters=[("model_version", "=", info.version)])
@@ -44,6 +48,6 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
     table = target.table()
     scored = NOTHING_SCORED if rescore else scored_keys(table, info.version)
     skip = int(scored.has(ids, paths).sum())
-    return ScorePlan(would_list=len(paths) + seen, seen_before=seen, would_read=len(paths), would_skip=skip + seen,
-                     would_score=len(paths) - skip, model_version=info.version, would_write=target.loc.uri,
-                     pred_exists=table is not None)
+    return ScorePlan(would_list=len(paths) + seen, excluded=excluded, seen_before=seen, would_read=len(paths),
+                     would_skip=skip + seen, would_score=len(paths) - skip, model_version=info.version,
+                     would_write=target.loc.uri, pred_exists=table is not None)

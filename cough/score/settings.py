@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..audio.quality import QualityGate
 from ..errors import UsageError
-from ..tables.archive import check_since
+from ..tables.archive import EVERY_FILE, Selection, check_since
 from ..tables.pred import COMMIT_EVERY
 
 
@@ -17,6 +17,8 @@ from ..tables.pred import COMMIT_EVERY
 class ScoreSettings:
     """How to score: the flags of ``cough score`` (cough/commands/score.py says what each
     means). Checked on construction: a bad value is a UsageError naming its flag.
+    ``min_cough_probability`` None: the one MODEL was trained with (its model.json), so that
+    train and score reject by the same rule.
 
     >>> ScoreSettings(since="20261124").since
     '2026-11-24'
@@ -36,6 +38,8 @@ class ScoreSettings:
     actor_threads: int | None = None
     prefixes: tuple[str, ...] = ()
     since: str | None = None
+    selection: Selection = EVERY_FILE
+    min_cough_probability: float | None = None
     commit_every: int = COMMIT_EVERY
     address: str | None = None
     num_cpus: int | None = None
@@ -44,28 +48,32 @@ class ScoreSettings:
         if (self.batch_size < 1 or (self.actors is not None and self.actors < 1) or self.actor_cpus < 0
                 or self.commit_every < 1):
             raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus at least 0")
+        if self.min_cough_probability is not None and not 0 <= self.min_cough_probability <= 1:
+            raise UsageError("--min-cough-probability must lie between 0 and 1")
         object.__setattr__(self, "prefixes", tuple(self.prefixes))
         object.__setattr__(self, "since", check_since(self.since))
 
 
 @dataclass(frozen=True)
 class NightCounts:
-    """What the listing found: ``inputs`` (= ``listed``) files, of which ``new`` and
-    ``changed`` (a known path with another size or time) are read tonight and ``seen_before``
-    are not opened (the ledger holds their version for this model)."""
+    """What the listing found: ``inputs`` files under SOURCE, of which ``excluded`` were left
+    out by --include/--exclude and ``listed`` are this job's: ``new`` and ``changed`` (a known
+    path with another size or time) are read tonight, ``seen_before`` are not opened (the
+    ledger holds their version for this model)."""
 
     listed: int
     new: int
     changed: int
     seen_before: int
+    excluded: int = 0
 
     @property
     def unseen(self) -> int:
         return self.new + self.changed
 
     def to_dict(self) -> dict:
-        return {"inputs": self.listed, "listed": self.listed, "new": self.new, "changed": self.changed,
-                "seen_before": self.seen_before}
+        return {"inputs": self.listed + self.excluded, "listed": self.listed, "new": self.new, "changed": self.changed,
+                "seen_before": self.seen_before, "excluded": self.excluded}
 
 
 @dataclass
@@ -116,6 +124,7 @@ class ScorePlan:
     """``cough score --dry-run``: what a run would list, skip, read and score, and where it would write."""
 
     would_list: int
+    excluded: int
     seen_before: int
     would_read: int
     would_skip: int

@@ -54,15 +54,21 @@ def _gated(row: dict, gate: QualityGate) -> dict:
     reason = gate.reason(row) if row["status"] == "ok" else None
     if reason is None:
         return row
-    return {**row, "status": "rejected", "error": reason, "images": None, "n_windows": 0}
+    return {**row, "status": "rejected", "error": reason, "images": None, "n_windows": 0,
+            "window_start_s": None, "window_end_s": None}
 
 
-def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
+def _events(events) -> list[dict]:
+    """A recording's cough events ``(n, 3)`` (start_s, end_s, cough_probability) as PRED's ``events`` entries."""
+    return [{"start_s": float(a), "end_s": float(b), "cough_probability": float(p)} for a, b, p in events]
+
+
+def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, min_cough_probability: float, scored,
                        metadata_columns: list[str], gate: QualityGate = NO_GATE) -> pa.Table:
-    """Ray Data ``map_batches`` function over a raw archive (columns path, problem, open_as,
-    label, participant, metadata): hash each file, mark what ``scored`` holds as ``skipped`` without decoding
-    it, featurize the rest exactly as ``cough featurize`` does, and reject what ``gate``
-    refuses."""
+    """Ray Data ``map_batches`` function over a raw archive (the listing's columns): hash each
+    file, mark what ``scored`` holds as ``skipped`` without decoding it, featurize the rest
+    exactly as ``cough featurize`` does (a recording without a cough, by the same rule and
+    ``min_cough_probability``, is ``rejected``), and reject what ``gate`` refuses."""
     from ..audio.decode import RECORDING_BUDGET
     from ..errors import RecordingError
     from ..tables.listing import Entry
@@ -85,8 +91,12 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, scored,
         if seen:
             rows.append(_skipped(rec, rid))
             continue
-        done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params, data=data)
-        rows.append(_gated({**done.row, "images": done.images if done.row["status"] == "ok" else None,
+        done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params,
+                       min_cough_probability=min_cough_probability, data=data)
+        w = done.windows
+        rows.append(_gated({**done.row, "images": None if w is None else w.images,
+                            "window_start_s": None if w is None else w.start_s.tolist(),
+                            "window_end_s": None if w is None else w.end_s.tolist(), "events": _events(done.events),
                             "file_size": rec.get("file_size"), "file_mtime_ns": rec.get("file_mtime_ns")}, gate))
     return _prepared(rows, metadata_columns)
 
@@ -102,11 +112,12 @@ def _prepared(rows: list[dict], metadata_columns: list[str]) -> pa.Table:
     return plain.append_column(schema.field("images"), images).select(schema.names)
 
 
-def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, scored,
+def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, events: Location | None, scored,
                    metadata_columns: list[str], gate: QualityGate = NO_GATE) -> pa.Table:
     """Ray Data ``map_batches`` function over an OUT of ``cough featurize`` (column ``shard``;
-    ``recordings`` and ``images``: the OUT's table folders): read each shard's recordings and
-    the images of those not yet scored (no decoding), and reject what ``gate`` refuses."""
+    ``recordings``, ``images`` and ``events``: the OUT's table folders, ``events`` None in an
+    OUT made before the detector): read each shard's recordings and the images and cough
+    events of those not yet scored (no decoding), and reject what ``gate`` refuses."""
     scored = _scored(scored)
     out = []
     for shard in batch.column("shard").to_pylist():
@@ -114,21 +125,36 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, s
         skip = scored.has([r["recording_id"] for r in recs], [r["path"] for r in recs])
         todo = [r for r, s in zip(recs, skip) if not s]
         windows: dict[str, list] = {}
+        times: dict[str, list] = {}
+        found: dict[str, list] = {}
         wanted = sorted({r["path"] for r in todo if r["status"] == "ok"})
         if wanted:
             from ..tables.schema import stored_names, to_numpy
 
             stored = pq.read_schema(images.join(shard).path, filesystem=images.fs).names
+            columns = stored_names(["path", "window_index", "image"], stored) + \
+                [c for c in ("start_s", "end_s") if c in stored]  # window times: OUTs made since the detector
             imgs = pq.read_table(images.join(shard).path, filesystem=images.fs, filters=[("path", "in", wanted)],
-                                 columns=stored_names(["path", "window_index", "image"], stored))
+                                 columns=columns)
             imgs = current_names(imgs).sort_by([("path", "ascending"), ("window_index", "ascending")])
             arrays = to_numpy(imgs["image"])
-            for i, path in enumerate(imgs["path"].to_pylist()):
+            spans = zip(*(imgs[c].to_pylist() for c in ("start_s", "end_s"))) if "start_s" in imgs.column_names \
+                else ((None, None) for _ in range(imgs.num_rows))
+            for i, (path, span) in enumerate(zip(imgs["path"].to_pylist(), spans)):
                 windows.setdefault(path, []).append(arrays[i])
+                times.setdefault(path, []).append(span)
+        if events is not None and todo:
+            for e in pq.read_table(events.join(shard).path, filesystem=events.fs,
+                                   filters=[("path", "in", sorted({r["path"] for r in todo}))]).to_pylist():
+                found.setdefault(e["path"], []).append((e["start_s"], e["end_s"], e["cough_probability"]))
         rows = [_skipped(r, r["recording_id"]) for r, s in zip(recs, skip) if s]
         for r in todo:
             stack = windows.get(r["path"])
-            rows.append(_gated({**r, "images": np.stack(stack) if stack else None}, gate))
+            starts, ends = zip(*times[r["path"]]) if r["path"] in times else (None, None)
+            rows.append(_gated({**r, "images": np.stack(stack) if stack else None,
+                                "window_start_s": list(starts) if starts else None,
+                                "window_end_s": list(ends) if ends else None,
+                                "events": _events(found.get(r["path"], []))}, gate))
         out.append(_prepared(rows, metadata_columns))
     return pa.concat_tables(out) if out else prepared_schema(metadata_columns).empty_table()
 
@@ -174,8 +200,11 @@ class Predictor:
             window_scores = probs[start:start + count].astype(np.float32)
             start += count
             score = aggregate_windows(window_scores)
+            starts, ends = row["window_start_s"] or [None] * count, row["window_end_s"] or [None] * count
             row.update(score=score, predicted=int(score >= self.info.threshold),
-                       window_scores=window_scores.tolist(), n_windows=int(count))
+                       window_scores=window_scores.tolist(), n_windows=int(count),
+                       windows=[{"start_s": a, "end_s": b, "score": float(p)}
+                                for a, b, p in zip(starts, ends, window_scores)])
         for r in rows:
             r.update(common)
         return pa.Table.from_pylist(rows, schema=self.schema)

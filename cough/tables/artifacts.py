@@ -127,8 +127,9 @@ class Record:
 
 @dataclass(kw_only=True)
 class Manifest(Record):
-    """``OUT/manifest.json``, the commit of a featurize OUT (cough/tables/shards.py): counts, where
-    the tables are, and how they were made."""
+    """``OUT/manifest.json``, the commit of a featurize OUT (cough/tables/shards.py): counts
+    (``inputs`` = ``ok`` + ``errors`` + ``rejected`` + ``excluded``), where the tables are, and
+    how they were made (the featurizer, the files selected, the cough detector and its threshold)."""
 
     FILE: ClassVar[str] = "manifest.json"
     ADVICE: ClassVar[str] = "featurize again"
@@ -139,13 +140,21 @@ class Manifest(Record):
     inputs: int | None = spec("count")
     ok: int | None = spec("count")
     errors: int | None = spec("count")
+    rejected: int | None = spec("count")
+    excluded: int | None = spec("count")
     images: int = spec("count", required=True)
+    coughs: int | None = spec("count")
+    dropped_windows: int | None = spec("count")
     kind: str | None = spec("str")
     version: str | None = spec("str")
     tables: dict = spec("dict", factory=lambda: dict(Manifest.TABLES_0_1))
     source: str | None = spec("str")
     labels: str | None = spec("str", nullable=True)
     group_pattern: str | None = spec("str", nullable=True)
+    include: list | None = spec("list")
+    exclude: list | None = spec("list")
+    min_cough_probability: float | None = spec("probability")
+    detector: str | None = spec("str")
     featurizer: dict = spec("dict", required=True)
     featurizer_version: str = spec("str", required=True)
     metadata_columns: list = spec("list", factory=list)
@@ -246,6 +255,9 @@ class RunRecord(Record):
     labels: str | None = spec("str", nullable=True)
     prefixes: list | None = spec("list")
     since: str | None = spec("str", nullable=True)
+    include: list | None = spec("list")
+    exclude: list | None = spec("list")
+    min_cough_probability: float | None = spec("probability")
     quality_gate: dict | None = spec("dict")
     metadata_columns: list | None = spec("list")
     cough_version: str | None = spec("str")
@@ -255,6 +267,7 @@ class RunRecord(Record):
     # what the listing found (the file ledger's counts)
     inputs: int | None = spec("count")
     listed: int | None = spec("count")
+    excluded: int | None = spec("count")
     new: int | None = spec("count")
     changed: int | None = spec("count")
     seen_before: int | None = spec("count")

@@ -23,8 +23,11 @@ POSITIVE = {"positive", "pos", "1", "true", "yes", "covid", "covid-19"}
 NEGATIVE = {"negative", "neg", "0", "false", "no", "healthy"}
 #: Parent-folder names that give the label when there is no CSV (Keras flow_from_directory).
 FOLDER_LABELS = {"pos": 1, "positive": 1, "neg": 0, "negative": 0}
-#: The columns a labels CSV gives a meaning; every other one is metadata.
-INPUT_COLUMNS = ("filename", "label", "participant")
+#: The columns a labels CSV gives a meaning; every other one is metadata. ``cough_start_s``
+#: and ``cough_end_s``: an annotated cough span in seconds (windows are cut inside it).
+INPUT_COLUMNS = ("filename", "label", "participant", "cough_start_s", "cough_end_s")
+#: The annotated span's columns: numbers of seconds, or empty.
+SPAN_COLUMNS = ("cough_start_s", "cough_end_s")
 
 
 def reserved_columns() -> frozenset[str]:
@@ -38,10 +41,10 @@ def reserved_columns() -> frozenset[str]:
     False
     """
     from .listing import ENTRY_COLUMNS
-    from .schema import PRED_COLUMNS, images_schema, pred_schema, prepared_schema, recordings_schema
+    from .schema import PRED_COLUMNS, events_schema, images_schema, pred_schema, prepared_schema, recordings_schema
 
     names = {*recordings_schema([]).names, *images_schema([]).names, *prepared_schema([]).names,
-             *pred_schema([]).names, *ENTRY_COLUMNS, *PRED_COLUMNS}
+             *pred_schema([]).names, *events_schema().names, *ENTRY_COLUMNS, *PRED_COLUMNS}
     return frozenset(names - set(INPUT_COLUMNS))
 
 
@@ -74,13 +77,14 @@ class LabelIndex:
     group_pattern: re.Pattern | None = None
 
     def lookup(self, path: str) -> dict:
-        """``{"label", "participant", **metadata}`` for ``path`` (a path under SOURCE)."""
+        """``{"label", "participant", "cough_start_s", "cough_end_s", **metadata}`` for
+        ``path`` (a path under SOURCE)."""
         rel = relpath(path, self.source)
         row = self.by_relpath.get(rel) or self.by_name.get(PurePosixPath(rel).name)
-        meta = {c: None for c in self.metadata_columns}
+        meta = {c: None for c in (*SPAN_COLUMNS, *self.metadata_columns)}
         if row is not None:
             label, group = row["label"], row.get("participant")
-            meta.update({c: row.get(c) for c in self.metadata_columns})
+            meta.update({c: row.get(c) for c in (*SPAN_COLUMNS, *self.metadata_columns)})
         else:
             label, group = folder_label(rel), None
         if group is None:
@@ -178,6 +182,8 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
         except ValueError as exc:
             raise CoughError(f"labels CSV {csv} line {line}: {exc}") from None
         rec["participant"] = rec.get("participant") if isinstance(rec.get("participant"), str) else None
+        for column in SPAN_COLUMNS:
+            rec[column] = _seconds(rec.get(column), csv=csv, line=line, column=column)
         rel = str(resolved.relative_to(root)) if resolved != root else name
         if rel in index.by_relpath:
             _same_row(csv, rel, index.by_relpath[rel], rec, first_line[rel], line)
@@ -194,6 +200,20 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
         log.warning("labels CSV %s: %d row(s) repeat an earlier row for the same file (first: %r on lines %d and "
                     "%d); each file's row is used once", csv, len(repeats), rel, first, again)
     return index
+
+
+def _seconds(value, *, csv: str, line: int, column: str) -> float | None:
+    """A span column's cell as seconds (None when empty); anything but a finite number >= 0
+    is an error naming the cell."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise CoughError(f"labels CSV {csv} line {line}: {column} {value!r} is not a number of seconds >= 0")
+    return seconds
 
 
 def _differ(a: dict, b: dict) -> list[str]:

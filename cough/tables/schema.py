@@ -45,13 +45,29 @@ RECORDING_FIELDS = [
     pa.field("clipped_fraction", pa.float64()),
     pa.field("silence_fraction", pa.float64()),
     pa.field("n_events", pa.int32()),
+    # the cough detector (cough.audio.detector): P(the recording holds a cough), the coughs it
+    # found, and the windows cut from the start that no kept window overlaps
+    pa.field("cough_probability", pa.float64()),
+    pa.field("n_coughs", pa.int32()),
+    pa.field("dropped_windows", pa.int32()),
     pa.field("label", pa.int8()),
     pa.field("participant", pa.string()),
+    # the cough span annotated in the labels CSV, when one is given
+    pa.field("cough_start_s", pa.float64()),
+    pa.field("cough_end_s", pa.float64()),
 ]
 
 
 #: Columns a recording row takes from the labels, besides the metadata columns.
-INFO_COLUMNS = ("label", "participant")
+INFO_COLUMNS = ("label", "participant", "cough_start_s", "cough_end_s")
+#: The detector's columns of a recording row.
+DETECTOR_COLUMNS = ("cough_probability", "n_coughs", "dropped_windows")
+#: One cough event: where it lies in its recording and how sure the detector is.
+EVENT_TYPE = pa.struct([pa.field("start_s", pa.float32()), pa.field("end_s", pa.float32()),
+                        pa.field("cough_probability", pa.float32())])
+#: One scored window: where it lies in its recording and the model's P(positive).
+WINDOW_TYPE = pa.struct([pa.field("start_s", pa.float32()), pa.field("end_s", pa.float32()),
+                         pa.field("score", pa.float32())])
 #: The file version a row came from (cough.tables.listing.Entry; null when SOURCE is a featurize OUT).
 FILE_FIELDS = [pa.field("file_size", pa.int64()), pa.field("file_mtime_ns", pa.int64())]
 
@@ -109,6 +125,8 @@ def images_schema(metadata_columns: list[str], params: FeaturizerParams = DEFAUL
         pa.field("recording_id", pa.string()),
         pa.field("path", pa.string()),
         pa.field("window_index", pa.int32()),
+        pa.field("start_s", pa.float32()),
+        pa.field("end_s", pa.float32()),
         pa.field("label", pa.int8()),
         pa.field("participant", pa.string()),
         pa.field("image", image_type(params)),
@@ -116,11 +134,25 @@ def images_schema(metadata_columns: list[str], params: FeaturizerParams = DEFAUL
     ] + [pa.field(c, pa.string()) for c in metadata_columns])
 
 
+def events_schema() -> pa.Schema:
+    """featurize's ``events`` table: one row per cough the detector found, in every recording
+    that decoded (kept or rejected)."""
+    return pa.schema([
+        pa.field("recording_id", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("event_index", pa.int32()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("cough_probability", pa.float32()),
+    ])
+
+
 def prepared_schema(metadata_columns: list[str]) -> pa.Schema:
-    """Stage 1's rows: a ``recordings`` row, the file version it came from, and its window
-    images (``n_windows`` × S×S×3 uint8 bytes)."""
+    """Stage 1's rows: a ``recordings`` row, the file version it came from, its cough events,
+    where its windows lie, and its window images (``n_windows`` × S×S×3 uint8 bytes)."""
     schema = recordings_schema(metadata_columns)
-    for field in FILE_FIELDS:
+    for field in [*FILE_FIELDS, pa.field("events", pa.list_(EVENT_TYPE)),
+                  pa.field("window_start_s", pa.list_(pa.float32())), pa.field("window_end_s", pa.list_(pa.float32()))]:
         schema = schema.append(field)
     return schema.append(pa.field("images", pa.large_binary()))
 
@@ -129,7 +161,9 @@ def pred_schema(metadata_columns: list[str]) -> pa.Schema:
     """PRED's rows, one per input file version: the ``recordings`` columns (so reports can
     check sample rate, channels, duration and format for shortcuts) plus the scores, and the
     file's size and modification time (a file rewritten under the same path gets a second
-    row). ``predicted`` and ``label``: 1 positive, 0 negative."""
+    row). ``predicted`` and ``label``: 1 positive, 0 negative. ``window_scores``: each
+    window's P(positive), in order; ``windows``: the same with where each window lies
+    (start_s, end_s, score); ``events``: the detector's coughs (start_s, end_s, cough_probability)."""
     recording = {f.name: f for f in RECORDING_FIELDS}
     return pa.schema([
         *(recording[c] for c in ("recording_id", "path", "status", "error")),
@@ -137,12 +171,14 @@ def pred_schema(metadata_columns: list[str]) -> pa.Schema:
         pa.field("predicted", pa.int8()),
         recording["n_windows"],
         pa.field("window_scores", pa.list_(pa.float32())),
+        pa.field("windows", pa.list_(WINDOW_TYPE)),
         pa.field("model_version", pa.string()),
         pa.field("featurizer_version", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
         *(recording[c] for c in ("label", "participant", "duration_s", "sample_rate", "channels", "format",
-                                 *QUALITY_COLUMNS)),
+                                 *QUALITY_COLUMNS, *DETECTOR_COLUMNS, "cough_start_s", "cough_end_s")),
+        pa.field("events", pa.list_(EVENT_TYPE)),
         *FILE_FIELDS,
         *[pa.field(c, pa.string()) for c in metadata_columns],
     ])

@@ -3,8 +3,10 @@
 ::
 
     OUT/.cough-output.json                 owner marker (written first: OUT belongs to featurize)
-    OUT/images/<version>/part-*.parquet    one row per window: the image, its log-mel, label, participant
-    OUT/recordings/<version>/part-*.parquet one row per input file, ok or error with a reason
+    OUT/images/<version>/part-*.parquet    one row per window: the image, its log-mel, where it lies
+                                           (start_s, end_s), label, participant
+    OUT/recordings/<version>/part-*.parquet one row per input file: ok, error or rejected with a reason
+    OUT/events/<version>/part-*.parquet    one row per cough the detector found (start_s, end_s, probability)
     OUT/manifest.json                      the commit: counts, featurizer, and which <version> is OUT
 
 A run writes its shards under a new ``<version>`` and commits by writing ``manifest.json``;
@@ -27,7 +29,7 @@ from .storage import Location
 
 KIND = "featurize"
 MANIFEST_FILE = Manifest.FILE
-TABLES = ("images", "recordings")
+TABLES = ("images", "recordings", "events")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class FeaturesOut:
     @property
     def recordings(self) -> Location:
         return self.loc.join(self.info.tables["recordings"])
+
+    @property
+    def events(self) -> Location | None:
+        """The cough events table (None in an OUT made before the detector)."""
+        return self.loc.join(self.info.tables["events"]) if "events" in self.info.tables else None
 
 
 def is_out(loc: Location) -> bool:

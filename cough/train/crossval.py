@@ -52,12 +52,14 @@ def grouped_folds(recs: pd.DataFrame, *, k: int, seed: int = 0) -> list[list[str
 
 def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFrame, *, schema: pa.Schema,
               threshold: float, model_version: str, featurizer_version: str, run_id: str) -> pa.Table:
-    """Out-of-fold predictions as PRED rows.
+    """Out-of-fold predictions as PRED rows, and the OUT's ``rejected`` recordings (no cough:
+    never trained on, never scored) as ``rejected`` rows with their reason, as ``cough score``
+    writes them, so that a report counts them alike.
 
     ``scores``: one row per recording (recording_id, label, score) from
     :func:`cough.train.evaluate.recording_scores`; ``windows``: the window rows (recording_id, prob,
     and ``window_index`` order when present); ``recordings``: the featurize OUT's ``recordings``
-    rows of those recordings (path, participant, duration_s, sample_rate, ..., metadata)."""
+    rows (path, status, participant, duration_s, sample_rate, ..., metadata)."""
     by_id = recordings.drop_duplicates("recording_id").set_index("recording_id")
     window_scores = windows.groupby("recording_id")["prob"].apply(lambda p: p.astype(np.float32).tolist())
     now = dt.datetime.now(dt.timezone.utc)
@@ -70,4 +72,8 @@ def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFr
                      "label": int(rec.label), "n_windows": len(window_scores[rec.recording_id]),
                      "window_scores": window_scores[rec.recording_id], "model_version": model_version,
                      "featurizer_version": featurizer_version, "run_id": run_id, "scored_at": now})
+    for rec in recordings[recordings["status"] == "rejected"].to_dict("records"):
+        rows.append({**{c: rec.get(c) for c in schema.names if c in rec}, "n_windows": 0,
+                     "model_version": model_version, "featurizer_version": featurizer_version, "run_id": run_id,
+                     "scored_at": now})
     return pa.Table.from_pylist(rows, schema=schema)

@@ -197,7 +197,7 @@ def _meta(settings: TrainSettings, features, groups: dict, fitted: Fitted, dropp
         arch=settings.arch, parameters=state["parameters"], class_names=CLASS_NAMES,
         aggregation="mean of the windows' P(positive) per recording (cough.model.inference.aggregate_windows)",
         featurizer=features.info.featurizer, featurizer_version=features.info.featurizer_version,
-        shards=features.loc.uri,
+        min_cough_probability=features.info.min_cough_probability, shards=features.loc.uri,
         splits={s: {"groups": members, "recordings": int(windows[s]["recording_id"].nunique()),
                     "images": len(windows[s]), "positive_images": int(windows[s]["label"].sum())}
                 for s, members in groups.items()},
@@ -323,10 +323,12 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
             writer.add(oof_table(scores, oof_windows, recordings_table, schema=schema, threshold=threshold,
                                  model_version=version, featurizer_version=manifest.featurizer_version,
                                  run_id=run_id))
+            rejected = int((recordings_table["status"] == "rejected").sum())
             writer.commit(RunRecord(model_version=version, featurizer_version=manifest.featurizer_version,
                                     source=features.loc.uri, model=output.loc.uri, out_of_fold=True,
                                     cv_folds=settings.cv, metadata_columns=columns, cough_version=__version__,
-                                    inputs=len(scores), ok=len(scores), errors=0, rejected=0, skipped=0),
+                                    inputs=len(scores) + rejected, ok=len(scores), errors=0, rejected=rejected,
+                                    skipped=0),
                           model_version=version, rescore=True)
         finally:
             writer.close()

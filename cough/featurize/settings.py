@@ -1,0 +1,78 @@
+"""What a featurize run is asked to do (:class:`FeaturizeSettings`) and what it did
+(:class:`FeaturizeSummary`; :class:`FeaturizePlan` for ``--dry-run``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..audio.detector import RECORDING_THRESHOLD
+from ..audio.features import DEFAULT_PARAMS, FeaturizerParams
+from ..errors import UsageError
+from ..tables.archive import EVERY_FILE, Selection
+
+
+@dataclass(frozen=True)
+class FeaturizeSettings:
+    """How to featurize: the flags of ``cough featurize`` (cough/commands/featurize.py says
+    what each means). ``min_cough_probability``: recordings the cough detector gives less
+    are ``rejected`` rows, without windows (cough.audio.recording.no_cough).
+
+    >>> FeaturizeSettings(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    cough.errors.UsageError: --batch-size must be at least 1
+    """
+
+    labels: str | None = None
+    group_pattern: str | None = None
+    params: FeaturizerParams = DEFAULT_PARAMS
+    selection: Selection = EVERY_FILE
+    min_cough_probability: float = RECORDING_THRESHOLD
+    batch_size: int = 64
+    address: str | None = None
+    num_cpus: int | None = None
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if not 0 <= self.min_cough_probability <= 1:
+            raise UsageError("--min-cough-probability must lie between 0 and 1")
+
+
+@dataclass
+class FeaturizeSummary:
+    """What a featurize run wrote: ``inputs`` files under SOURCE = ``ok`` (windows written) +
+    ``errors`` (unreadable) + ``rejected`` (no cough) + ``excluded`` (left out by
+    --include/--exclude); ``images`` windows, ``coughs`` the detector found, ``dropped_windows``
+    of audio no window shows."""
+
+    inputs: int = 0
+    ok: int = 0
+    errors: int = 0
+    rejected: int = 0
+    excluded: int = 0
+    images: int = 0
+    coughs: int = 0
+    dropped_windows: int = 0
+    out: str = ""
+    featurizer_version: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FeaturizePlan:
+    """``cough featurize --dry-run``: what a run would read and write."""
+
+    would_read: int
+    excluded: int
+    formats: dict = field(default_factory=dict)
+    labelled: int = 0
+    participants: int = 0
+    would_write: str = ""
+    would_replace: bool = False
+
+    def to_dict(self) -> dict:
+        return {"dry_run": True, **dataclasses.asdict(self)}
