@@ -8,6 +8,7 @@ one commit per run carrying its run record), small enough to report in seconds.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from cough.tables.pred import LOG_DIR, claim_pred
 from cough.report import error_rate, write_report
 from cough.tables.storage import claim
 
-from .helpers import clustered, report, scores_for, strict_json, write_pred
+from .helpers import N_BOOT, clustered, report, scores_for, strict_json, write_pred
 
 pytestmark = pytest.mark.whole_report  # each test renders a whole report: not in the fast tier
 
@@ -471,3 +472,36 @@ def test_metadata_text_is_rendered_literally_in_plots_and_escaped_in_html(tmp_pa
     assert (out / "subgroups__income_.png").stat().st_size > 0
     html = (out / "report.html").read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_report_shows_sampled_recordings_along_time_and_lists_rejected_and_failed_files(tmp_path):
+    import soundfile as sf
+
+    from cough.synth import cough_signal
+
+    rng = np.random.default_rng(3)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paths = []
+    for i in range(8):  # real files: the strips show their spectrograms
+        y = cough_signal(np.random.default_rng(i), positive=bool(i % 2), sample_rate=16000, duration_s=4.0)
+        sf.write(raw / f"r{i}.wav", y, 16000)
+        paths.append(str(raw / f"r{i}.wav"))
+    frame = pd.DataFrame({"path": paths + [str(raw / "silent.wav"), str(raw / "broken.mp3")],
+                          "score": list(rng.uniform(size=8)) + [np.nan, np.nan],
+                          "label": [i % 2 for i in range(8)] + [0, 1],
+                          "status": ["ok"] * 8 + ["rejected", "error"],
+                          "error": [None] * 8 + ["no cough detected (p=0.00)", "file is empty"]})
+    pred = tmp_path / "pred"
+    write_pred(pred, frame)
+    out = tmp_path / "report"
+    write_report(str(pred), str(out), n_boot=N_BOOT)
+    page = (out / "report.html").read_text()
+    assert (out / "gallery.png").stat().st_size > 10_000 and "Spectrogram strips of sampled recordings" in page
+    assert "A look at some recordings" in page
+    assert "Rejected and failed files" in page
+    assert re.search(r"silent\.wav</td><td[^>]*>no cough detected \(p=0\.00\)</td>", page)
+    assert re.search(r"broken\.mp3</td><td[^>]*>file is empty</td>", page)
+    assert f"deltalake.DeltaTable(&#x27;{pred}&#x27;)" in page  # the query that lists them all
+    ops = json.loads((out / "metrics.json").read_text())["operations"]["problems"]
+    assert (ops["n_rejected"], ops["n_errors"]) == (1, 1)

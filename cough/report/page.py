@@ -86,6 +86,22 @@ def _label_metadata_html(m: dict) -> str:
     return "".join(out)
 
 
+def _problems_html(problems: dict) -> str:
+    """The rejected and failed files, first ones by path, and how to list them all."""
+    if not problems["n_rejected"] and not problems["n_errors"]:
+        return ""
+    parts = ["<h3 id='problems'>Rejected and failed files</h3>"]
+    for key, what in (("rejected", "rejected"), ("errors", "could not be processed")):
+        shown = problems[key]
+        if shown:
+            parts.append(f"<p>{problems[f'n_{key}']} {what}"
+                         f"{f' (the first {len(shown)} by path)' if len(shown) < problems[f'n_{key}'] else ''}:</p>")
+            parts.append(_table(["file", "reason"], [[p["path"], p["reason"]] for p in shown]))
+    parts.append(f"<p class='note'>Every one of them, with its reason: <code>{html.escape(problems['query'])}"
+                 "</code></p>")
+    return "\n".join(parts)
+
+
 def render_html(metrics: dict, plots: dict) -> str:
     """The report a person reads: plain words first, numbers with their uncertainty, every plot inline."""
     m, ops, meta = metrics, metrics["operations"], metrics["run"]
@@ -186,7 +202,8 @@ def render_html(metrics: dict, plots: dict) -> str:
 
     parts.append("<h2 id='operations'>Operations</h2>")
     parts.append(f"<p>PRED holds {ops['recordings']} recordings for this model version: {ops['ok']} scored, "
-                 f"{ops['errors']} could not be processed, {ops['rejected']} rejected by the quality gate. "
+                 f"{ops['errors']} could not be processed, {ops['rejected']} rejected (no cough detected, or by the "
+                 "quality gate). "
                  f"The latest run ({html.escape(str(ops['latest_run']))}) "
                  f"scored {ops['scored']}, failed on {ops['errored']} (error rate {T.pct(ops['error_rate'])}) and "
                  f"skipped {ops['skipped']} already scored in earlier runs.</p>")
@@ -202,10 +219,11 @@ def render_html(metrics: dict, plots: dict) -> str:
                             [[r["run_id"], r["started"], r["scored"], r["errored"]] for r in ops["runs"]]))
     for key, title in (("error_reasons", "Why recordings failed in the latest run"),
                        ("error_reasons_all_runs", "Why recordings failed in every run"),
-                       ("rejection_reasons", "Why the quality gate rejected recordings in the latest run")):
+                       ("rejection_reasons", "Why recordings were rejected in the latest run")):
         if ops[key] and (key != "error_reasons_all_runs" or len(ops["runs"]) > 1):
             parts.append(f"<h3>{title}</h3>" + _table(
                 ["reason", "recordings"], [[e["reason"], e["count"]] for e in ops[key]]))
+    parts.append(_problems_html(ops["problems"]))
     d = ops["drift"]
     parts.append("<h3>Score drift</h3>")
     if d["psi"] is not None:
@@ -215,6 +233,14 @@ def render_html(metrics: dict, plots: dict) -> str:
     else:
         parts.append(f"<p>Not computable: {html.escape(d.get('reason', ''))}.</p>")
     parts.append(_img(plots, "score_distribution.png", "Distribution of the model's scores."))
+    if "gallery.png" in plots:
+        parts.append("<h2>A look at some recordings</h2><p>The recordings with the highest and the lowest score, "
+                     "and others drawn at random: the spectrogram (when the file can still be read), the coughs "
+                     "the detector found (shaded), and each window's score across the seconds it covers (the "
+                     "dotted line is the threshold). A score comes from the windows, so windows of speech or "
+                     "line noise pull it, and a cough the detector missed is not shaded.</p>")
+        parts.append(_img(plots, "gallery.png", "Spectrogram strips of sampled recordings with the detected coughs "
+                                                "and the window scores along time."))
     if m["not_computable"]:
         parts.append("<h2>What could not be computed, and why</h2>" + _table(
             ["value", "reason"], sorted(m["not_computable"].items())))

@@ -13,10 +13,11 @@ from ..tables.artifacts import Metrics
 from ..errors import CoughError, UsageError
 from . import text as T
 from .evaluate import build_metrics
+from .gallery import draw_gallery, gallery_rows, pick, problem_files, problems_query
 from .operations import operations
 from .page import render_html
 from .plots import draw_plots
-from .read import (attach_labels, read_predictions, resolve_threshold, run_records, scoring_model,
+from .read import (attach_labels, current_rows, read_predictions, resolve_threshold, run_records, scoring_model,
                    select_model_version)
 
 
@@ -75,6 +76,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
         warnings.append(f"No PRED row matched a filename in {labels}: check that its filename column holds the "
                         "recordings' file names.")
     ops = operations(frame, records)
+    ops["problems"] = {**problem_files(current_rows(frame)), "query": problems_query(Location.of(pred).uri)}
     metrics, arrays = build_metrics(frame, by=by, threshold=t, seen_groups=None if include_training else seen,
                                     n_boot=n_boot, seed=seed)
     if metrics["n_labelled_scored"]:
@@ -115,6 +117,9 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                       "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     metrics = clean(metrics)
     plots = draw_plots(metrics, arrays, ops, frame)
+    strips = draw_gallery(gallery_rows(pred, pick(current_rows(frame), seed=seed), version), t)
+    if strips is not None:
+        plots["gallery.png"] = strips
     page = render_html(metrics, plots)
     with output.writing(METRICS_FILE) as loc:
         for name, data in plots.items():
