@@ -23,6 +23,7 @@ from .errors import CoughError, UsageError
 #: (cough/commands/; ``python -m jobs.<job>`` runs :func:`main` with its name).
 JOBS = {
     "synth": "cough.commands.synth",
+    "labels": "cough.commands.labels",
     "featurize": "cough.commands.featurize",
     "train": "cough.commands.train",
     "score": "cough.commands.score",

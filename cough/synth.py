@@ -55,6 +55,48 @@ def cough_signal(rng: np.random.Generator, *, positive: bool, sample_rate: int, 
     return stereo.astype(np.float32)
 
 
+def speech_like_signal(rng: np.random.Generator, *, sample_rate: int, duration_s: float) -> np.ndarray:
+    """Speech-like sound that holds no cough, ``(n,)`` float32 in [-1, 1]: syllables of voiced
+    harmonics (f0 80-260 Hz, a moving contour) through three formants, with fricative noise
+    and pauses, at a syllable rate of a few per second. For tests and the cough detector's
+    negatives (bench/detector/): what a call holds around its cough.
+
+    >>> speech_like_signal(np.random.default_rng(0), sample_rate=8000, duration_s=1.0).shape
+    (8000,)
+    """
+    n = max(1, int(round(duration_s * sample_rate)))
+    y = np.zeros(n)
+    f0_base = rng.uniform(80, 260)
+    pos = int(rng.uniform(0, 0.3) * sample_rate)
+    while pos < n:
+        seg = min(int(rng.uniform(0.08, 0.35) * sample_rate), n - pos)
+        if seg <= 8:
+            break
+        t = np.arange(seg) / sample_rate
+        f = np.fft.rfftfreq(seg, 1 / sample_rate)
+        if rng.random() < 0.2:  # a fricative: band-limited noise
+            centre, width = rng.uniform(1500, 3800), rng.uniform(300, 1500)
+            s = np.fft.irfft(np.fft.rfft(rng.normal(0, 1, seg)) * np.exp(-0.5 * ((f - centre) / width) ** 2), seg)
+            s = s / (np.std(s) + 1e-12) * rng.uniform(0.05, 0.5)
+            envelope = np.clip(np.sin(np.pi * t / t[-1]), 0, 1) ** rng.uniform(0.5, 2)
+        else:  # a voiced syllable: harmonics of a moving f0 through three formants
+            f0 = f0_base * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t + rng.uniform(0, 6.28))
+                            + 0.1 * rng.normal())
+            phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+            source = sum(np.sin(h * phase) / h ** 0.5 for h in range(1, int(min(3800, sample_rate / 2) / f0_base)))
+            formants = [rng.uniform(250, 900), rng.uniform(850, 2500), rng.uniform(2200, 3600)]
+            shape = sum(np.exp(-0.5 * ((f - fm) / (rng.uniform(50, 150) + 0.05 * fm)) ** 2) / (k + 1)
+                        for k, fm in enumerate(formants)) + 0.01
+            s = np.fft.irfft(np.fft.rfft(source) * shape, seg)
+            s = s / (np.std(s) + 1e-12)
+            envelope = np.clip(np.sin(np.pi * t / t[-1]), 0, 1) ** rng.uniform(0.3, 1.5)
+        y[pos:pos + seg] += envelope * s * rng.uniform(0.3, 1.0)
+        pos += seg
+        if rng.random() < 0.25:  # a pause
+            pos += int(rng.uniform(0.05, 0.8) * sample_rate)
+    return (y / (np.max(np.abs(y)) + 1e-12)).astype(np.float32)
+
+
 def _plan(n: int, seed: int, max_duration_s: float, positive_rate: float,
           formats: tuple[str, ...]) -> list[dict]:
     rng = np.random.default_rng(seed)

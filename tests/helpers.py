@@ -157,3 +157,28 @@ def cough_wav(path: Path, *, sr=16000, seconds=1.5, channels=1, fmt=None, subtyp
                      channels=channels)
     sf.write(path, y, sr, format=fmt, subtype=subtype)
     return path
+
+
+def participant_tree(root: Path, labels: list[int], *, coughs: list[int] | None = None, seed: int = 0,
+                     sidecar: bool = True) -> Path:
+    """An archive kept as one folder per participant, as studies keep them: participant ``i``
+    (label ``labels[i]``; folder ``p 00``, ``p 01``, ... with a space) holds ``coughs[i]``
+    cough recordings (``cough-1.wav``, ...; default 2) beside recordings that are not coughs
+    (``counting.wav``: speech-like; ``breathing.wav``: quiet noise), the same names in every
+    folder, and a ``metadata.json`` (``covid_status``, ``age``, ``score``: a name cough's
+    tables use)."""
+    from cough.synth import speech_like_signal
+
+    rng = np.random.default_rng(seed)
+    for i, label in enumerate(labels):
+        folder = root / f"p {i:02d}"
+        folder.mkdir(parents=True)
+        for k in range(1, (coughs[i] if coughs else 2) + 1):
+            y = cough_signal(rng, positive=bool(label), sample_rate=16000, duration_s=float(rng.uniform(1.0, 2.5)))
+            sf.write(folder / f"cough-{k}.wav", y, 16000)
+        sf.write(folder / "counting.wav", 0.5 * speech_like_signal(rng, sample_rate=16000, duration_s=3.0), 16000)
+        sf.write(folder / "breathing.wav", (0.002 * rng.standard_normal(32000)).astype(np.float32), 16000)
+        if sidecar:
+            status = ("positive_mild" if i % 2 else "positive_asymp") if label else "healthy"
+            (folder / "metadata.json").write_text(json.dumps({"covid_status": status, "age": 20 + i, "score": 3}))
+    return root

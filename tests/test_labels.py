@@ -71,23 +71,34 @@ def test_any_other_label_is_an_error_that_shows_it_and_the_accepted_spellings(va
 
 def test_no_csv_gives_an_empty_index(tmp_path):
     index = load_labels(None, _src(tmp_path))
-    assert (index.by_relpath, index.by_name, index.metadata_columns) == ({}, {}, [])
+    assert (index.by_relpath, index.metadata_columns, index.paths_only) == ({}, [], False)
     assert _pick(index.lookup(f"{tmp_path}/raw/a.wav"), ["label", "participant"]) == \
         {"label": None, "participant": "a.wav"}
 
 
-def test_filenames_as_basenames_and_as_paths_relative_to_source(tmp_path):
+def test_filenames_as_paths_relative_to_source_match_by_path_only(tmp_path):
     src = _src(tmp_path, "top.wav", "2026/11/deep.wav", "2026/11/other.wav", "sub/only-here.wav")
     csv = _csv(tmp_path, "filename,label\n"
                          "top.wav,positive\n"
                          "2026/11/deep.wav,negative\n"
                          "only-here.wav,1\n")
     index = load_labels(csv, src)
-    assert index.lookup(f"{src}/top.wav")["label"] == 1
+    assert index.paths_only  # one path in the CSV: every row is a path
+    assert index.resolve(f"{src}/top.wav").label_from == "path" and index.lookup(f"{src}/top.wav")["label"] == 1
     assert index.lookup(f"{src}/2026/11/deep.wav")["label"] == 0
     assert index.lookup(f"{src}/2026/11/other.wav")["label"] is None  # not in the CSV
-    # a basename unique in SOURCE matches the file in whatever folder it lies
-    assert index.lookup(f"{src}/sub/only-here.wav")["label"] == 1
+    # a bare name in a CSV of paths is the path of a file at SOURCE's top level, nothing else
+    assert index.resolve(f"{src}/sub/only-here.wav").label_from is None
+
+
+def test_filenames_as_bare_names_match_each_file_by_its_name(tmp_path):
+    src = _src(tmp_path, "top.wav", "2026/11/deep.wav", "sub/only-here.wav")
+    csv = _csv(tmp_path, "filename,label\ntop.wav,positive\ndeep.wav,negative\nonly-here.wav,1\n")
+    index = load_labels(csv, src)
+    assert not index.paths_only
+    assert [index.resolve(f"{src}/{p}").label_from for p in ("top.wav", "2026/11/deep.wav", "sub/only-here.wav")] == \
+        ["name", "name", "name"]
+    assert index.lookup(f"{src}/2026/11/deep.wav")["label"] == 0
 
 
 def test_a_path_match_wins_when_two_folders_hold_the_same_name(tmp_path):

@@ -206,7 +206,7 @@ def _archive(tmp_path: Path) -> tuple[Path, Path]:
     csv.write_text("filename,label,participant,site\n"
                    "a-top.wav,positive,p0,clinic\n"
                    "2026-11-24/p2-0.wav,negative,p2,home\n"
-                   "p3-0.wav,1,p3,home\n")
+                   "2026-11-24/late/p3-0.wav,1,p3,home\n")
     return src, csv
 
 
@@ -228,7 +228,9 @@ def test_listing_table_holds_the_listing_with_labels_sorted_within_each_block(tm
         {"label": 1, "participant": "p0", "site": "clinic"}
     assert {k: by_path[f"{src}/2026-11-24/p2-0.wav"][k] for k in ("label", "participant", "site")} == \
         {"label": 0, "participant": "p2", "site": "home"}
-    assert by_path[f"{src}/2026-11-24/late/p3-0.wav"]["label"] == 1  # a unique basename matches
+    assert by_path[f"{src}/2026-11-24/late/p3-0.wav"]["label"] == 1
+    assert listing.counts.to_dict() == {"labelled": 3, "labelled_by_path": 3, "labelled_by_name": 0,
+                                        "labelled_by_folder": 0, "unlabelled": 4, "participants": 3}
     unlabelled = by_path[f"{src}/misc/p4-0.wav"]
     assert (unlabelled["label"], unlabelled["site"]) == (None, None)
     assert unlabelled["participant"] == "misc/p4-0.wav"  # one participant per file by default

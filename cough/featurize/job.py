@@ -24,7 +24,7 @@ from .settings import FeaturizePlan, FeaturizeSettings, FeaturizeSummary
 log = logging.getLogger("cough.featurize")
 
 
-def plan(listing: Listing, output: Output) -> FeaturizePlan:
+def plan(listing: Listing, output: Output, warnings: list[str]) -> FeaturizePlan:
     """What featurizing ``listing`` (:func:`cough.tables.archive.listing_table`) into
     ``output`` (what :func:`cough.tables.storage.claim` gave) would do."""
     import os
@@ -33,8 +33,7 @@ def plan(listing: Listing, output: Output) -> FeaturizePlan:
     rows = listing.rows
     formats = Counter(os.path.splitext(p)[1].lstrip(".").lower() or "none" for p in rows.column("path").to_pylist())
     return FeaturizePlan(would_read=rows.num_rows, excluded=listing.excluded, formats=dict(sorted(formats.items())),
-                         labelled=rows.num_rows - rows.column("label").null_count,
-                         participants=len(set(rows.column("participant").to_pylist())),
+                         labels=listing.counts.to_dict(), warnings=warnings,
                          would_write=output.loc.uri, would_replace=output.state == "ours")
 
 
@@ -52,7 +51,7 @@ def list_work(source: str, index: LabelIndex, selection: Selection, batch_size: 
         raise CoughError(f"SOURCE {source} holds no recordings"
                          + (f" that --include/--exclude keep ({listing.excluded} left out)" if listing.excluded else ""))
     ds, batch_size = in_batches(rows, listed, batch_size)
-    return ds, Listing(rows, listing.excluded), batch_size
+    return ds, Listing(rows, listing.counts), batch_size
 
 
 @overload
@@ -98,10 +97,11 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
         listing = listing_table(source_loc.uri, index, selection=s.selection)
         if listing.rows.num_rows == 0:
             raise CoughError(f"SOURCE {source_loc.uri} holds no recordings")
-        return plan(listing, output)
+        return plan(listing, output, listing.check(s.labels, s.group_pattern))
     labels_uri = Location.of(s.labels).uri if s.labels else None
     init_ray(s.address, num_cpus=s.num_cpus)
     ds, listing, batch_size = list_work(source_loc.uri, index, s.selection, s.batch_size)
+    warnings = listing.check(s.labels, s.group_pattern)
     listed = listing.rows.count()
     log.info("featurizing %d recordings from %s%s", listed, source_loc.uri,
              f" ({listing.excluded} left out by --include/--exclude)" if listing.excluded else "")
@@ -121,7 +121,8 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
         if totals["inputs"] != listed:
             raise CoughError(f"lost recordings: {listed} listed, {totals['inputs']} processed")
         summary = FeaturizeSummary(**{**totals, "inputs": totals["inputs"] + listing.excluded},
-                                   excluded=listing.excluded, out=output.loc.uri, featurizer_version=s.params.version)
+                                   excluded=listing.excluded, labels=listing.counts.to_dict(), warnings=warnings,
+                                   out=output.loc.uri, featurizer_version=s.params.version)
         manifest = Manifest(inputs=summary.inputs, ok=summary.ok, errors=summary.errors, rejected=summary.rejected,
                             excluded=summary.excluded, images=summary.images, coughs=summary.coughs,
                             dropped_windows=summary.dropped_windows, kind=KIND, version=version,

@@ -55,11 +55,16 @@ class FeaturizeSummary:
     images: int = 0
     coughs: int = 0
     dropped_windows: int = 0
+    labels: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
     out: str = ""
     featurizer_version: str = ""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The job's JSON: the counts, then how the files were labelled (:meth:`ListingCounts.to_dict`)."""
+        out = dataclasses.asdict(self)
+        return {**{k: v for k, v in out.items() if k not in ("labels", "warnings", "out", "featurizer_version")},
+                **self.labels, "warnings": self.warnings, "out": self.out, "featurizer_version": self.featurizer_version}
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,11 @@ class FeaturizePlan:
     would_read: int
     excluded: int
     formats: dict = field(default_factory=dict)
-    labelled: int = 0
-    participants: int = 0
+    labels: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
     would_write: str = ""
     would_replace: bool = False
 
     def to_dict(self) -> dict:
-        return {"dry_run": True, **dataclasses.asdict(self)}
+        out = dataclasses.asdict(self)
+        return {"dry_run": True, **{k: v for k, v in out.items() if k != "labels"}, **self.labels}

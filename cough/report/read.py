@@ -55,25 +55,32 @@ def read_predictions(pred, *, columns=()) -> pd.DataFrame:
 
 
 def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
-    """Labels (and participant, metadata columns) from a labels CSV, matched to PRED rows by file name.
-
-    A CSV ``filename`` is a basename or a relative path; a PRED row takes the CSV row whose
-    filename is the longest trailing part of its ``path``. Where a CSV row matches, its
-    values win over PRED's; elsewhere PRED's stay. Returns the frame and match counts.
-    """
-    from ..tables.labels import load_labels
+    """Labels (and participant, metadata columns) from a labels CSV, matched to PRED rows by
+    the rule the jobs use (docs/featurize.md): a CSV of paths matches a row whose ``path``
+    ends with one of them, by path only; a CSV of bare file names matches a row by its file
+    name, which must then be unique among PRED's files (else a UsageError naming an example).
+    Where a CSV row matches, its values win over PRED's; elsewhere PRED's stay. Returns the
+    frame and match counts (by path, by name)."""
+    from ..tables.labels import ambiguous_names, load_labels
 
     source = os.path.dirname(csv.rstrip("/")) or "."
     index = load_labels(csv, source)
     frame = frame.copy()
     columns = ["label", "participant", *index.metadata_columns]
     found: dict[str, list] = {c: [] for c in columns}
-    matched = 0
-    for path in frame.get("path", pd.Series([None] * len(frame), dtype=object)):
-        rec = _match(index, path)
-        matched += rec is not None
+    by = {"path": 0, "name": 0}
+    paths = frame.get("path", pd.Series([None] * len(frame), dtype=object))
+    if not index.paths_only:  # which file each bare name means must be certain
+        names = pd.Series([PurePosixPath(p).name for p in paths.dropna()], dtype=object)
+        hits = names[names.isin(set(index.by_relpath))].value_counts()
+        ambiguous_names({str(k): int(v) for k, v in hits.items()}, csv)
+    for path in paths:
+        rec, how = _match(index, path)
+        if how is not None:
+            by[how] += 1
         for c in columns:
             found[c].append(None if rec is None else rec.get(c))
+    matched = by["path"] + by["name"]
     for c in columns:
         values = pd.Series(found[c], index=frame.index, dtype=object)
         if c == "label":
@@ -84,19 +91,23 @@ def attach_labels(frame: pd.DataFrame, csv: str) -> tuple[pd.DataFrame, dict]:
             frame[c] = values
     if "participant" in frame:
         frame["participant"] = frame["participant"].astype("string")
-    return frame, {"csv": csv, "rows_matched": int(matched), "rows": int(len(frame)),
-                   "metadata_columns": index.metadata_columns}
+    return frame, {"csv": csv, "rows_matched": int(matched), "rows_matched_by_path": by["path"],
+                   "rows_matched_by_name": by["name"], "rows": int(len(frame)), "metadata_columns": index.metadata_columns}
 
 
-def _match(index, path) -> dict | None:
+def _match(index, path) -> tuple[dict | None, str | None]:
+    """``(the CSV row of PRED's ``path``, "path" or "name")``, or ``(None, None)``."""
     if not isinstance(path, str):
-        return None
+        return None, None
     parts = PurePosixPath(path.split("://", 1)[-1]).parts
+    if not index.paths_only:
+        rec = index.by_relpath.get(parts[-1]) if parts else None
+        return (rec, "name") if rec is not None else (None, None)
     for k in range(len(parts), 0, -1):
         rec = index.by_relpath.get("/".join(parts[-k:]))
         if rec is not None:
-            return rec
-    return index.by_name.get(parts[-1]) if parts else None
+            return rec, "path"
+    return None, None
 
 
 def select_model_version(frame: pd.DataFrame, version: str | None = None) -> tuple[pd.DataFrame, str | None, list]:

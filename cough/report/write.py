@@ -52,7 +52,8 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     frame = read_predictions(pred, columns=by)
     if labels:
         frame, label_info = attach_labels(frame, labels)
-        labels_text = f"from {labels} ({label_info['rows_matched']} of {label_info['rows']} PRED rows matched)"
+        labels_text = (f"from {labels} ({label_info['rows_matched']} of {label_info['rows']} PRED rows matched: "
+                       f"{label_info['rows_matched_by_path']} by path, {label_info['rows_matched_by_name']} by file name)")
     else:
         labels_text = "from PRED's label column" if "label" in frame else "none (PRED has no label column)"
         label_info = None

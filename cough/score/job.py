@@ -86,7 +86,8 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
         read_version = table.version() if table is not None else None
         night = list_night(source_loc, info, target, index=index, rescore=s.rescore, prefixes=s.prefixes,
                            since=s.since, batch_size=s.batch_size, selection=s.selection,
-                           min_cough_probability=cough_threshold(s, info))
+                           min_cough_probability=cough_threshold(s, info), labels=s.labels,
+                           group_pattern=s.group_pattern)
         # What this model version scored (32 bytes per recording) is built by a Ray task and
         # stays in the object store: the driver never holds it.
         scored = ray.put(NOTHING_SCORED) if s.rescore or not night.counts.unseen else \
@@ -98,7 +99,8 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
         if s.labels and night.counts.seen_before:
             log.info("--labels label only the recordings this run scores; the %d seen before keep their rows "
                      "(give the labels to `cough report --labels`, or --rescore)", night.counts.seen_before)
-        summary = ScoreSummary(night.counts, pred=target.loc.uri, model_version=info.version)
+        summary = ScoreSummary(night.counts, pred=target.loc.uri, model_version=info.version, labels=night.labels,
+                               warnings=night.warnings)
         if night.counts.unseen:
             # The memory reservation sizes decoding (long recordings) and, being a remote
             # argument the actors lack, keeps Ray from fusing the two stages into one.

@@ -4,7 +4,7 @@ model version has not seen; a featurize OUT is read whole (no ledger)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from ..audio.detector import RECORDING_THRESHOLD
@@ -28,10 +28,14 @@ class Night:
     batch_size: int
     metadata_columns: list[str]
     counts: NightCounts
+    #: how the listed files were labelled (cough.tables.archive.ListingCounts.to_dict), and what a person must hear
+    labels: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
 
 def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_size, selection=EVERY_FILE,
-               min_cough_probability: float = RECORDING_THRESHOLD) -> Night:
+               min_cough_probability: float = RECORDING_THRESHOLD, labels: str | None = None,
+               group_pattern: str | None = None) -> Night:
     """List SOURCE in Ray tasks and keep what the ledger has not seen for this model version
     (everything with ``rescore``); a featurize OUT's shards as they are. ``index``: the labels
     (:func:`cough.tables.labels.load_labels`, read before Ray starts so that a bad CSV is a usage
@@ -59,6 +63,7 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
                                                             excluded=excluded))
 
     found = listing_dataset(source.uri, index, selection=selection, prefixes=prefixes, since=since)
+    warnings = found.check(labels, group_pattern)
     listing = found.rows.materialize()
     listed = listing.count()
     if listed == 0 and not (prefixes or since):
@@ -70,4 +75,4 @@ def list_night(source, info, pred, *, index, rescore, prefixes, since, batch_siz
     counts = NightCounts(listed=listed, new=n - changed, changed=changed, seen_before=listed - n,
                          excluded=found.excluded)
     return Night(todo, prepare_recordings, {"params": info.params, "min_cough_probability": min_cough_probability},
-                 batch, index.metadata_columns, counts)
+                 batch, index.metadata_columns, counts, found.counts.to_dict(), warnings)

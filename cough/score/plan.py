@@ -25,6 +25,8 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
     from ..tables.shards import is_out, read_out
 
     seen = excluded = 0
+    warnings: list[str] = []
+    label_counts: dict = {}
     if is_out(source):
         recordings = read_out(source, what="SOURCE").recordings
         rows = pq.read_table(recordings.path, filesystem=recordings.fs, columns=["recording_id", "path"]).to_pylist()
@@ -33,6 +35,7 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
         found = listing_table(source.uri, load_labels(labels, source.uri, group_pattern=group_pattern),
                               selection=selection)
         listing, excluded = found.rows, found.excluded
+        warnings, label_counts = found.check(labels, group_pattern), found.counts.to_dict()
         ledger = None if rescore else Ledger(target).table()
         if ledger is not None:
             known = ledger.to_pyarrow_table(columns=list(FILE_KEY), filters=[("model_version", "=", info.version)])
@@ -50,4 +53,5 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
     skip = int(scored.has(ids, paths).sum())
     return ScorePlan(would_list=len(paths) + seen, excluded=excluded, seen_before=seen, would_read=len(paths),
                      would_skip=skip + seen, would_score=len(paths) - skip, model_version=info.version,
-                     would_write=target.loc.uri, pred_exists=table is not None)
+                     would_write=target.loc.uri, pred_exists=table is not None, labels=label_counts,
+                     warnings=warnings)

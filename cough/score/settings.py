@@ -109,6 +109,8 @@ class ScoreSummary:
     run_id: str | None = None
     pred: str = ""
     model_version: str = ""
+    labels: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -116,7 +118,8 @@ class ScoreSummary:
 
     def to_dict(self) -> dict:
         return {**self.night.to_dict(), **self.counts.to_dict(), "commits": self.commits, "skipped": self.skipped,
-                "run_id": self.run_id, "pred": self.pred, "model_version": self.model_version}
+                **self.labels, "warnings": self.warnings, "run_id": self.run_id, "pred": self.pred,
+                "model_version": self.model_version}
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ class ScorePlan:
     model_version: str
     would_write: str
     pred_exists: bool
+    labels: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"dry_run": True, **dataclasses.asdict(self)}
+        out = dataclasses.asdict(self)
+        return {"dry_run": True, **{k: v for k, v in out.items() if k != "labels"}, **self.labels}

@@ -21,8 +21,9 @@ folders, ``since`` only the top-level folders named by a date on or after it.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -30,6 +31,8 @@ import pyarrow as pa
 
 from ..errors import UsageError
 from .labels import LabelIndex, relpath
+
+log = logging.getLogger("cough")
 from .listing import Entry, list_folder
 
 #: A top-level folder named by a date: ``2026-11-24``, ``2026-11-24T02``, ``20261124``, ``date=2026-11-24``.
@@ -117,23 +120,103 @@ def dated_on_or_after(name: str, since: str) -> bool:
     return match is not None and "-".join(match.groups()) >= since
 
 
-def _rows(entries: list[Entry], index: LabelIndex, selection: Selection) -> tuple[pa.Table, int]:
-    """``(the listing's rows of the ``entries`` that ``selection`` keeps, sorted by path (the
-    same rows in the same order, whichever task lists them), how many it left out)``."""
+@dataclass
+class ListingCounts:
+    """What a listing counted besides its rows: files ``excluded`` by the :class:`Selection`;
+    of the others, labelled ``by_path`` (a labels CSV row naming the path relative to SOURCE),
+    ``by_name`` (a row naming the file name), ``by_folder`` (a pos/neg folder), or
+    ``unlabelled``; ``grouped``: labelled files whose participant --group-pattern gave;
+    ``participants``: the labelled files' participants (None past :data:`MAX_PARTICIPANTS`:
+    many); ``name_hits``: for each CSV file name that matched, how many files it matched (more
+    than one is refused: :func:`cough.tables.labels.ambiguous_names`)."""
+
+    excluded: int = 0
+    by_path: int = 0
+    by_name: int = 0
+    by_folder: int = 0
+    unlabelled: int = 0
+    grouped: int = 0
+    participants: set | None = field(default_factory=set)
+    name_hits: dict = field(default_factory=dict)
+
+    def add(self, other: "ListingCounts") -> "ListingCounts":
+        for f in ("excluded", "by_path", "by_name", "by_folder", "unlabelled", "grouped"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        for name, n in other.name_hits.items():
+            self.name_hits[name] = self.name_hits.get(name, 0) + n
+        self.participants = _union(self.participants, other.participants)
+        return self
+
+    def warnings(self, group_pattern: str | None) -> list[str]:
+        """What a person must hear about --group-pattern: it matched no labelled file, or it
+        gives fewer participants than a tenth of the labelled files (the pattern likely
+        captures a recording type, not a person)."""
+        if not group_pattern or not self.labelled:
+            return []
+        if not self.grouped:
+            return [f"--group-pattern {group_pattern!r} matched none of the {self.labelled} labelled files: each is "
+                    "its own participant"]
+        n = len(self.participants) if self.participants is not None else None
+        if n is not None and n < self.labelled / 10:
+            return [f"--group-pattern {group_pattern!r} gives {n} participant(s) for {self.labelled} labelled files "
+                    f"({self.labelled / n:.0f} each): does it capture the person, not the kind of recording?"]
+        return []
+
+    @property
+    def labelled(self) -> int:
+        return self.by_path + self.by_name + self.by_folder
+
+    def to_dict(self) -> dict:
+        """The counts a summary shows (``name_hits`` is the jobs' check, not a count)."""
+        return {"labelled": self.labelled, "labelled_by_path": self.by_path, "labelled_by_name": self.by_name,
+                "labelled_by_folder": self.by_folder, "unlabelled": self.unlabelled,
+                "participants": len(self.participants) if self.participants is not None else None}
+
+
+#: Participants a listing counts one by one; past this many, "many" (their number no warning needs).
+MAX_PARTICIPANTS = 100_000
+
+
+def _union(a: set | None, b: set | None) -> set | None:
+    if a is None or b is None or len(a) + len(b) > MAX_PARTICIPANTS and len(a | b) > MAX_PARTICIPANTS:
+        return None
+    return a | b
+
+
+def _rows(entries: list[Entry], index: LabelIndex, selection: Selection) -> tuple[pa.Table, ListingCounts]:
+    """``(the listing's rows of the entries that selection keeps, sorted by path (the same
+    rows in the same order, whichever task lists them), their counts)``."""
     schema = listing_schema(index.metadata_columns)
-    kept = [e for e in entries if selection.keeps(relpath(e.path, index.source))]
-    rows = [{**e.to_dict(), **index.lookup(e.path)} for e in sorted(kept, key=lambda e: e.path)]
-    return pa.Table.from_pylist(rows, schema=schema), len(entries) - len(kept)
+    kept = sorted((e for e in entries if selection.keeps(relpath(e.path, index.source))), key=lambda e: e.path)
+    counts = ListingCounts(excluded=len(entries) - len(kept))
+    rows = []
+    for entry in kept:
+        match = index.resolve(entry.path)
+        rows.append({**entry.to_dict(), **match.info})
+        field_name = {"path": "by_path", "name": "by_name", "folder": "by_folder"}.get(match.label_from or "",
+                                                                                     "unlabelled")
+        setattr(counts, field_name, getattr(counts, field_name) + 1)
+        if match.label_from is not None:
+            counts.grouped += match.grouped
+            if counts.participants is not None:
+                counts.participants.add(match.info["participant"])
+        if match.label_from == "name":
+            name = PurePosixPath(entry.path).name
+            counts.name_hits[name] = counts.name_hits.get(name, 0) + 1
+    if counts.participants is not None and len(counts.participants) > MAX_PARTICIPANTS:
+        counts.participants = None
+    return pa.Table.from_pylist(rows, schema=schema), counts
 
 
 def _list_top(source: str, index: LabelIndex, selection: Selection,
-              include_files: bool) -> tuple[pa.Table, list[str], int]:
+              include_files: bool) -> tuple[pa.Table, list[str], ListingCounts]:
     entries, folders = list_folder(source, recursive=False)
-    rows, excluded = _rows(entries if include_files else [], index, selection)
-    return rows, folders, excluded
+    rows, counts = _rows(entries if include_files else [], index, selection)
+    return rows, folders, counts
 
 
-def _list_folders(source: str, folders: list[str], index: LabelIndex, selection: Selection) -> tuple[pa.Table, int]:
+def _list_folders(source: str, folders: list[str], index: LabelIndex,
+                  selection: Selection) -> tuple[pa.Table, ListingCounts]:
     entries = [e for folder in folders for e in list_folder(source, folder)[0]]
     return _rows(entries, index, selection)
 
@@ -152,32 +235,48 @@ def _folders(source: str, prefixes: tuple[str, ...], since: str | None, names: l
 @dataclass(frozen=True)
 class Listing:
     """What a listing of SOURCE found: its rows (:func:`listing_schema`; a pyarrow Table in
-    this process, or a Ray Dataset whose blocks stay in the object store) and how many files
-    the :class:`Selection` left out."""
+    this process, or a Ray Dataset whose blocks stay in the object store) and its counts."""
 
     rows: Any
-    excluded: int
+    counts: ListingCounts
+
+    @property
+    def excluded(self) -> int:
+        return self.counts.excluded
+
+    def check(self, labels: str | None, group_pattern: str | None) -> list[str]:
+        """The labels' and participants' checks on what the listing found: a UsageError for file
+        names that several files share (:func:`cough.tables.labels.ambiguous_names`); the
+        warnings about --group-pattern (:meth:`ListingCounts.warnings`), logged and returned for
+        the job's summary."""
+        from .labels import ambiguous_names
+
+        ambiguous_names(self.counts.name_hits, labels)
+        warnings = self.counts.warnings(group_pattern)
+        for warning in warnings:
+            log.warning("%s", warning)
+        return warnings
 
 
 def listing_table(source: str, index: LabelIndex, *, selection: Selection = EVERY_FILE,
                   prefixes: tuple[str, ...] = (), since: str | None = None) -> Listing:
     """SOURCE's entries listed in this process, for a dry run: the rows :func:`listing_dataset`
     gives, in one table (:attr:`Listing.rows`), without Ray."""
-    files, excluded = pa.Table.from_pylist([], schema=listing_schema(index.metadata_columns)), 0
+    files, counts = pa.Table.from_pylist([], schema=listing_schema(index.metadata_columns)), ListingCounts()
     names: list[str] = []
     if not prefixes:
-        files, names, excluded = _list_top(source, index, selection, since is None)
+        files, names, counts = _list_top(source, index, selection, since is None)
     folders = _folders(source, prefixes, since, names)
     if not folders:
-        return Listing(files, excluded)
+        return Listing(files, counts)
     below, more = _list_folders(source, folders, index, selection)
-    return Listing(pa.concat_tables([files, below]), excluded + more)
+    return Listing(pa.concat_tables([files, below]), counts.add(more))
 
 
 def listing_dataset(source: str, index: LabelIndex, *, selection: Selection = EVERY_FILE,
                     prefixes: tuple[str, ...] = (), since: str | None = None, tasks: int | None = None) -> Listing:
     """SOURCE's entries as a Ray Dataset (:attr:`Listing.rows`), listed in Ray tasks; the
-    driver holds object references and the count of files ``selection`` left out.
+    driver holds object references and the listing's counts.
 
     ``prefixes``: folders under SOURCE (relative, e.g. ``2026/11/24``) to list instead of
     all of it. ``since`` (YYYY-MM-DD): only SOURCE's top-level folders named by a date on or
@@ -201,13 +300,15 @@ def listing_dataset(source: str, index: LabelIndex, *, selection: Selection = EV
     parts = max(1, min(len(folders), tasks or 4 * cpus()))
     for i in range(parts):
         if folders[i::parts]:
-            part = below.remote(source, folders[i::parts], index_ref, selection_ref)  # rows, excluded
+            part = below.remote(source, folders[i::parts], index_ref, selection_ref)  # rows, counts
             blocks.append(part[0])  # type: ignore[index]
             counts.append(part[1])  # type: ignore[index]
-    excluded = sum(ray.get(counts))
+    total = ListingCounts()
+    for c in ray.get(counts):
+        total.add(c)
     if not blocks:
-        return Listing(ray.data.from_arrow(listing_schema(index.metadata_columns).empty_table()), excluded)
-    return Listing(ray.data.from_arrow_refs(blocks), excluded)
+        return Listing(ray.data.from_arrow(listing_schema(index.metadata_columns).empty_table()), total)
+    return Listing(ray.data.from_arrow_refs(blocks), total)
 
 
 def in_batches(ds, rows: int, batch_size: int):

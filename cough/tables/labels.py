@@ -66,38 +66,74 @@ def parse_label(value) -> int | None:
     raise ValueError(f"label {value!r} is not one of positive/negative, pos/neg, 1/0, true/false")
 
 
+@dataclass(frozen=True)
+class Match:
+    """What a labels CSV (or the folder names) says of one file: ``info`` (label, participant,
+    the annotated span, metadata), where its label came from (``label_from``: ``"path"``, a CSV
+    row naming its path relative to SOURCE; ``"name"``, a row naming its file name; ``"folder"``,
+    a pos/neg folder; None: no label), and whether --group-pattern gave its participant."""
+
+    info: dict
+    label_from: str | None
+    grouped: bool
+
+
 @dataclass
 class LabelIndex:
-    """Looks up label, group and metadata for a recording path under SOURCE."""
+    """Looks up label, participant and metadata for a recording path under SOURCE.
+
+    The matching rule (docs/featurize.md): a CSV whose ``filename`` column holds any path (a
+    ``/``) matches files by their path relative to SOURCE only; a CSV of bare file names matches
+    each file by its name, which must then be unique in SOURCE (the jobs refuse a name that
+    several files share: :func:`ambiguous_names`). The participant comes from the CSV's
+    ``participant`` column, else from --group-pattern (:meth:`group_for`), else it is the file.
+    """
 
     source: str
     by_relpath: dict[str, dict] = field(default_factory=dict)
-    by_name: dict[str, dict | None] = field(default_factory=dict)
     metadata_columns: list[str] = field(default_factory=list)
     group_pattern: re.Pattern | None = None
+    #: the CSV names files by path: no match by file name
+    paths_only: bool = False
 
-    def lookup(self, path: str) -> dict:
-        """``{"label", "participant", "cough_start_s", "cough_end_s", **metadata}`` for
-        ``path`` (a path under SOURCE)."""
+    def resolve(self, path: str) -> Match:
+        """The :class:`Match` of ``path`` (a path under SOURCE)."""
         rel = relpath(path, self.source)
-        row = self.by_relpath.get(rel) or self.by_name.get(PurePosixPath(rel).name)
+        name = PurePosixPath(rel).name
+        row, how = self.by_relpath.get(rel), "path"  # how: where the label came from
+        label_from: str | None
+        if row is not None and "/" not in rel and not self.paths_only:
+            how = "name"  # a bare name that happens to sit at SOURCE's top level
+        elif row is None and not self.paths_only:
+            row, how = self.by_relpath.get(name), "name"
         meta = {c: None for c in (*SPAN_COLUMNS, *self.metadata_columns)}
         if row is not None:
             label, group = row["label"], row.get("participant")
             meta.update({c: row.get(c) for c in (*SPAN_COLUMNS, *self.metadata_columns)})
         else:
-            label, group = folder_label(rel), None
+            label, group, how = folder_label(rel), None, "folder"
+        label_from = how if label is not None else None
+        grouped = False
         if group is None:
-            group = self.group_for(rel)
-        return {"label": label, "participant": group, **meta}
+            group, grouped = self.group_for(rel)
+        return Match({"label": label, "participant": group, **meta}, label_from, grouped)
 
-    def group_for(self, rel: str) -> str:
-        stem = PurePosixPath(rel).stem
+    def lookup(self, path: str) -> dict:
+        """``{"label", "participant", "cough_start_s", "cough_end_s", **metadata}`` for
+        ``path`` (a path under SOURCE): :meth:`resolve`'s ``info``."""
+        return self.resolve(path).info
+
+    def group_for(self, rel: str) -> tuple[str, bool]:
+        """``(participant, whether --group-pattern matched)`` of the file at ``rel``: the
+        pattern's capture group, searched in the path relative to SOURCE when the pattern holds
+        a ``/`` (``'^([^/]+)/'``: a folder per participant), else in the file's stem (``'^(.+)-\\d+$'``:
+        ``X-0.mp3`` and ``X-1.mp3`` are X's); without a match, one participant per file."""
         if self.group_pattern is not None:
-            match = self.group_pattern.search(stem)
+            on_path = "/" in self.group_pattern.pattern
+            match = self.group_pattern.search(rel if on_path else PurePosixPath(rel).stem)
             if match:
-                return match.group(1) if match.groups() else match.group(0)
-        return rel  # one group per file: the safest default for a split
+                return match.group(1), True
+        return rel, False  # one group per file: the safest default for a split
 
 
 def relpath(path: str, source: str) -> str:
@@ -119,16 +155,28 @@ def folder_label(rel: str) -> int | None:
 
 
 def compile_group_pattern(pattern: str | None) -> re.Pattern | None:
+    """--group-pattern compiled; a UsageError unless it is a regular expression with exactly
+    one capture group (the participant).
+
+    >>> compile_group_pattern(r"^([^/]+)/").groups
+    1
+    """
     if not pattern:
         return None
     try:
-        return re.compile(pattern)
+        compiled = re.compile(pattern)
     except re.error as exc:
         raise UsageError(f"--group-pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    if compiled.groups != 1:
+        raise UsageError(f"--group-pattern {pattern!r} has {compiled.groups} capture groups; it needs exactly one, "
+                         r"the participant: e.g. '^([^/]+)/' for a folder per participant, '^(.+)-\d+$' for "
+                         "X-0.mp3 and X-1.mp3")
+    return compiled
 
 
 def load_labels(csv: str | None, source: str, *, group_pattern: str | None = None) -> LabelIndex:
-    """Read a labels CSV (or none) into a :class:`LabelIndex` for ``source``.
+    """Read a labels CSV (or none) into a :class:`LabelIndex` for ``source`` (its matching
+    rule there).
 
     Filenames that escape SOURCE (``..`` or absolute paths elsewhere) are refused; so are
     (exit 2) a column name that appears twice once trimmed or is one of
@@ -191,10 +239,7 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
             continue
         first_line[rel] = line
         index.by_relpath[rel] = rec
-        base = PurePosixPath(rel).name
-        other = index.by_name.setdefault(base, rec)
-        if other is not None and _differ(other, rec):  # same name in two folders: no fallback by name
-            index.by_name[base] = None
+        index.paths_only |= "/" in rel
     if repeats:
         rel, first, again = repeats[0]
         log.warning("labels CSV %s: %d row(s) repeat an earlier row for the same file (first: %r on lines %d and "
@@ -231,3 +276,15 @@ def _same_row(csv: str, rel: str, first: dict, again: dict, first_line: int, lin
     say = (lambda row: shown[row["label"]]) if column == "label" else (lambda row: repr(row[column]))
     raise UsageError(f"labels CSV {csv}: {rel!r} has {column} {say(first)} on line {first_line} and {say(again)} "
                      f"on line {line}; keep one row per file")
+
+
+def ambiguous_names(name_hits: dict[str, int], csv: str | None) -> None:
+    """A UsageError when a labels CSV of bare file names (``name_hits``: CSV name -> files of
+    SOURCE it matched) names files that several folders hold: which file a row means is then a
+    guess, and a wrong guess labels another person's recording."""
+    shared = sorted((name, n) for name, n in name_hits.items() if n > 1)
+    if shared:
+        name, n = shared[0]
+        raise UsageError(f"labels CSV {csv} names files by their file name, and {len(shared)} of those names belong to "
+                         f"several files of SOURCE (e.g. {name!r}, {n} files): give their paths relative to SOURCE "
+                         "in its filename column (a CSV with paths matches by path only)")
