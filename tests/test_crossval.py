@@ -30,6 +30,46 @@ def test_folds_put_each_participant_in_one_fold_with_both_classes():
         grouped_folds(recs.assign(label=[1] * 3 + [0] * 45), k=2)
 
 
+#: The clinical set cross-validation is for: 16 participants (7 positive, 9 negative) with
+#: 2 to 18 segments each, 121 in all. Before, --cv 4 on this shape stopped ("cannot split 13
+#: groups into train, val with both classes in each") where synth's even shape passed.
+UNEVEN = {1: [8, 9, 6, 9, 5, 7, 4], 0: [18, 2, 8, 6, 8, 8, 15, 5, 3]}
+
+
+def _uneven(shape=UNEVEN) -> pd.DataFrame:
+    rows = [(f"{'pos' if label else 'neg'}{i}", label) for label, counts in shape.items()
+            for i, n in enumerate(counts) for _ in range(n)]
+    return pd.DataFrame(rows, columns=["participant", "label"])
+
+
+@pytest.mark.parametrize("k", [4, 5, 7, "loo"])
+@pytest.mark.parametrize("seed", range(5))
+def test_uneven_small_sets_split_into_folds_whose_inner_splits_hold_both_classes(k, seed):
+    from cough.train.splits import split_groups
+
+    recs = _uneven()
+    assert len(recs) == 121 and recs["participant"].nunique() == 16
+    folds = grouped_folds(recs, k=k, seed=seed)
+    assert sorted(p for f in folds for p in f) == sorted(recs["participant"].unique())
+    for test in folds:
+        rest = recs[~recs["participant"].isin(test)]
+        groups = split_groups(rest, val_fraction=0.15, test_fraction=0, seed=seed)  # train --cv's defaults
+        for members in groups.values():  # early stopping and the threshold need both classes in val
+            assert rest[rest["participant"].isin(members)]["label"].nunique() == 2
+        if k != "loo":
+            assert recs[recs["participant"].isin(test)]["label"].nunique() == 2
+
+
+def test_ten_participants_and_the_default_split_give_every_split_both_classes():
+    from cough.train.splits import split_groups
+
+    recs = _uneven({1: [3, 12, 1, 5], 0: [2, 9, 4, 4, 7, 1]})
+    for seed in range(10):
+        groups = split_groups(recs, seed=seed)  # 0.15 val, 0.15 test
+        assert all(recs[recs["participant"].isin(m)]["label"].nunique() == 2 for m in groups.values())
+    assert [len(f) for f in grouped_folds(recs, k="loo")] == [1] * 10
+
+
 @pytest.mark.slow
 def test_cv_scores_every_participant_out_of_fold_and_the_report_keeps_them_all(sample_features, tmp_path, capsys):
     model, pred = tmp_path / "model", tmp_path / "oof"

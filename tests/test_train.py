@@ -70,7 +70,7 @@ def test_split_groups_are_disjoint_stratified_and_deterministic():
 
 
 def test_split_groups_refuses_what_cannot_be_split():
-    with pytest.raises(CoughError, match="too few groups"):
+    with pytest.raises(CoughError, match="too few participants"):
         split_groups(_recs(n_groups=4, pos_every=2), val_fraction=0.2, test_fraction=0.2)
     with pytest.raises(CoughError, match="both classes"):
         split_groups(_recs(n_groups=10).assign(label=0))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..flags import integer, number
 from ..model.networks import ARCHITECTURES
 from ..runtime import add_ray_arguments
+from ..train.crossval import LEAVE_ONE_OUT
 from ..train.job import DEFAULT_ARCH, TrainSettings, train
 
 HELP = "train the CNN on featurize shards with Ray Train (group-wise splits, checkpoints)"
@@ -39,17 +40,23 @@ def add_arguments(p) -> None:
                                      "removed after success); use shared storage on a multi-node cluster")
     p.add_argument("--max-failures", type=integer(at_least=0), default=3,
                    help="worker failures to recover from, each from the last checkpoint (default 3)")
-    p.add_argument("--cv", type=integer(at_least=2, at_most=50), metavar="K",
-                   help="grouped K-fold cross-validation (folds by participant, stratified by label): every "
+    p.add_argument("--cv", type=_folds, metavar="K",
+                   help="grouped K-fold cross-validation (folds by participant, stratified by label in people): every "
                         "participant is scored once by a model that never saw it, into --cv-pred, and MODEL is a "
                         "final model trained on all of them with the threshold chosen out of fold. For small "
-                        "clinical sets, where a held-out test split is a handful of people")
+                        "clinical sets, where a held-out test split is a handful of people; 'loo' leaves one "
+                        "participant out at a time (below ~20 participants)")
     p.add_argument("--cv-pred", metavar="PRED",
                    help="where --cv writes the out-of-fold predictions, a PRED for `cough report` "
                         "(default: MODEL-oof beside MODEL)")
     p.add_argument("--trace-dir", help="diagnostic: each worker appends one JSON line per step "
                                        "(pid, epoch, weights digest) to DIR/rank-N.jsonl")
     add_ray_arguments(p)
+
+
+def _folds(text: str) -> int | str:
+    """--cv's value: a number of folds from 2 to 50, or 'loo'."""
+    return LEAVE_ONE_OUT if text.strip().lower() == LEAVE_ONE_OUT else integer(at_least=2, at_most=50)(text)
 
 
 def run(args) -> dict:

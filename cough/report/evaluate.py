@@ -248,3 +248,24 @@ def confound_warnings(metrics: dict) -> list[str]:
                        f"positives are more common in some {column} groups than in others, so a model can look "
                        f"accurate by recognising the {column}. Compare the AUC within each {column} group below.")
     return out
+
+
+def fold_aucs(rows: pd.DataFrame, cv: dict | None) -> list[dict]:
+    """Cross-validation's folds as this report's rows show them: for each fold of model.json's
+    ``cv`` (its test participants), the recordings, participants, positives and the AUC of the
+    out-of-fold scores, or why there is none (a fold of one class, as every fold of leave one
+    participant out). The pooled out-of-fold AUC is the report's own."""
+    if not cv or not cv.get("folds") or rows.empty:
+        return []
+    out = []
+    for fold in cv["folds"]:
+        part = rows[rows["participant"].isin(set(map(str, fold.get("test_groups", []))))]
+        y = part["label"].to_numpy(int)
+        entry = {"fold": fold.get("fold"), "participants": int(part["participant"].nunique()),
+                 "recordings": int(len(part)), "positive": int(y.sum()), "auc": None}
+        if len(np.unique(y)) == 2:
+            entry["auc"] = M.finite(M.auc(y, part["score"].to_numpy(float)))
+        else:
+            entry["reason"] = "one class only" if len(part) else "no recording in this report"
+        out.append(entry)
+    return out

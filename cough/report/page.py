@@ -134,6 +134,14 @@ def render_html(metrics: dict, plots: dict) -> str:
     else:
         parts.append("<p class='big'>No scored recording has a true label, so this report cannot say how accurate "
                      "the model is. It describes what was scored (see <a href='#operations'>Operations</a>).</p>")
+    if m.get("cross_validation", {}).get("folds"):
+        cv = m["cross_validation"]
+        parts.append(f"<p>Cross-validation, fold by fold (each fold's participants scored by a model that never saw "
+                     f"them); the AUC above pools every fold's out-of-fold scores: <b>{T.num(cv['pooled_auc'])}</b>."
+                     "</p>")
+        parts.append(_table(["fold", "participants", "recordings", "positive", "AUC"],
+                            [[f["fold"], f["participants"], f["recordings"], f["positive"],
+                              T.num(f["auc"]) if f["auc"] is not None else f.get("reason", "")] for f in cv["folds"]]))
     if m["warnings"]:
         parts.append("<div class='warn'><b>Read this first</b><ul>" +
                      "".join(f"<li>{html.escape(w)}</li>" for w in m["warnings"]) + "</ul></div>")

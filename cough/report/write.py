@@ -12,7 +12,7 @@ from ..evaluation import metrics as M
 from ..tables.artifacts import Metrics
 from ..errors import CoughError, UsageError
 from . import text as T
-from .evaluate import build_metrics
+from .evaluate import build_metrics, fold_aucs
 from .gallery import draw_gallery, gallery_rows, pick, problem_files, problems_query
 from .operations import operations
 from .page import render_html
@@ -105,6 +105,9 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     if ops["drift"]["psi"] is not None and ops["drift"]["psi"] > M.PSI_WARN:
         warnings.append(f"The scores of the latest run drifted from the previous run's (PSI {ops['drift']['psi']:.2f} "
                         f"> {M.PSI_WARN:g}): the incoming recordings, or how they are processed, have changed.")
+    if model.out_of_fold:
+        metrics["cross_validation"] = {"folds": fold_aucs(arrays["rows"], model.meta.cv if model.meta else None),
+                                       "pooled_auc": metrics["auc"]}
     metrics["warnings"] = warnings + metrics["warnings"]
     metrics["ci_method"] = M.CI_METHOD
     metrics["provenance"] = describe(sorted({str(r.source) for r in records if r.source}),

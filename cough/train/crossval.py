@@ -23,31 +23,47 @@ from ..errors import CoughError
 OOF_RUN_PREFIX = "cv-"
 
 
-def grouped_folds(recs: pd.DataFrame, *, k: int, seed: int = 0) -> list[list[str]]:
-    """The test groups of each of ``k`` folds: every group (participant) in exactly one,
-    stratified by label, each fold with both classes. ``recs``: one row per recording
-    with ``participant`` and ``label`` (0/1).
+#: ``--cv loo``: leave one participant out.
+LEAVE_ONE_OUT = "loo"
+
+
+def grouped_folds(recs: pd.DataFrame, *, k: int | str, seed: int = 0) -> list[list[str]]:
+    """The test participants of each fold: every participant in exactly one. With ``k`` a
+    number, stratified by label in people (a participant's majority label): each class's
+    participants are shuffled with ``seed`` and dealt round-robin, the second class going on
+    where the first stopped, so every fold holds both classes and folds differ in size by at
+    most one participant, however uneven the recordings per participant. With ``k`` "loo",
+    one fold per participant. ``recs``: one row per recording with ``participant`` and
+    ``label`` (0/1).
 
     >>> recs = pd.DataFrame({"participant": [f"p{i}" for i in range(12)], "label": [0, 1] * 6})
     >>> folds = grouped_folds(recs, k=3)
     >>> sorted(g for f in folds for g in f) == sorted(recs["participant"]), [len(f) for f in folds]
     (True, [4, 4, 4])
+    >>> [len(f) for f in grouped_folds(recs, k="loo")] == [1] * 12
+    True
     """
-    from sklearn.model_selection import StratifiedGroupKFold
+    from .splits import participant_labels
 
-    per_class = recs.groupby("label")["participant"].nunique().reindex([0, 1], fill_value=0)
+    people = participant_labels(recs)
+    if k == LEAVE_ONE_OUT:
+        return [[str(p)] for p in people.index]
+    assert isinstance(k, int)
+    per_class = people.value_counts().reindex([0, 1], fill_value=0)
     if per_class.min() < k:
         raise CoughError(f"--cv {k} needs at least {k} participants of each class to put both classes in every "
                          f"fold; SHARDS has {int(per_class[1])} positive and {int(per_class[0])} negative: "
-                         f"use a smaller K")
-    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    out: list = []
-    for _, test in folds.split(recs, recs["label"], recs["participant"]):
-        part = recs.iloc[test]
-        if part["label"].nunique() < 2:
-            raise CoughError(f"cross-validation fold {len(out) + 1} of {k} holds one class only; use a smaller K")
-        out.append(sorted(part["participant"].astype(str).unique()))
-    return out
+                         f"use a smaller K, or --cv {LEAVE_ONE_OUT}")
+    rng = np.random.RandomState(seed)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    dealt = 0
+    for label in (0, 1):
+        members = [str(p) for p in people.index[people == label]]
+        rng.shuffle(members)
+        for member in members:
+            folds[dealt % k].append(member)
+            dealt += 1
+    return [sorted(f) for f in folds]
 
 
 def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFrame, *, schema: pa.Schema,

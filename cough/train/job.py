@@ -56,7 +56,7 @@ class TrainSettings:
     resume: bool = False
     storage: str | None = None
     max_failures: int = 3
-    cv: int | None = None
+    cv: int | str | None = None
     cv_pred: str | None = None
     trace_dir: str | None = None
     address: str | None = None
@@ -67,6 +67,8 @@ class TrainSettings:
             raise UsageError("--batch-size is the global batch: it must be at least --workers")
         if self.val_fraction + self.test_fraction >= 1:
             raise UsageError("--val-fraction and --test-fraction must leave groups to train on (their sum below 1)")
+        if self.cv is not None and self.cv != "loo" and not (isinstance(self.cv, int) and self.cv >= 2):
+            raise UsageError(f"--cv takes a number of folds of at least 2, or 'loo', not {self.cv!r}")
 
     @classmethod
     def from_args(cls, args) -> "TrainSettings":
@@ -187,6 +189,11 @@ def _fit(features, index, dropped_paths: list[str], groups: dict, settings: Trai
     return Fitted(weights_h5, state, predictions, windows, config, weights, run_dir)
 
 
+def _cv_name(cv: int | str) -> str:
+    """How a report and model.json name the cross-validation: '4-fold', 'leave-one-participant-out'."""
+    return "leave-one-participant-out" if cv == "loo" else f"{cv}-fold"
+
+
 def _meta(settings: TrainSettings, features, groups: dict, fitted: Fitted, dropped_paths: list[str], started: float,
           **decision) -> ModelMeta:
     """model.json's content; ``decision``: the caller's threshold, threshold_rule, metrics (and cv)."""
@@ -282,7 +289,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
         rest = recs[~recs["participant"].isin(test_groups)]
         groups = {**split_groups(rest, val_fraction=settings.val_fraction, test_fraction=0, seed=settings.seed + k),
                   "test": test_groups}
-        log.info("cross-validation fold %d of %d: %d participants held out", k + 1, settings.cv, len(test_groups))
+        log.info("cross-validation fold %d of %d: %d participants held out", k + 1, len(folds), len(test_groups))
         fold = _fit(features, index, dropped_paths, groups, settings, storage=storage, name=f"{name}.fold-{k + 1}")
         _, metrics = evaluate_splits(fold.predictions)
         oof.append(fold.predictions[fold.predictions["split"] == "test"])
@@ -303,7 +310,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     val = recording_scores(fitted.predictions[fitted.predictions["split"] == "val"])
     meta = _meta(settings, features, groups, fitted, dropped_paths, started,
                  threshold=threshold,
-                 threshold_rule=(f"Youden's J maximised on the out-of-fold scores of {settings.cv}-fold grouped "
+                 threshold_rule=(f"Youden's J maximised on the out-of-fold scores of {_cv_name(settings.cv)} grouped "
                                  "cross-validation (every participant scored once by a model that never saw it); "
                                  "midway between the best point's score and the next lower score"),
                  metrics={"out_of_fold": oof_metrics, "val": binary_metrics(val["label"], val["score"], threshold)},
@@ -326,7 +333,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
             rejected = int((recordings_table["status"] == "rejected").sum())
             writer.commit(RunRecord(model_version=version, featurizer_version=manifest.featurizer_version,
                                     source=features.loc.uri, model=output.loc.uri, out_of_fold=True,
-                                    cv_folds=settings.cv, metadata_columns=columns, cough_version=__version__,
+                                    cv_folds=len(folds), metadata_columns=columns, cough_version=__version__,
                                     inputs=len(scores) + rejected, ok=len(scores), errors=0, rejected=rejected,
                                     skipped=0),
                           model_version=version, rescore=True)

@@ -18,51 +18,57 @@ log = logging.getLogger("cough.train")
 IMAGE_COLUMNS = ["recording_id", "window_index", "label", "image"]
 
 
+def participant_labels(recs: pd.DataFrame) -> pd.Series:
+    """Each participant's label (the majority of their recordings'), by participant: what
+    splits and folds are stratified on, so that both classes are counted in people."""
+    return recs.groupby("participant")["label"].mean().round().astype(int).sort_index()
+
+
 def split_groups(recs: pd.DataFrame, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 seed: int = 0, attempts: int = 20) -> dict[str, list[str]]:
-    """Assign every group (participant) to one of train/val/test, stratified by label.
+                 seed: int = 0) -> dict[str, list[str]]:
+    """Assign every group (participant) to one of train/val/test, stratified by label in people.
 
-    scikit-learn's StratifiedGroupKFold cuts off the test groups (one fold of about
-    ``1/test_fraction``), then the validation groups from the rest. Every split must hold
-    both classes (a split without positives can give no AUC or threshold); when a
-    shuffle misses that, the next seed derived from ``seed`` is tried. Deterministic for
-    ``seed``. ``test_fraction`` 0 means no test split.
+    Within each class (a participant's majority label), the participants are shuffled with
+    ``seed`` and dealt out: ``round(fraction × participants of that class)`` to test and to
+    val, at least one each and never the class's last for train. So every split holds both
+    classes whenever each class has a participant for each split, however uneven the
+    recordings per participant (a split without one class gives no AUC or threshold).
+    Deterministic for ``seed``. ``test_fraction`` 0 means no test split.
 
-    >>> split_groups(recs, val_fraction=0.2, test_fraction=0.2, seed=0)   # doctest: +SKIP
-    {'train': ['p01', ...], 'val': [...], 'test': [...]}
+    >>> recs = pd.DataFrame({"participant": [f"p{i}" for i in range(10)], "label": [0] * 6 + [1] * 4})
+    >>> {k: len(v) for k, v in split_groups(recs, val_fraction=0.2, test_fraction=0.2).items()}
+    {'train': 6, 'val': 2, 'test': 2}
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 0.9:
         raise CoughError("--val-fraction must lie in (0, 1), --test-fraction in [0, 1), "
                          "and together they must leave at least 10% for training")
-    labels = recs["label"].to_numpy()
-    if len(np.unique(labels)) < 2:
-        only = CLASS_NAMES[int(labels[0])]
-        raise CoughError(f"every labelled recording is {only}: training needs both classes")
+    people = participant_labels(recs)
+    if people.nunique() < 2:
+        raise CoughError(f"every labelled recording is {CLASS_NAMES[int(people.iloc[0])]}: training needs both classes")
     splits = ["train", "val"] + (["test"] if test_fraction > 0 else [])
-    per_class = recs.groupby("label")["participant"].nunique()
+    per_class = people.value_counts()
     if per_class.min() < len(splits):
-        raise CoughError(f"too few groups: {per_class.to_dict()} groups per label, but the {len(splits)} "
-                         f"splits ({', '.join(splits)}) each need a group of each class; add recordings"
+        raise CoughError(f"too few participants: {per_class.sort_index().to_dict()} per label, but the {len(splits)} "
+                         f"splits ({', '.join(splits)}) each need a participant of each class; add recordings"
                          + (" or pass --test-fraction 0" if test_fraction > 0 else ""))
     rng = np.random.RandomState(seed)
-    for _ in range(attempts):
-        assign = np.full(len(recs), "train", dtype=object)
-        rest = np.arange(len(recs))
-        for name, fraction, of in (("test", test_fraction, 1.0), ("val", val_fraction, 1.0 - test_fraction)):
-            if fraction == 0:
-                continue
-            n_splits = max(2, min(int(round(of / fraction)), recs["participant"].iloc[rest].nunique()))
-            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
-                                         random_state=int(rng.randint(2**31 - 1)))
-            _, held = next(folds.split(rest, labels[rest], recs["participant"].iloc[rest]))
-            assign[rest[held]] = name
-            rest = np.delete(rest, held)
-        if all(len(np.unique(labels[assign == s])) == 2 for s in splits):
-            return {s: sorted(recs["participant"][assign == s].unique().tolist()) for s in splits}
-    raise CoughError(f"cannot split {recs['participant'].nunique()} groups into {', '.join(splits)} with both "
-                     "classes in each; add recordings or change --val-fraction/--test-fraction")
+    out: dict[str, list[str]] = {s: [] for s in splits}
+    for label in (0, 1):
+        members = list(people.index[people == label])
+        rng.shuffle(members)
+        n = len(members)
+        n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+        n_val = max(1, round(val_fraction * n))
+        while n_test + n_val > n - 1:  # the class keeps at least one participant to train on
+            if n_test > n_val and n_test > 1:
+                n_test -= 1
+            else:
+                n_val -= 1
+        if n_test:
+            out["test"] += members[:n_test]
+        out["val"] += members[n_test:n_test + n_val]
+        out["train"] += members[n_test + n_val:]
+    return {s: sorted(v) for s, v in out.items()}
 
 
 def split_windows(index: pd.DataFrame, groups: dict[str, list[str]], exclude_paths: list[str]) -> dict:
