@@ -27,7 +27,7 @@ def _writer(loc, failures: list, calls: list, *, fail_after_write: bool = False)
         if error is not None and not fail_after_write:
             raise error
         write_deltalake(table if table is not None else delta.table_uri(loc), ROWS, mode="append",
-                        commit_properties=properties)
+                        commit_properties=properties())
         if error is not None:
             raise error
         return "written"

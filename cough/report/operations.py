@@ -46,18 +46,32 @@ def error_rate(pred, *, run_id: str | None = None) -> float | None:
     return float((frame["status"] == "error").mean())
 
 
+def latest_per_file(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per file (path): its latest row, by ``scored_at``."""
+    if frame.empty or "path" not in frame:
+        return frame
+    ordered = frame.sort_values("scored_at", kind="stable") if "scored_at" in frame else frame
+    return ordered.drop_duplicates("path", keep="last").sort_index()
+
+
 def operations(frame: pd.DataFrame, records=()) -> dict:
     """The nightly view: per-run counts, what the latest run scored, errored and skipped,
     the commonest error reasons, the score distribution, and drift (PSI) against the run
-    before it."""
+    before it.
+
+    Counts are of files (paths) unless named ``recordings``: ``files`` = ``ok`` + ``errors``
+    + ``rejected``, each file's latest row (the same bytes under two names are two files, as
+    score's summary counts them); ``recordings`` is the distinct contents among them (one
+    ``recording_id``, or the path of a file that could not be read)."""
     runs = run_table(frame)
     current = current_rows(frame)
+    files = latest_per_file(frame)
     out: dict = {"runs": [{"run_id": None if pd.isna(r.run_id) else str(r.run_id),
                            "started": None if pd.isna(r.started) else str(r.started),
                            "scored": int(r.scored), "errored": int(r.errored)} for r in runs.itertuples()],
-                 "recordings": int(len(current))}
+                 "files": int(len(files)), "recordings": int(len(current))}
     for status, key in (("ok", "ok"), ("error", "errors"), ("rejected", "rejected")):
-        out[key] = int((current["status"] == status).sum()) if len(current) else 0
+        out[key] = int((files["status"] == status).sum()) if len(files) else 0
     latest = runs["run_id"].iloc[-1] if len(runs) else None
     in_latest = (frame["run_id"] == latest) if latest is not None else pd.Series(True, index=frame.index)
     last = frame[in_latest.fillna(False)] if latest is not None else frame

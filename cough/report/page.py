@@ -209,9 +209,10 @@ def render_html(metrics: dict, plots: dict) -> str:
                 parts.append(_img(plots, f"subgroups_{safe_name(column)}.png", f"AUC within each {column} group."))
 
     parts.append("<h2 id='operations'>Operations</h2>")
-    parts.append(f"<p>PRED holds {ops['recordings']} recordings for this model version: {ops['ok']} scored, "
+    parts.append(f"<p>PRED holds {ops['files']} files for this model version ({ops['recordings']} distinct "
+                 f"recordings: files with the same bytes count once): {ops['ok']} files scored, "
                  f"{ops['errors']} could not be processed, {ops['rejected']} rejected (no cough detected, or by the "
-                 "quality gate). "
+                 "quality gate); every count below is of files. "
                  f"The latest run ({html.escape(str(ops['latest_run']))}) "
                  f"scored {ops['scored']}, failed on {ops['errored']} (error rate {T.pct(ops['error_rate'])}) and "
                  f"skipped {ops['skipped']} already scored in earlier runs.</p>")

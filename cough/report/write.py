@@ -14,7 +14,7 @@ from ..errors import CoughError, UsageError
 from . import text as T
 from .evaluate import build_metrics, fold_aucs
 from .gallery import draw_gallery, gallery_rows, pick, problem_files, problems_query
-from .operations import operations
+from .operations import latest_per_file, operations
 from .page import render_html
 from .plots import draw_plots
 from .read import (attach_labels, current_rows, read_predictions, resolve_threshold, run_records, scoring_model,
@@ -77,7 +77,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
         warnings.append(f"No PRED row matched a filename in {labels}: check that its filename column holds the "
                         "recordings' file names.")
     ops = operations(frame, records)
-    ops["problems"] = {**problem_files(current_rows(frame)), "query": problems_query(Location.of(pred).uri)}
+    ops["problems"] = {**problem_files(latest_per_file(frame)), "query": problems_query(Location.of(pred).uri)}
     metrics, arrays = build_metrics(frame, by=by, threshold=t, seen_groups=None if include_training else seen,
                                     n_boot=n_boot, seed=seed)
     if metrics["n_labelled_scored"]:

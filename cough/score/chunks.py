@@ -11,11 +11,12 @@ from .settings import ChunkCounts
 
 
 def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_version: str, rescore: bool,
-                  commit_every: int) -> tuple[ChunkCounts, int]:
+                  commit_every: int) -> tuple[ChunkCounts, int, int]:
     """Collect the scored rows of ``predictions`` (a Ray Dataset of PRED rows) and commit them
     every ``commit_every`` recordings with ``writer``, then ``ledger`` (None: no ledger, a
     featurize OUT); ``record`` is the run record each commit carries. Returns the run's
-    counts and the number of PRED commits it made."""
+    counts (of files), the number of PRED commits that added rows, and the distinct
+    recordings (contents) among the files it scored."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -25,14 +26,17 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
     files: list = []  # the chunk's ledger rows
     chunks = [0]  # chunks handed to the ledger (one may hold only duplicates: nothing for PRED)
     seen: set[int] = set()  # guards against a retried batch delivering a path twice
+    contents: set[str] = set()  # the distinct recordings among the scored files
+    unreadable = [0]  # files without content (each its own recording)
 
     def commit():
         nonlocal chunk
         added = writer.commit(dataclasses.replace(record, **chunk.to_dict()), model_version=model_version,
                               rescore=rescore)
-        if added < chunk.scored:  # a concurrent run committed some of them first
-            chunk.duplicates += chunk.scored - added
-            chunk.scored = added
+        ok, errors, rejected = (added.get(s, 0) for s in ("ok", "error", "rejected"))
+        if ok + errors + rejected < chunk.scored:  # a concurrent run committed some of them first
+            chunk.duplicates += chunk.scored - (ok + errors + rejected)
+            chunk.ok, chunk.errors, chunk.rejected, chunk.scored = ok, errors, rejected, ok + errors + rejected
         if ledger is not None and files:
             chunks[0] += 1
             ledger.record(pa.concat_tables(files), run_id=writer.run_id, chunk=chunks[0])
@@ -45,6 +49,12 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
         batch = batch.take(keep)
         seen.update(hash(p) for p in batch.column("path").to_pylist())
         status = batch.column("status").to_pylist()
+        for rid, s in zip(batch.column("recording_id").to_pylist(), status):
+            if s != "skipped":
+                if rid is None:
+                    unreadable[0] += 1
+                else:
+                    contents.add(rid)
         chunk.ok += status.count("ok")
         chunk.errors += status.count("error")
         chunk.rejected += status.count("rejected")
@@ -58,4 +68,4 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
         if chunk.scored + chunk.duplicates >= commit_every:
             commit()
     commit()
-    return total, writer.chunk
+    return total, writer.commits, len(contents) + unreadable[0]

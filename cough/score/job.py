@@ -125,7 +125,7 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
             ledger = Ledger(target) if not is_out(source_loc) else None
             try:
                 with native_stderr_filtered():  # Ray's C++ notice, in this process, as the actors start
-                    summary.counts, summary.commits = commit_chunks(
+                    summary.counts, summary.commits, summary.recordings = commit_chunks(
                         predictions, writer, ledger, record, model_version=info.version, rescore=s.rescore,
                         commit_every=s.commit_every)
             except BaseException as exc:

@@ -100,11 +100,15 @@ class ChunkCounts:
 
 @dataclass
 class ScoreSummary:
-    """A score run's summary: the listing's counts, what came back, the commits made.
-    ``skipped`` = ``seen_before`` + ``duplicates``; ``run_id`` is None when nothing was committed."""
+    """A score run's summary: the listing's counts, what came back, the commits made. Counts
+    are of files (paths): ``inputs`` = ``ok`` + ``errors`` + ``rejected`` + ``skipped`` +
+    ``excluded``, with ``skipped`` = ``seen_before`` + ``duplicates``; ``recordings`` is the
+    distinct contents among the scored files. ``run_id`` is None when nothing was committed."""
 
     night: NightCounts
     counts: ChunkCounts = field(default_factory=ChunkCounts)
+    #: the distinct recordings (contents) among the files scored (counts are of files)
+    recordings: int = 0
     commits: int = 0
     run_id: str | None = None
     pred: str = ""
@@ -117,7 +121,8 @@ class ScoreSummary:
         return self.night.seen_before + self.counts.duplicates
 
     def to_dict(self) -> dict:
-        return {**self.night.to_dict(), **self.counts.to_dict(), "commits": self.commits, "skipped": self.skipped,
+        return {**self.night.to_dict(), **self.counts.to_dict(), "recordings": self.recordings,
+                "commits": self.commits, "skipped": self.skipped,
                 **self.labels, "warnings": self.warnings, "run_id": self.run_id, "pred": self.pred,
                 "model_version": self.model_version}
 

@@ -82,18 +82,21 @@ def retryable(exc: BaseException) -> bool:
 
 
 def commit(loc: Location, *, what: str, app_id: str, version: int, write: Callable[..., T],
-           landed: Callable[..., T], metadata: dict | None = None, attempts: int = COMMIT_ATTEMPTS) -> T:
+           landed: Callable[..., T], attempts: int = COMMIT_ATTEMPTS) -> T:
     """Commit once to the Delta table at ``loc`` (``what`` names it in messages): before each
     attempt the table is read again; when it holds the transaction ``(app_id, version)``, the
     commit has landed (perhaps behind an error) and ``landed(table)`` is returned; otherwise
-    ``write(table, properties)`` commits, with ``properties`` (deltalake's
-    ``CommitProperties``: ``metadata``, the transaction, no delta-rs retries) passed on to
-    ``write_deltalake``. ``table`` is None before the table's first commit."""
+    ``write(table, properties)`` commits (or finds nothing to commit and commits nothing),
+    passing ``properties(metadata)`` (deltalake's ``CommitProperties``: the commit's metadata,
+    the transaction, no delta-rs retries) on to ``write_deltalake``. ``table`` is None before
+    the table's first commit."""
     from deltalake import CommitProperties, Transaction
     from deltalake.exceptions import CommitFailedError
 
-    properties = CommitProperties(custom_metadata=metadata, max_commit_retries=0,
-                                  app_transactions=[Transaction(app_id, version)])
+    def properties(metadata: dict | None = None) -> CommitProperties:
+        return CommitProperties(custom_metadata=metadata, max_commit_retries=0,
+                                app_transactions=[Transaction(app_id, version)])
+
     error: BaseException | None = None
     for attempt in range(1, attempts + 1):
         table = open_table(loc, what=what)

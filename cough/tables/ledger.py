@@ -99,7 +99,7 @@ class Ledger:
         def write(table, properties) -> None:
             write_deltalake(table if table is not None else delta.table_uri(self.loc), rows, mode="append",
                             partition_by=["bucket"], storage_options=delta.storage_options() if table is None else None,
-                            commit_properties=properties)
+                            commit_properties=properties())
 
         delta.commit(self.loc, what="the file ledger", app_id=f"cough-ledger-{run_id}", version=chunk, write=write,
                      landed=lambda table: None)

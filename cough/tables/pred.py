@@ -144,7 +144,8 @@ class RunWriter:
         self.path = os.path.join(self.scratch, "rows.parquet")
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
-        self.chunk = 0  # chunks committed
+        self.chunk = 0  # chunks handed to commit()
+        self.commits = 0  # of those, the ones that added rows (a chunk of others' rows commits nothing)
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -160,71 +161,84 @@ class RunWriter:
             self.writer = None
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def _rows(self, drop: Scored) -> tuple[pa.RecordBatchReader, list]:
-        """The chunk's rows minus those ``drop`` holds, as a stream; and a one-item list that
-        counts the rows streamed."""
-        kept = [0]
+    def _batches(self, drop: Scored):
+        """The chunk's rows minus those ``drop`` holds, batch by batch."""
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=10_000):
+            yield batch.filter(pa.array(~drop.has_rows(batch))) if len(drop.ids) or drop.unreadable else batch
 
-        def batches():
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=10_000):
-                batch = batch.filter(pa.array(~drop.has_rows(batch))) if len(drop.ids) or drop.unreadable else batch
-                kept[0] += batch.num_rows
-                yield batch
+    def _statuses(self, drop: Scored) -> dict[str, int]:
+        """How many of the chunk's rows, minus those ``drop`` holds, have each status."""
+        counts: dict[str, int] = {}
+        for batch in self._batches(drop):
+            for status in batch.column("status").to_pylist():
+                counts[status] = counts.get(status, 0) + 1
+        return counts
 
-        return pa.RecordBatchReader.from_batches(self.schema, batches()), kept
-
-    def commit(self, record: RunRecord, *, model_version: str, rescore: bool) -> int:
+    def commit(self, record: RunRecord, *, model_version: str, rescore: bool) -> dict[str, int]:
         """Commit the rows added since the last commit as the run's next chunk, in one Delta
-        commit whose metadata carries ``record``; returns how many rows it added (0: nothing
-        to commit, or all of it already committed by a concurrent run). A ``--rescore``
-        run's first chunk replaces every row of ``model_version``."""
+        commit whose metadata carries ``record``; returns how many rows of each status it
+        added. Rows a concurrent run committed first are left out, and the record counts them
+        as duplicates; a chunk left with nothing to add commits nothing (no empty commit, no
+        record claiming what another run wrote). A ``--rescore`` run's first chunk replaces
+        every row of ``model_version``."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
         if self.rows == 0:
-            return 0
+            return {}
         added = self._commit(record, model_version=model_version, replace=rescore and self.chunk == 0,
                              chunk=self.chunk + 1)
         self.chunk += 1
+        self.commits += bool(added)
         self.rows = 0
         return added
 
-    def _commit(self, record: RunRecord, *, model_version: str, replace: bool, chunk: int) -> int:
+    def _commit(self, record: RunRecord, *, model_version: str, replace: bool, chunk: int) -> dict[str, int]:
         import dataclasses
 
         from deltalake import write_deltalake
 
-        record = dataclasses.replace(record, run_id=self.run_id, chunk=chunk)
-
-        def landed(table) -> int:  # an earlier attempt committed this chunk: the rows it added
+        def landed(table) -> dict[str, int]:  # an earlier attempt committed this chunk: what it added
             self.read_version = table.version()
-            return next((int(c.get("operationMetrics", {}).get("num_added_rows", self.rows))
-                         for c in table.history(20) if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id
-                         and (c.get(RUN_KEY) or {}).get("chunk", 1) == chunk), self.rows)
+            done = next((RunRecord.from_dict(c[RUN_KEY]) for c in table.history(20)
+                         if (c.get(RUN_KEY) or {}).get("run_id") == self.run_id
+                         and (c.get(RUN_KEY) or {}).get("chunk", 1) == chunk), None)
+            if done is None:
+                return self._statuses(NOTHING_SCORED)
+            return {"ok": done.ok or 0, "error": done.errors or 0, "rejected": done.rejected or 0}
 
-        def write(table, properties) -> int:
+        def write(table, properties) -> dict[str, int]:
             base = table.version() if table is not None else -1
             moved = table is not None and base != self.read_version
             drop = scored_keys(table, model_version) if moved and not replace else NOTHING_SCORED
+            added = self._statuses(drop)
             if drop is not NOTHING_SCORED and drop.ids.size + len(drop.unreadable):
                 log.info("PRED %s gained rows of model %s from another run while this one went; "
-                         "committing only what it lacks", self.pred.loc.uri, model_version)
-            reader, kept = self._rows(drop)
+                         "committing only what it lacks (%d of %d rows)", self.pred.loc.uri, model_version,
+                         sum(added.values()), self.rows)
+            if not added and not replace:  # all of it is another run's already: nothing to commit
+                return added
+            ok, errors, rejected = added.get("ok", 0), added.get("error", 0), added.get("rejected", 0)
+            truthful = dataclasses.replace(record, run_id=self.run_id, chunk=chunk, ok=ok, errors=errors,
+                                           rejected=rejected, scored=ok + errors + rejected,
+                                           duplicates=(record.duplicates or 0) + self.rows - (ok + errors + rejected))
+            reader = pa.RecordBatchReader.from_batches(self.schema, self._batches(drop))
+            props = properties({RUN_KEY: truthful.to_dict()})
             target = table if table is not None else self.pred.table_uri
             options = delta.storage_options() if table is None else None
             if replace:  # this model version's rows, replaced in the same commit
                 write_deltalake(target, reader, mode="overwrite", schema_mode="merge", storage_options=options,
-                                predicate=f"model_version = {_quote(model_version)}", commit_properties=properties)
+                                predicate=f"model_version = {_quote(model_version)}", commit_properties=props)
             else:
                 write_deltalake(target, reader, mode="append", schema_mode="merge", storage_options=options,
-                                commit_properties=properties)
+                                commit_properties=props)
             # this commit's version (no retries: the next one after ``base``); not table.version(),
             # which write_deltalake has moved to the latest version, another run's commit maybe
             self.read_version = base + 1
-            return kept[0]
+            return added
 
         return delta.commit(self.pred.loc, what="PRED", app_id=self.app_id, version=chunk, write=write,
-                            landed=landed, metadata={RUN_KEY: record.to_dict()})
+                            landed=landed)
 
 
 def _quote(text: str) -> str:

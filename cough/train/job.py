@@ -227,17 +227,22 @@ def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> d
     from ..tables.storage import claim
     from .splits import split_groups
     from .evaluate import evaluate_splits
-    from .trainset import read_index, read_manifest, recordings
+    from .trainset import left_out, read_index, read_manifest, recordings
 
     started = time.perf_counter()
     features = read_manifest(shards)
     output = claim(out, KIND, inputs={"SHARDS": features.loc})
     index = read_index(features)
     recs, dropped_paths = recordings(index)
+    dropped = left_out(index, recs, dropped_paths)
+    if dropped["duplicates"]:
+        log.info("%d files hold bytes trained on under another name and are left out (one recording, one split): "
+                 "%s%s", dropped["duplicates"], "; ".join(dropped["duplicate_examples"]),
+                 "; all in model.json excluded_paths" if dropped["duplicates"] > len(dropped["duplicate_examples"]) else "")
     storage, name, ours = _storage(out, settings)
     if settings.cv:
-        return cross_validate(features, output, settings, index=index, recs=recs, dropped_paths=dropped_paths,
-                              storage=storage, name=name, ours=ours, started=started)
+        return {**cross_validate(features, output, settings, index=index, recs=recs, dropped_paths=dropped_paths,
+                                 storage=storage, name=name, ours=ours, started=started), **_counts(recs, dropped)}
     groups = split_groups(recs, val_fraction=settings.val_fraction, test_fraction=settings.test_fraction, seed=settings.seed)
 
     _start_ray(settings)
@@ -256,7 +261,15 @@ def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> d
             "test_auc": metrics["test"]["auc"] if "test" in metrics else None,
             # how little an AUC on a handful of participants says (`cough report` gives intervals)
             "val_participants": len(groups["val"]), "test_participants": len(groups.get("test", [])),
-            "wall_s": (meta.training or {}).get("wall_s")}
+            **_counts(recs, dropped), "wall_s": (meta.training or {}).get("wall_s")}
+
+
+def _counts(recs, dropped: dict) -> dict:
+    """What train's summary says of its input: the recordings (contents) and participants it
+    trained on, and the files it left out by reason (cough.train.trainset.left_out)."""
+    return {"recordings": len(recs), "participants": int(recs["participant"].nunique()),
+            "unlabelled_files": dropped["unlabelled"], "duplicate_files": dropped["duplicates"],
+            "conflicting_files": dropped["conflicting"], "duplicate_examples": dropped["duplicate_examples"]}
 
 
 def cross_validate(features, output, settings: TrainSettings, *, index, recs, dropped_paths: list[str],
@@ -341,5 +354,5 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
             writer.close()
     return {"out": output.loc.uri, "version": version, "arch": settings.arch, "cv": settings.cv,
             "out_of_fold_pred": target.loc.uri, "threshold": round(threshold, 4),
-            "out_of_fold_auc": oof_metrics["auc"], "participants": int(recs["participant"].nunique()),
+            "out_of_fold_auc": oof_metrics["auc"], "fold_aucs": [f["test_auc"] for f in fold_info],
             "wall_s": round(time.perf_counter() - started, 1)}

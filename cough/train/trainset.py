@@ -96,3 +96,36 @@ def recordings(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     kept = kept.assign(label=kept["label"].astype(int),
                        participant=kept["participant"].fillna(kept["recording_id"]))
     return kept.reset_index(drop=True), dropped
+
+
+#: Dropped files a summary names (all of them are in model.json's excluded_paths).
+NAMED = 5
+
+
+def left_out(index: pd.DataFrame, kept: pd.DataFrame, dropped: list[str]) -> dict:
+    """What training left out of SHARDS' images, by reason, for the summary and the log:
+    ``unlabelled`` files, ``duplicates`` (a second name of bytes trained on under another name:
+    one recording, one split; the first few named with the name kept), and files whose copies
+    disagree on the label (``conflicting``). Counts are of files.
+
+    >>> index = pd.DataFrame({"path": ["/a.wav", "/a-copy.wav", "/b.wav"], "recording_id": ["x", "x", "y"],
+    ...                       "label": pd.array([1, 1, None], dtype="Int8")})
+    >>> left_out(index, index.iloc[:1], ["/a-copy.wav", "/b.wav"])
+    {'unlabelled': 1, 'duplicates': 1, 'conflicting': 0, 'duplicate_examples': ['/a-copy.wav (same bytes as /a.wav)']}
+    """
+    files = index.drop_duplicates("path").set_index("path")
+    kept_path = dict(zip(kept["recording_id"], kept["path"]))
+    unlabelled = duplicates = conflicting = 0
+    examples: list[str] = []
+    for path in dropped:
+        row = files.loc[path]
+        if pd.isna(row["label"]):
+            unlabelled += 1
+        elif row["recording_id"] in kept_path:
+            duplicates += 1
+            if len(examples) < NAMED:
+                examples.append(f"{path} (same bytes as {kept_path[row['recording_id']]})")
+        else:
+            conflicting += 1
+    return {"unlabelled": unlabelled, "duplicates": duplicates, "conflicting": conflicting,
+            "duplicate_examples": examples}
