@@ -38,6 +38,10 @@ NOISE = re.compile("|".join([
 ]))
 #: Starts of Ray's log messages that :class:`_FalseAlarms` drops.
 FALSE_ALARMS = ("Warning: The Ray cluster currently does not have any available CPUs",)
+#: Ray Data's warning that an operator's workers used more memory than they reserve, advising
+#: `memory=` in a call a cough user does not write; :class:`_FalseAlarms` says it in one line.
+MEMORY_WARNING = re.compile(r"Operator '(?:MapBatches\()?(?P<op>[^')]+)\)?' (?:uses|used) .*?up to\s+"
+                            r"(?P<used>\d+(?:\.\d+)?\s*[KMGT]i?B)", re.S)
 #: Ray's own helper actors whose output is about Ray's housekeeping (the placement-group
 #: cleaner's monitor thread dies with a traceback when the State API cannot find the
 #: dashboard, which a local instance does not run; the placement group goes with Ray).
@@ -113,7 +117,15 @@ class _FalseAlarms(logging.Filter):
     the score job's listing tasks, which had every CPU of a small machine."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(FALSE_ALARMS)
+        message = record.getMessage()
+        if message.startswith(FALSE_ALARMS):
+            return False
+        memory = MEMORY_WARNING.search(message)
+        if memory:  # Ray Data's many lines about memory= in a method call: one line a person can act on
+            record.msg, record.args = (f"cough: {memory['op']} tasks used up to {memory['used']} of memory each, "
+                                       "more than they reserve: on nodes with less memory per CPU lower "
+                                       "--batch-size (long recordings), or give the nodes more memory"), ()
+        return True
 
 
 def worker_lines(data: dict) -> tuple[list[str], list[str]]:

@@ -180,6 +180,27 @@ def test_ray_datas_false_alarm_about_free_cpus_is_dropped_and_its_other_warnings
     assert all(h.filter(alarm) for h in handlers if h not in consoles)
 
 
+def test_ray_datas_memory_advice_becomes_one_line_a_cough_user_can_act_on(monkeypatch):
+    """Even with -q, Ray Data's multi-line advice to set `memory=` in 'the appropriate function
+    or method call' (one a cough user never writes) reached stderr on long recordings."""
+    import logging
+
+    from cough import logs
+
+    monkeypatch.setattr(logs, "_mode", "quiet")
+    logs.tame_ray()
+    advice = logging.LogRecord("ray.data.dataset", logging.WARNING, __file__, 1, (
+        "\nOperator 'MapBatches(featurize_batch)' used up to 1.2GiB of memory per worker. The configured\nlogical "
+        "memory was 1.0GiB. To avoid out-of-memory errors, set\n`memory=1395864371` (1.3GiB) in the appropriate\n"
+        "function or method call.\n"), None, None)
+    consoles = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)]
+    assert consoles and all(h.filter(advice) for h in consoles)
+    line = advice.getMessage()
+    assert "\n" not in line and "memory=" not in line
+    assert line.startswith("cough: featurize_batch tasks used up to 1.2GiB of memory each") and "--batch-size" in line
+
+
 @pytest.mark.parametrize("column", ["score", "threshold"])
 @pytest.mark.parametrize("job", ["featurize", "score"])
 def test_a_labels_column_named_like_ours_exits_2_naming_it_before_ray(tmp_path, capsys, untrained_model, job, column):

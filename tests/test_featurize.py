@@ -544,3 +544,27 @@ def test_labels_csv_columns_named_like_our_tables_are_refused_and_others_carried
     csv.write_text("filename,label,group,participant\na.wav,positive,p1,p2\n")
     with pytest.raises(UsageError, match="both 'participant' and 'group'"):
         load_labels(str(csv), str(tmp_path))
+
+
+def test_a_task_writes_its_windows_a_row_group_at_a_time_so_long_calls_do_not_pile_up(tmp_path, monkeypatch):
+    """A batch of 64 six-minute calls held ~1 GiB of windows until its shard was written, and
+    Ray warned about memory; the windows now go out every FLUSH_WINDOWS."""
+    import pyarrow as pa
+
+    from cough.featurize import batch as featurize_batch_module
+    from cough.tables.storage import Location
+
+    monkeypatch.setattr(featurize_batch_module, "FLUSH_WINDOWS", 8)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paths = [str(cough_wav(raw / f"call{i}.wav", seconds=12.0, seed=i)) for i in range(3)]  # 6 windows each
+    rows = featurize_batch_module.featurize_batch(
+        pa.table({"path": paths}), images=Location.of(str(tmp_path / "images")),
+        recordings=Location.of(str(tmp_path / "recordings")), events=Location.of(str(tmp_path / "events")),
+        params=DEFAULT_PARAMS, min_cough_probability=0.0, metadata_columns=[])
+    assert rows.to_pylist()[0]["images"] == 18
+    shard = next((tmp_path / "images").iterdir())
+    parquet = pq.ParquetFile(shard)
+    assert parquet.metadata.num_rows == 18 and parquet.metadata.num_row_groups == 2  # 12 (two calls), then 6
+    times = parquet.read(columns=["path", "window_index", "start_s", "end_s"]).to_pylist()
+    assert [t["window_index"] for t in times] == list(range(6)) * 3 and times[5]["end_s"] == pytest.approx(12.0)
