@@ -10,6 +10,10 @@
     `cough.score.night.list_night`: listing in Ray tasks, the anti-join against a ledger that
     holds 99% of the files) and featurize's (the real `cough.featurize.job.list_work`: the
     same listing, cut into batches).
+``dedupe``: the peak RSS of any Ray worker while the content-dedupe set of 100,000 and of
+    1,000,000 scored recordings is built from PRED and looked up by 64 featurizing-size
+    batches of 32 files (the real `cough.tables.scored.scored_buckets`; target: within 1.5x),
+    beside the set built whole by one task (cough before issue 26) for comparison.
 ``kill``: a 20,000-file run with ``--commit-every 1000``, killed with SIGKILL (driver and
     its local Ray) once half the files are in the ledger, then rerun: the rerun's wall
     time over the mean of an uninterrupted run before and one after (target <= 60%).
@@ -19,6 +23,7 @@
     .venv/bin/python bench/nightly.py scale --work /tmp/nightly [--files 100000]
     .venv/bin/python bench/nightly.py rss --work /tmp/nightly
     .venv/bin/python bench/nightly.py kill --work /tmp/nightly [--files 20000]
+    .venv/bin/python bench/nightly.py dedupe --work /tmp/nightly
     .venv/bin/python bench/nightly.py s3 --work /tmp/nightly [--files 2000]
 
 Every figure is printed with the machine's load average; paste into docs/benchmarks.md.
@@ -156,6 +161,79 @@ def scale(args) -> None:
     print(f"second run (1% new): {second['listed']} listed, {second['new']} new, {second['seen_before']} seen before, "
           f"{second['scored']} scored, {second['bytes_read']} bytes read of {new_bytes} new bytes, {t2:.1f} s "
           f"= {t2 / t1:.1%} of the first (target <= 10%) ({load()})", flush=True)
+
+
+def scored_pred(path: Path, n: int) -> Path:
+    """A PRED of ``n`` scored rows of model version "bench" (random content hashes), once."""
+    import numpy as np
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    if (path / "_delta_log").exists():
+        return path
+    rng = np.random.default_rng(n)
+    for start in range(0, n, 500_000):
+        k = min(500_000, n - start)
+        raw = rng.bytes(16 * k)
+        ids = [raw[i * 16:(i + 1) * 16].hex() for i in range(k)]
+        write_deltalake(str(path), pa.table({"recording_id": ids, "path": [f"/archive/r{start + i}.wav" for i in range(k)],
+                                             "model_version": ["bench"] * k}), mode="append")
+    return path
+
+
+def dedupe_run(args) -> None:
+    """In its own process: build the scored set of ``--files`` recordings and look it up as
+    featurizing tasks do; print the peak RSS of any Ray worker and of the driver."""
+    import numpy as np
+    import ray
+    from score import PeakRSS
+
+    from cough.runtime import cpus, init_ray
+    from cough.tables.pred import Pred
+    from cough.tables.scored import scored_buckets, scored_keys
+    from cough.tables.storage import Location
+
+    pred = Pred(Location.of(str(scored_pred(Path(args.work) / f"pred-scored-{args.files}", args.files))))
+    known = pred.table().to_pyarrow_table(columns=["recording_id"]).column("recording_id").to_pylist()[:2048]
+    init_ray("local", num_cpus=args.num_cpus)
+    sampler = PeakRSS()
+    sampler.start()
+    t = time.perf_counter()
+    if args.whole:  # cough before issue 26: one task builds the whole set, every task maps it
+        scored = ray.remote(lambda p: scored_keys(p.table(), "bench")).remote(pred)
+    else:
+        scored = scored_buckets(pred, "bench", groups=cpus())
+
+    @ray.remote(num_cpus=1)
+    def lookup(scored, ids):
+        scored = ray.get(scored) if isinstance(scored, ray.ObjectRef) else scored
+        return int(scored.has(ids, [f"/new/{i}" for i in ids]).sum())
+
+    rng = np.random.default_rng(0)
+    batches = [[known[int(k)] for k in rng.integers(0, len(known), 16)] + [rng.bytes(16).hex() for _ in range(16)]
+               for _ in range(64)]
+    found = sum(ray.get([lookup.remote(scored, ids) for ids in batches]))
+    seconds = time.perf_counter() - t
+    sampler.stop.set()
+    sampler.join()
+    print(json.dumps({"files": args.files, "whole": args.whole, "found": found, "seconds": round(seconds, 1),
+                      "peak_worker_rss_mb": round(sampler.worker / 2**20), "peak_driver_rss_mb": round(sampler.driver / 2**20)}))
+
+
+def dedupe(args) -> None:
+    figures: dict = {}
+    for whole in (False, True):
+        for n in (100_000, 1_000_000):
+            out = subprocess.run([sys.executable, __file__, "dedupe-run", "--work", args.work, "--files", str(n),
+                                  "--num-cpus", str(args.num_cpus), *(["--whole"] if whole else [])],
+                                 cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(out.stderr[-3000:])
+            figures[whole, n] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{'whole set' if whole else 'by bucket'} {n:>9} scored: {figures[whole, n]} ({load()})", flush=True)
+    for whole in (False, True):
+        ratio = figures[whole, 1_000_000]["peak_worker_rss_mb"] / figures[whole, 100_000]["peak_worker_rss_mb"]
+        print(f"{'whole set' if whole else 'by bucket'}: peak worker RSS 1M / 100k = {ratio:.2f}x (target <= 1.5x)")
 
 
 def plan_featurize(args) -> None:
@@ -322,17 +400,19 @@ def s3(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["scale", "rss", "kill", "s3", "plan", "plan-featurize"])
+    ap.add_argument("what", choices=["scale", "rss", "kill", "s3", "plan", "plan-featurize", "dedupe", "dedupe-run"])
     ap.add_argument("--work", default="/tmp/cough-nightly")
     ap.add_argument("--files", type=int)
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--source")
     ap.add_argument("--pred")
+    ap.add_argument("--whole", action="store_true")
     args = ap.parse_args()
     args.files = args.files or {"scale": 100_000, "kill": 20_000, "s3": 2_000}.get(args.what, 0)
-    if not args.what.startswith("plan"):
+    if not args.what.startswith("plan") and not args.what.endswith("-run"):
         print(f"{platform.node()} {os.cpu_count()} CPUs, {load()}", flush=True)
-    {"scale": scale, "rss": rss, "kill": kill, "s3": s3, "plan": plan, "plan-featurize": plan_featurize}[args.what](args)
+    {"scale": scale, "rss": rss, "kill": kill, "s3": s3, "plan": plan, "plan-featurize": plan_featurize,
+     "dedupe": dedupe, "dedupe-run": dedupe_run}[args.what](args)
 
 
 if __name__ == "__main__":

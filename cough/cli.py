@@ -29,6 +29,7 @@ JOBS = {
     "score": "cough.commands.score",
     "report": "cough.commands.report",
     "nightly": "cough.commands.nightly",
+    "maintain": "cough.commands.maintain",
 }
 #: Arguments that name files or folders (checked by :func:`cough.runtime.check_paths`).
 PATH_ARGS = ("source", "shards", "pred", "out", "labels", "model", "storage", "trace_dir")

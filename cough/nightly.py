@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .errors import CoughError, UsageError
 from .score.settings import ScoreSettings, ScoreSummary
+from .tables.maintain import MaintainSettings
 
 REPORTS_DIR = "_reports"
 log = logging.getLogger("cough.nightly")
@@ -26,6 +27,8 @@ class NightSettings:
 
     score: ScoreSettings = field(default_factory=ScoreSettings)
     max_error_rate: float = 0.05
+    #: compact, checkpoint and vacuum PRED after the night (cough.tables.maintain); None: not
+    maintain: MaintainSettings | None = None
 
     def __post_init__(self):
         if not 0 <= self.max_error_rate <= 1:
@@ -40,9 +43,11 @@ class NightSummary:
     score: ScoreSummary
     report: str | None = None
     error_rate: float | None = None
+    maintained: dict | None = None
 
     def to_dict(self) -> dict:
-        return {**self.score.to_dict(), "report": self.report, "error_rate": self.error_rate}
+        return {**self.score.to_dict(), "report": self.report, "error_rate": self.error_rate,
+                "maintained": self.maintained}
 
 
 def nightly(source: str, model: str, pred: str, settings: NightSettings | None = None) -> NightSummary:
@@ -51,6 +56,7 @@ def nightly(source: str, model: str, pred: str, settings: NightSettings | None =
     night's summary)."""
     from .report import error_rate, write_report
     from .score import score
+    from .tables.maintain import maintain
     from .tables.storage import Location
 
     settings = settings or NightSettings()
@@ -59,6 +65,8 @@ def nightly(source: str, model: str, pred: str, settings: NightSettings | None =
     if scored.run_id is None:
         log.info("nothing new in %s since the last run: no report tonight", source)
         return summary
+    if settings.maintain is not None:  # before the report, which then shows the tables' health after it
+        summary.maintained = maintain(scored.pred, settings.maintain)
     report = Location.of(scored.pred).join(REPORTS_DIR, scored.run_id).uri
     write_report(scored.pred, report)
     rate = error_rate(scored.pred, run_id=scored.run_id)

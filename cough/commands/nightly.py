@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..flags import number
 from ..nightly import NightSettings, nightly
+from ..tables.maintain import MaintainSettings
 from ..runtime import add_ray_arguments
 from .featurize import add_cough_arguments
 from .score import add_night_arguments
@@ -24,11 +25,15 @@ def add_arguments(p) -> None:
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
     p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
                    help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")
+    p.add_argument("--maintain", action="store_true",
+                   help="after the night, compact, checkpoint and vacuum PRED and its ledger (as `cough maintain`, "
+                        "its defaults), before the night's report, which shows their health")
     add_cough_arguments(p, default="default: the one MODEL's training data was featurized with")
     add_night_arguments(p)
     add_ray_arguments(p)
 
 
 def run(args) -> dict:
-    night = NightSettings(score=score_settings(args), max_error_rate=args.max_error_rate)
+    night = NightSettings(score=score_settings(args), max_error_rate=args.max_error_rate,
+                          maintain=MaintainSettings() if args.maintain else None)
     return nightly(args.source, args.model, args.pred, night).to_dict()

@@ -86,6 +86,23 @@ def _label_metadata_html(m: dict) -> str:
     return "".join(out)
 
 
+#: Small files above which the report suggests `cough maintain`.
+SMALL_FILES_ADVICE = 100
+
+
+def _tables_html(tables: dict) -> str:
+    """PRED's and its ledger's health (cough.tables.maintain.health), and when to maintain them."""
+    rows = [[name, h["version"], h["files"], h["small_files"], f"{h['bytes'] / 1e6:.1f} MB", h["rows"]]
+            for name, h in (("PRED", tables.get("table")), ("file ledger", tables.get("ledger"))) if h]
+    if not rows:
+        return ""
+    small = sum(r[3] for r in rows)
+    advice = (f"<p>{small} small files: <code>cough maintain</code> (or <code>cough nightly --maintain</code>) "
+              "compacts them, safely while a score runs.</p>" if small > SMALL_FILES_ADVICE else "")
+    return ("<h3>The tables</h3>" + _table(["table", "version", "files", "small files", "size", "rows"], rows)
+            + advice)
+
+
 def _problems_html(problems: dict) -> str:
     """The rejected and failed files, first ones by path, and how to list them all."""
     if not problems["n_rejected"] and not problems["n_errors"]:
@@ -233,6 +250,7 @@ def render_html(metrics: dict, plots: dict) -> str:
             parts.append(f"<h3>{title}</h3>" + _table(
                 ["reason", "recordings"], [[e["reason"], e["count"]] for e in ops[key]]))
     parts.append(_problems_html(ops["problems"]))
+    parts.append(_tables_html(ops.get("tables") or {}))
     d = ops["drift"]
     parts.append("<h3>Score drift</h3>")
     if d["psi"] is not None:

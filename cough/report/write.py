@@ -40,6 +40,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
     >>> m["auc"], m["auc_ci"], m["warnings"]                                # doctest: +SKIP
     """
     from .. import __version__
+    from ..tables.maintain import table_health
     from ..tables.provenance import describe
     from ..tables.schema import JSON_SCHEMA_VERSION
     from ..tables.storage import Location, claim
@@ -78,6 +79,7 @@ def write_report(pred: str, out: str, *, labels: str | None = None, by=(), thres
                         "recordings' file names.")
     ops = operations(frame, records)
     ops["problems"] = {**problem_files(latest_per_file(frame)), "query": problems_query(Location.of(pred).uri)}
+    ops["tables"] = table_health(pred)
     metrics, arrays = build_metrics(frame, by=by, threshold=t, seen_groups=None if include_training else seen,
                                     n_boot=n_boot, seed=seed)
     if metrics["n_labelled_scored"]:

@@ -48,7 +48,7 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
     from ..tables.ledger import Ledger
     from ..tables.pred import LOG_DIR, RunWriter, claim_pred
     from ..tables.schema import pred_schema
-    from ..tables.scored import NOTHING_SCORED
+    from ..tables.scored import NOTHING_SCORED, scored_buckets
     from ..tables.shards import is_out
     from ..tables.storage import Location, new_version
     from .chunks import commit_chunks
@@ -88,10 +88,11 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                            since=s.since, batch_size=s.batch_size, selection=s.selection,
                            min_cough_probability=cough_threshold(s, info), labels=s.labels,
                            group_pattern=s.group_pattern)
-        # What this model version scored (32 bytes per recording) is built by a Ray task and
-        # stays in the object store: the driver never holds it.
-        scored = ray.put(NOTHING_SCORED) if s.rescore or not night.counts.unseen else \
-            ray.remote(_scored_keys).options(num_cpus=1).remote(target, info.version)
+        # What this model version scored (32 bytes per recording), split by hash bucket into
+        # Ray objects by Ray tasks: no process holds it whole, a featurizing task fetches the
+        # buckets of its batch's files (cough.tables.scored.ScoredBuckets).
+        scored = NOTHING_SCORED if s.rescore or not night.counts.unseen else \
+            scored_buckets(target, info.version, groups=cpus())
         run_id = new_version()
         log.info("run %s: %d listed in %s, %d not seen before by model %s (%d changed)%s",
                  run_id, night.counts.listed, source_loc.uri, night.counts.unseen, info.version,
@@ -174,12 +175,6 @@ def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -
     """
     share = min(sum(node_cpus) // actors, max(node_cpus))
     return max(1, int(actor_cpus), share)
-
-
-def _scored_keys(pred, model_version: str):
-    from ..tables.scored import scored_keys
-
-    return scored_keys(pred.table(), model_version)
 
 
 def job_error(exc: BaseException) -> BaseException:

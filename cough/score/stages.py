@@ -21,22 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..audio.features import FeaturizerParams
-from ..tables.scored import Scored
+from ..tables.scored import Scored, ScoredBuckets
 from ..audio.quality import NO_GATE, QualityGate
 from ..tables.schema import INFO_COLUMNS, current_names, pred_schema, prepared_schema
 from ..tables.storage import Location
 
 log = logging.getLogger("cough.score")
-
-
-def _scored(scored) -> Scored:
-    """``scored`` itself, or the :class:`Scored` behind a Ray object reference (shared by
-    every task on a node instead of being copied into each)."""
-    if isinstance(scored, Scored):
-        return scored
-    import ray
-
-    return ray.get(scored)
 
 
 # ------------------------------------------------------------------------- stage 1
@@ -63,7 +53,8 @@ def _events(events) -> list[dict]:
     return [{"start_s": float(a), "end_s": float(b), "cough_probability": float(p)} for a, b, p in events]
 
 
-def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, min_cough_probability: float, scored,
+def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, min_cough_probability: float,
+                       scored: Scored | ScoredBuckets,
                        metadata_columns: list[str], gate: QualityGate = NO_GATE) -> pa.Table:
     """Ray Data ``map_batches`` function over a raw archive (the listing's columns): hash each
     file, mark what ``scored`` holds as ``skipped`` without decoding it, featurize the rest
@@ -75,7 +66,6 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, min_cough_p
     from ..audio.recording import process, recording_id
 
     info_cols = [*INFO_COLUMNS, *metadata_columns]
-    scored = _scored(scored)
     records = batch.to_pylist()
     datas, ids = [], []
     for rec in records:
@@ -112,13 +102,13 @@ def _prepared(rows: list[dict], metadata_columns: list[str]) -> pa.Table:
     return plain.append_column(schema.field("images"), images).select(schema.names)
 
 
-def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, events: Location | None, scored,
+def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, events: Location | None,
+                   scored: Scored | ScoredBuckets,
                    metadata_columns: list[str], gate: QualityGate = NO_GATE) -> pa.Table:
     """Ray Data ``map_batches`` function over an OUT of ``cough featurize`` (column ``shard``;
     ``recordings``, ``images`` and ``events``: the OUT's table folders, ``events`` None in an
     OUT made before the detector): read each shard's recordings and the images and cough
     events of those not yet scored (no decoding), and reject what ``gate`` refuses."""
-    scored = _scored(scored)
     out = []
     for shard in batch.column("shard").to_pylist():
         recs = current_names(pq.read_table(recordings.join(shard).path, filesystem=recordings.fs)).to_pylist()

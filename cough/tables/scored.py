@@ -63,3 +63,129 @@ def scored_keys(table, model_version: str) -> Scored:
         ids.append(np.array(rid.filter(ok).to_pylist(), dtype="S32"))
         unreadable.update(batch.column("path").filter(pc.invert(ok)).to_pylist())
     return Scored(np.unique(np.concatenate(ids)), frozenset(unreadable))
+
+
+# ---------------------------------------------------------------- by hash bucket
+
+#: Recordings per bucket the bucketed set aims at (50,000 ids: 1.6 MB).
+BUCKET_SIZE = 50_000
+#: Fewest and most buckets.
+MIN_BUCKETS, MAX_BUCKETS = 16, 4096
+
+
+def bucket_count(rows: int) -> int:
+    """Buckets for a set of about ``rows`` recordings: about :data:`BUCKET_SIZE` each.
+
+    >>> bucket_count(10_000), bucket_count(1_000_000), bucket_count(100_000_000)
+    (16, 20, 2000)
+    """
+    return int(min(MAX_BUCKETS, max(MIN_BUCKETS, -(-rows // BUCKET_SIZE))))
+
+
+#: The value of each ASCII hex digit (lower case, as recording ids are written).
+_HEX = np.zeros(256, np.uint32)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint32)
+
+
+def _hash_buckets(keys: np.ndarray, buckets: int) -> np.ndarray:
+    """Buckets of content hashes given as ``S32`` bytes (hex): their first 8 digits, mod ``buckets``."""
+    digits = _HEX[keys.view(np.uint8).reshape(len(keys), -1)[:, :8]]
+    return (digits @ (np.uint32(16) ** np.arange(7, -1, -1, dtype=np.uint32)).astype(np.uint64)) % buckets
+
+
+def _path_bucket(path: str, buckets: int) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=4).digest(), "little") % buckets
+
+
+def id_buckets(ids: list[str | None], paths: list[str], buckets: int) -> np.ndarray:
+    """The bucket of each row: of its content hash (``recording_id``, hex: uniform already),
+    or, for a file that could not be read, of its path.
+
+    >>> id_buckets(["0000000a" + "0" * 24, None], ["/x.wav", "/broken.wav"], 16).tolist()
+    [10, 1]
+    """
+    keys = np.array([(i or "").encode() for i in ids], dtype="S32")
+    out = _hash_buckets(keys, buckets).astype(np.int64) if len(keys) else np.zeros(0, np.int64)
+    for k, (i, p) in enumerate(zip(ids, paths)):
+        if not i:
+            out[k] = _path_bucket(p, buckets)
+    return out
+
+
+def _split(fs, files: list[str], model_version: str, buckets: int) -> list[Scored]:
+    """One group of PRED's data files: what ``model_version`` scored there, one
+    :class:`Scored` per bucket (a Ray task with ``num_returns=buckets``). Batch by batch, 32
+    bytes per recording: the group's ids, never Python objects per row."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    data = pads.dataset(files, filesystem=fs, format="parquet")
+    ids: list[list[np.ndarray]] = [[] for _ in range(buckets)]
+    unreadable: list[set] = [set() for _ in range(buckets)]
+    for batch in data.to_batches(columns=["recording_id", "path"], filter=pads.field("model_version") == model_version):
+        rid = batch.column("recording_id")
+        valid = rid.is_valid()
+        keys = np.array(rid.filter(valid).to_numpy(zero_copy_only=False), dtype="S32")
+        of = _hash_buckets(keys, buckets)
+        order = np.argsort(of, kind="stable")
+        cuts = np.searchsorted(of[order], np.arange(buckets + 1))
+        for b in range(buckets):
+            if cuts[b + 1] > cuts[b]:
+                ids[b].append(keys[order[cuts[b]:cuts[b + 1]]])
+        for path in batch.column("path").filter(pc.invert(valid)).to_pylist():
+            unreadable[_path_bucket(path, buckets)].add(path)
+    return [Scored(np.unique(np.concatenate([np.zeros(0, "S32"), *parts])), frozenset(lost))
+            for parts, lost in zip(ids, unreadable)]
+
+
+def _merge(*parts: Scored) -> Scored:
+    """One bucket's :class:`Scored` from every group's part of it (a Ray task)."""
+    return Scored(np.unique(np.concatenate([np.zeros(0, "S32"), *(p.ids for p in parts)])),
+                  frozenset().union(*(p.unreadable for p in parts)))
+
+
+@dataclass(frozen=True)
+class ScoredBuckets:
+    """What a model version scored, split by hash bucket (:func:`id_buckets`) into Ray
+    objects, one per bucket, so that no process holds the whole set: a featurizing task
+    fetches the buckets of the files in its batch, and only those. The same rule as
+    :meth:`Scored.has`."""
+
+    refs: tuple
+
+    def has(self, ids: list[str | None], paths: list[str]) -> np.ndarray:
+        import ray
+
+        of = id_buckets(ids, paths, len(self.refs))
+        needed = sorted(set(of.tolist()))
+        parts = dict(zip(needed, ray.get([self.refs[b] for b in needed])))
+        out = np.zeros(len(ids), bool)
+        for b in needed:
+            rows = np.flatnonzero(of == b)
+            out[rows] = parts[b].has([ids[r] for r in rows], [paths[r] for r in rows])
+        return out
+
+
+def scored_buckets(pred, model_version: str, *, groups: int) -> ScoredBuckets:
+    """:class:`ScoredBuckets` of what ``model_version`` has scored in PRED (a
+    :class:`cough.tables.pred.Pred`), built by Ray tasks: ``groups`` of PRED's data files split
+    their rows by bucket, one task per bucket merges the parts. The driver holds object
+    references only. Call after Ray is up."""
+    import ray
+
+    table = pred.table()
+    files = [pred.loc.join(*path.split("/")).path for path in
+             (table.get_add_actions(flatten=True).column("path").to_pylist() if table is not None else [])]
+    rows = sum((table.get_add_actions(flatten=True).column("num_records").to_pylist() or [0])) if files else 0
+    buckets = bucket_count(int(rows or 0))
+    if not files:
+        empty = ray.put(NOTHING_SCORED)
+        return ScoredBuckets(tuple([empty] * buckets))
+    split = ray.remote(_split).options(num_cpus=1, num_returns=buckets)
+    merge = ray.remote(_merge).options(num_cpus=1)
+    groups = min(4 * groups, len(files))  # several per CPU: each holds its share of the ids only
+    parts: list = [split.remote(pred.loc.fs, files[g::groups], model_version, buckets)  # buckets refs each
+                   for g in range(groups)]
+    return ScoredBuckets(tuple(merge.remote(*(p[b] for p in parts)) for b in range(buckets)))
