@@ -174,6 +174,7 @@ class Marginal:
 def _pool_batch(args) -> int:
     import pyarrow as pa
 
+    from cough.audio.detector import RECORDING_THRESHOLD
     from cough.audio.features import DEFAULT_PARAMS
     from cough.featurize.batch import featurize_batch
     from cough.tables.storage import Location
@@ -182,7 +183,8 @@ def _pool_batch(args) -> int:
     batch = pa.table({"path": paths, "label": pa.nulls(len(paths), pa.int8()),
                       "participant": pa.nulls(len(paths), pa.string())})
     counts = featurize_batch(batch, images=Location.of(f"{out}/images"), recordings=Location.of(f"{out}/recordings"),
-                             params=DEFAULT_PARAMS, metadata_columns=[])
+                             events=Location.of(f"{out}/events"), source="/",
+                             params=DEFAULT_PARAMS, min_cough_probability=RECORDING_THRESHOLD, metadata_columns=[])
     return int(counts["images"][0].as_py())
 
 

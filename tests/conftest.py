@@ -54,7 +54,8 @@ SHARED = Path(os.environ.get("COUGH_SHARED_DATA", ROOT.parent / "shared" / "data
 #: Fixtures that start Ray or give a test the sample archive to run a job on. The fast tier
 #: (`make test-fast`, ``-m fast``) is every doctest and every test that uses none of them,
 #: directly or through another fixture, and is not marked slow, shared or whole_report.
-SLOW_FIXTURES = {"ray_local", "fresh_ray", "sample_archive", "sample_features", "shared_archive", "ray_tmpdir"}
+SLOW_FIXTURES = {"ray_local", "fresh_ray", "sample_archive", "sample_features", "shared_archive", "ray_tmpdir",
+                 "untrimmed_archive"}
 NOT_FAST_MARKERS = ("slow", "shared", "whole_report")
 
 
@@ -114,6 +115,16 @@ def shared_archive() -> Path:
     if not (SHARED / "raw").is_dir():
         pytest.skip(f"shared archive not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def untrimmed_archive() -> Path:
+    """The same archive before it was cut to the cough, with the annotated spans, in ../shared;
+    skips when it is absent."""
+    untrimmed = SHARED.parent / "covid19-cough-untrimmed"
+    if not (untrimmed / "raw").is_dir():
+        pytest.skip(f"untrimmed archive not found at {untrimmed}")
+    return untrimmed
 
 
 @dataclass

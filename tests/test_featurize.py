@@ -561,7 +561,7 @@ def test_a_task_writes_its_windows_a_row_group_at_a_time_so_long_calls_do_not_pi
     rows = featurize_batch_module.featurize_batch(
         pa.table({"path": paths}), images=Location.of(str(tmp_path / "images")),
         recordings=Location.of(str(tmp_path / "recordings")), events=Location.of(str(tmp_path / "events")),
-        params=DEFAULT_PARAMS, min_cough_probability=0.0, metadata_columns=[])
+        source=str(raw), params=DEFAULT_PARAMS, min_cough_probability=0.0, metadata_columns=[])
     assert rows.to_pylist()[0]["images"] == 18
     shard = next((tmp_path / "images").iterdir())
     parquet = pq.ParquetFile(shard)

@@ -36,7 +36,7 @@ from cough.train.launch import fit
 from cough.train.loop import TrainConfig
 from cough.train.trainset import recordings
 
-from .conftest import ROOT
+from .conftest import ROOT, SAMPLE
 
 
 def _recs(n_groups=30, per_group=2, pos_every=3, seed=0):
@@ -303,8 +303,9 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, samp
 
         featurize_batch(pa.table({"path": [str(p) for p in raw], "label": pa.array([1, 0], pa.int8()),
                                   "participant": ["x", "y"], "site": ["a", "a"]}), images=Location.of(str(other / "images")),
-                        recordings=Location.of(str(other / "recordings")),
-                        params=FeaturizerParams(window_s=1.0, hop_s=1.0), metadata_columns=["site"])
+                        recordings=Location.of(str(other / "recordings")), events=Location.of(str(other / "events")),
+                        source=str(raw[0].parent), params=FeaturizerParams(window_s=1.0, hop_s=1.0),
+                        min_cough_probability=0.5, metadata_columns=["site"])
         (version,) = (src / "images").iterdir()
         for part in (other / "images").iterdir():
             shutil.copy(part, version / ("other-" + part.name))
@@ -501,3 +502,47 @@ def test_interrupted_run_continues_with_resume(tmp_path, ray_local, sample_featu
     run(_args(sample_features, "--out", tmp_path / "model", *TRAIN_FLAGS, "--resume", "--trace-dir", tmp_path / "trace"))
     _, meta = load_model(str(tmp_path / "model"))
     _check_resumed(meta, killed, tmp_path / "trace")
+
+
+def _h5_arrays(path) -> list:
+    """``[(name, array)]`` of every dataset in an HDF5 weights file, in its order."""
+    import h5py
+
+    with h5py.File(path) as f:
+        names: list[str] = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        return [(name, f[name][()]) for name in names]
+
+
+@pytest.mark.slow
+def test_one_seed_gives_one_model_wherever_the_out_lies(tmp_path, sample_features, s3, fresh_ray, capsys):
+    """The same featurize OUT copied to another bucket gave another model with the same --seed
+    (test AUC 0.92, 0.42, 0.75): the training order must follow the recordings, not the folder
+    or bucket they were copied to."""
+    from cough.cli import main as cli
+
+    near = tmp_path / "a" / "features"
+    shutil.copytree(sample_features, near)
+    bucket = s3.bucket()
+    s3.upload(sample_features, f"{bucket}/somewhere/else/features")
+    moved = tmp_path / "moved" / "archive"  # the same recordings featurized from another folder
+    shutil.copytree(SAMPLE, moved)
+    assert cli(["featurize", str(moved / "raw"), "--labels", str(moved / "labels.csv"), "--out",
+                str(tmp_path / "refeaturized"), "--num-cpus", "2", "--address", "local"]) == 0
+    weights = []
+    for shards, out in ((str(near), str(tmp_path / "model-a")), (f"{bucket}/somewhere/else/features",
+                                                                  f"{bucket}/model-b"),
+                        (str(tmp_path / "refeaturized"), str(tmp_path / "model-c"))):
+        assert cli(["train", shards, "--out", out, "--epochs", "1", "--seed", "5", "--num-cpus", "2",
+                    "--address", "local", "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        local = tmp_path / f"w{len(weights)}.h5"
+        from cough.tables.storage import Location
+
+        local.write_bytes(Location.of(out).join(json.loads(Location.of(out).join("model.json").read_bytes())
+                                                ["weights"]).read_bytes())
+        weights.append((summary["val_auc"], _h5_arrays(local)))
+    (auc_a, a), *others = weights
+    for auc_b, b in others:
+        assert auc_a == auc_b and [n for n, _ in a] == [n for n, _ in b]
+        assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))

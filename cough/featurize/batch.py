@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from ..audio.features import FeaturizerParams, Windows
 from ..audio.recording import process
+from ..tables.labels import relpath
 from ..tables.listing import Entry
 from ..tables.schema import (INFO_COLUMNS, events_schema, image_type, images_schema, log_mel_type,
                              recordings_schema, tensor_column)
@@ -26,14 +27,17 @@ COUNTS = ("inputs", "ok", "errors", "rejected", "images", "coughs", "dropped_win
 FLUSH_WINDOWS = 512
 
 
-def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, events: Location,
+def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, events: Location, source: str,
                     params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str]) -> pa.Table:
     """Ray Data ``map_batches`` function: featurize ``batch`` (the listing's columns: path,
-    problem, open_as, label, participant, annotated span, metadata) and write one shard into
+    problem, open_as, label, participant, annotated span, metadata; ``source``: SOURCE's URI)
+    and write one shard into
     each of the ``images``, ``recordings`` and ``events`` folders (images a row group at a
     time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS`."""
     info_cols = [*INFO_COLUMNS, *metadata_columns]
-    name = shard_name(batch.column("path").to_pylist())
+    # named by the paths relative to SOURCE: the same archive featurized from another folder or
+    # bucket gives the same shards, which training reads in the same order (one seed, one model)
+    name = shard_name([relpath(p, source) for p in batch.column("path").to_pylist()])
     img_schema = images_schema(metadata_columns, params)
     rows, event_rows = [], []
     pending = _Windows(img_schema, params)

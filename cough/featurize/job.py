@@ -112,7 +112,8 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
         ds.context.op_resource_reservation_enabled = False
         folders = {t: loc.join(t, version) for t in TABLES}
         counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pyarrow", memory=TASK_MEMORY,
-                                fn_kwargs={**folders, "params": s.params, "metadata_columns": metadata_columns,
+                                fn_kwargs={**folders, "source": source_loc.uri, "params": s.params,
+                                           "metadata_columns": metadata_columns,
                                            "min_cough_probability": s.min_cough_probability})
         totals = dict.fromkeys(COUNTS, 0)
         for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -138,7 +138,10 @@ def _read_in_driver(shards, groups: dict[str, list[str]], exclude_paths: list[st
         pc.field("label").is_valid()
     if exclude_paths:
         keep = keep & ~pc.field("path").isin(list(exclude_paths))
-    table = shards.to_table(columns=[participant, *columns], filter=keep)
+    # in the recordings' order, whatever the shards' names or the order a store lists them in:
+    # the seeded shuffle then sees the same sequence wherever the OUT lies
+    table = shards.to_table(columns=[participant, *columns], filter=keep).sort_by(
+        [("recording_id", "ascending"), (columns[1], "ascending")])
     out = {}
     for name, members in groups.items():
         part = table.filter(pc.field(participant).isin(list(members))).select(columns).rename_columns(IMAGE_COLUMNS)
