@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -67,6 +68,10 @@ class Location:
         if isinstance(where, Location):
             return where
         where = str(where)
+        if CREDENTIALS.match(where):
+            raise UsageError(f"{redacted(where)}: a URI that carries credentials would put them in logs, manifests and "
+                             "run records; give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile, "
+                             "or the node's role) and the URI without them")
         if "://" not in where:
             path = os.path.abspath(where)
             return cls(path, pafs.LocalFileSystem(), path)
@@ -197,6 +202,20 @@ def join(base: str, *parts: str) -> str:
 def open_input(uri: str):
     """A stream of one file, for code that gets single file URIs (a recording, a labels CSV)."""
     return Location.of(uri).open_input()
+
+
+#: A URI whose authority carries ``user@`` or ``user:password@`` (``s3://KEY:SECRET@bucket/...``;
+#: a secret may hold a ``/``, a key never does).
+CREDENTIALS = re.compile(r"^([a-zA-Z][\w+.-]*://)(?:[^/@]*@|[^/@:]*:[^@]*@)")
+
+
+def redacted(uri: str) -> str:
+    """``uri`` with the credentials of its authority replaced by ``***``.
+
+    >>> redacted("s3://AKIA123:s3cr3t/+x@bucket/raw"), redacted("s3://bucket/a:b@c.wav")
+    ('s3://***@bucket/raw', 's3://bucket/a:b@c.wav')
+    """
+    return CREDENTIALS.sub(r"\1***@", uri)
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
