@@ -1,7 +1,7 @@
 """The science table of docs/results.md: does the model hear the cough or the channel?
 
-For each featurizer variant (windows from the start, windows on cough events, a common
-4 kHz band) and each architecture: featurize the shared archive, train, score the held-out
+For each featurizer variant (windows from the start, windows on energy events, windows on
+the coughs the detector finds, a common 4 kHz band) and each architecture: featurize the shared archive, train, score the held-out
 recordings, report, and collect the raw AUC, the AUC within each sample rate (stratified),
 the metadata-only shortcut baseline, the baseline on the labels' own metadata columns
 (``source``, ``verified``, ``asymptomatic`` on the shared archive), and how well a linear
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 VARIANTS = {"start windows": [], "event windows": ["--windowing", "events"],
-            "common band 4 kHz": ["--bandwidth-hz", "4000"]}
+            "cough windows": ["--windowing", "coughs"], "common band 4 kHz": ["--bandwidth-hz", "4000"]}
 
 
 def cough(*args: str) -> None:
@@ -64,15 +64,16 @@ def main() -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     args = p.parse_args()
     raw, labels = args.archive / "raw", args.archive / "labels.csv"
-    print("| windows | arch | n test | raw AUC | AUC within sample rate | shortcut baseline AUC | "
+    print("| windows | arch | rejected (no cough) | n test | raw AUC | AUC within sample rate | shortcut baseline AUC | "
           "label-metadata baseline AUC | probe: images → source AUC | minutes |")
-    print("| --- | --- | ---: | --- | --- | --- | --- | --- | ---: |")
+    print("| --- | --- | ---: | ---: | --- | --- | --- | --- | --- | ---: |")
     for variant in args.variants:
         slug = variant.replace(" ", "-")
         features = args.work / slug / "features"
         if not (features / "manifest.json").exists():
             cough("featurize", str(raw), "--labels", str(labels), "--out", str(features), *VARIANTS[variant])
         leak = probe(features, "source", args.n_boot)
+        rejected = json.loads((features / "manifest.json").read_text()).get("rejected", 0)
         for arch in args.arch:
             start = time.time()
             run = args.work / slug / arch
@@ -85,7 +86,7 @@ def main() -> None:
             m = json.loads((run / "report" / "metrics.json").read_text())
             base, strat = m["shortcut_baseline"], m["stratified_auc"]
             label_base = m.get("label_metadata_baseline") or {"auc": None, "auc_ci": None}
-            print(f"| {variant} | {arch} | {m['n']} | {ci(m['auc'], m['auc_ci'])} | "
+            print(f"| {variant} | {arch} | {rejected} | {m['n']} | {ci(m['auc'], m['auc_ci'])} | "
                   f"{ci(strat['auc'], strat['auc_ci'])} | {ci(base['auc'], base['auc_ci'])} | "
                   f"{ci(label_base['auc'], label_base['auc_ci'])} | "
                   f"{ci(leak['auc'], leak['auc_ci'])} | {(time.time() - start) / 60:.1f} |", flush=True)

@@ -14,6 +14,7 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -26,18 +27,33 @@ FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", 
            "mp3": ("MP3", "MPEG_LAYER_III")}
 
 
-def cough_signal(rng: np.random.Generator, *, positive: bool, sample_rate: int, duration_s: float,
-                 channels: int = 1) -> np.ndarray:
-    """One synthetic recording, shape ``(n, channels)`` float32.
+class Burst(NamedTuple):
+    """One synthetic cough burst: where it starts, how fast it decays, how loud it is."""
 
-    >>> y = cough_signal(np.random.default_rng(0), positive=True, sample_rate=16000, duration_s=1.0)
-    >>> y.shape
-    (16000, 1)
+    onset_s: float
+    tau_s: float  # the envelope's decay time constant: it falls 20 dB in 2.3 tau
+    amplitude: float
+
+    @property
+    def end_s(self) -> float:
+        """Where the burst has fallen 20 dB under its peak (what counts as the cough)."""
+        return self.onset_s + 2.3 * self.tau_s
+
+
+def cough_bursts(rng: np.random.Generator, *, positive: bool, sample_rate: int, duration_s: float,
+                 channels: int = 1) -> tuple[np.ndarray, list[Burst]]:
+    """One synthetic recording, shape ``(n, channels)`` float32, and its bursts: the ground
+    truth of where the coughs are (tests and the cough detector's training, bench/detector/).
+
+    >>> y, bursts = cough_bursts(np.random.default_rng(0), positive=True, sample_rate=16000, duration_s=1.0)
+    >>> y.shape, 1 <= len(bursts) <= 4
+    ((16000, 1), True)
     """
     n = max(1, int(round(duration_s * sample_rate)))
     t = np.arange(n) / sample_rate
     y = rng.normal(0, 10 ** (-50 / 20), n)
     freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+    bursts = []
     for _ in range(int(rng.integers(1, 5))):
         onset = rng.uniform(0, max(duration_s - 0.15, 0.01))
         center = rng.normal(550, 120) if positive else rng.normal(1900, 400)
@@ -48,11 +64,26 @@ def cough_signal(rng: np.random.Generator, *, positive: bool, sample_rate: int, 
         if positive:  # a wheeze: a tone between 250 and 600 Hz
             burst += 0.35 * np.sin(2 * np.pi * rng.uniform(250, 600) * t)
         rel = np.clip(t - onset, 0, None)
-        envelope = (1 - np.exp(-rel / 0.008)) * np.exp(-rel / rng.uniform(0.08, 0.2)) * (t >= onset)
-        y += rng.uniform(0.3, 0.9) * envelope * burst
+        tau = rng.uniform(0.08, 0.2)
+        envelope = (1 - np.exp(-rel / 0.008)) * np.exp(-rel / tau) * (t >= onset)
+        amplitude = rng.uniform(0.3, 0.9)
+        y += amplitude * envelope * burst
+        bursts.append(Burst(float(onset), float(tau), float(amplitude)))
     y = np.clip(y / max(1.0, np.max(np.abs(y)) / 0.95), -1, 1)
     stereo = np.stack([y * g for g in rng.uniform(0.7, 1.0, channels)], axis=1)
-    return stereo.astype(np.float32)
+    return stereo.astype(np.float32), bursts
+
+
+def cough_signal(rng: np.random.Generator, *, positive: bool, sample_rate: int, duration_s: float,
+                 channels: int = 1) -> np.ndarray:
+    """One synthetic recording, shape ``(n, channels)`` float32 (:func:`cough_bursts` without its bursts).
+
+    >>> y = cough_signal(np.random.default_rng(0), positive=True, sample_rate=16000, duration_s=1.0)
+    >>> y.shape
+    (16000, 1)
+    """
+    return cough_bursts(rng, positive=positive, sample_rate=sample_rate, duration_s=duration_s,
+                        channels=channels)[0]
 
 
 def speech_like_signal(rng: np.random.Generator, *, sample_rate: int, duration_s: float) -> np.ndarray:

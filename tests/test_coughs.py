@@ -12,7 +12,8 @@ from cough.audio.decode import decode
 from cough.audio.features import DEFAULT_PARAMS, FeaturizerParams, featurize
 from cough.audio.recording import no_cough, process
 from cough.errors import CoughError
-from cough.synth import cough_signal
+from cough.audio.detector import shipped
+from cough.synth import cough_bursts, cough_signal, speech_like_signal
 from cough.tables.labels import load_labels
 from cough.tables.listing import Entry
 
@@ -61,6 +62,41 @@ def test_a_cough_is_kept_with_its_events_and_where_each_window_lies(tmp_path):
 def test_the_rule_is_one_threshold_on_the_detectors_probability():
     assert no_cough(0.49, min_probability=0.5) == "no cough detected (p=0.49)"
     assert no_cough(0.5, min_probability=0.5) is None and no_cough(0.0, min_probability=0.0) is None
+
+
+def _placed_cough(seed: int, sr: int, *, speech: bool) -> tuple[np.ndarray, float]:
+    """10 s of noise at -50..-35 dBFS (with speech-like sound at -12..-3 dB when ``speech``) and
+    one synthetic cough clip, 0.4-1 s, placed at 1-8.5 s: the samples and the first burst's onset."""
+    rng = np.random.default_rng(1000 + seed)
+    n = 10 * sr
+    y = rng.normal(0, 10 ** (rng.uniform(-50, -35) / 20), n)
+    if speech:
+        y += speech_like_signal(rng, sample_rate=sr, duration_s=10.0) * 10 ** (rng.uniform(-12, -3) / 20)
+    clip, bursts = cough_bursts(rng, positive=bool(seed % 2), sample_rate=sr, duration_s=float(rng.uniform(0.4, 1.0)))
+    at = float(rng.uniform(1.0, 8.5))
+    start = int(at * sr)
+    y[start:start + len(clip)] += clip[:, 0] * 10 ** (rng.uniform(-6, 0) / 20)
+    return np.clip(y / max(1.0, np.abs(y).max() / 0.95), -1, 1).astype(np.float32), at + min(b.onset_s for b in bursts)
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 44100, 48000])
+def test_a_cough_in_noise_is_found_where_it_starts_at_every_rate(sr):
+    """The detector is trained on telephone-band audio; a 48 kHz app recording must look alike to it."""
+    for seed in range(10):
+        y, onset = _placed_cough(seed, sr, speech=False)
+        found = shipped().detect(y, sr)
+        assert found.probability >= 0.5, (seed, found.probability)
+        assert [round(s - onset, 2) for s, _ in found.events if abs(s - onset) <= 0.1], (seed, onset, found.events)
+
+
+def test_a_cough_over_speech_is_mostly_found_where_it_starts():
+    """Over speech-like sound the onset is found within 0.1 s in 80-84 % of cases at 8-48 kHz
+    (bench/detector/NOTES.md; a burst on a syllable is the miss) and in 23 of these 25 at 8 kHz;
+    the floors leave a margin, so only a detector that stops hearing coughs in speech fails."""
+    cases = [_placed_cough(seed, 8000, speech=True) for seed in range(25)]
+    found = [shipped().detect(y, 8000) for y, _ in cases]
+    at_onset = np.mean([any(abs(s - onset) <= 0.1 for s, _ in f.events) for f, (_, onset) in zip(found, cases)])
+    assert at_onset >= 0.7 and np.mean([f.probability >= 0.5 for f in found]) >= 0.85
 
 
 def test_windows_on_coughs_are_centred_on_the_detected_coughs_and_say_what_they_drop():

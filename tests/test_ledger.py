@@ -160,7 +160,7 @@ def test_a_driver_killed_mid_run_loses_at_most_a_chunk_and_the_rerun_continues(t
     rerun = score(str(src), str(model), str(pred), ScoreSettings(address="local", num_cpus=2)).to_dict()  # never a `ray start` head of another test
     assert rerun["seen_before"] == len(done)  # what the ledger holds is not opened again
     rows = pred_rows(pred)
-    assert len(rows) == 12 and rows.path.is_unique and rows.recording_id.is_unique and (rows.status == "ok").all()
+    assert len(rows) == 12 and rows.path.is_unique and rows.recording_id.is_unique and rows.status.ne("error").all()
     ledger = _ledger(pred)
     assert sorted(set(ledger.path)) == sorted(str(p) for p in src.iterdir())
 

@@ -32,7 +32,7 @@ from cough.tables.labels import load_labels
 from cough.score import score
 
 from .conftest import ROOT, SAMPLE
-from .helpers import HOSTILE_PROBLEMS, hostile_entries, pred_rows, same_rows, snapshot, write_model
+from .helpers import HOSTILE_PROBLEMS, SAMPLE_REJECTED, hostile_entries, pred_rows, same_rows, snapshot, write_model
 
 KEY = ["path", "recording_id", "status", "score", "n_windows", "label"]
 
@@ -50,7 +50,9 @@ def _cough(path: Path, seed: int, *, seconds: float = 1.5) -> Path:
 def test_pred_has_one_row_per_file_with_scores_labels_and_versions(sample_pred, model_dir):
     rows = pred_rows(sample_pred)
     labels = pd.read_csv(SAMPLE / "labels.csv").set_index("filename")
-    assert len(rows) == 60 and rows.path.is_unique and (rows.status == "ok").all()
+    assert len(rows) == 60 and rows.path.is_unique
+    assert list(rows.path[rows.status != "ok"].map(lambda p: Path(p).name)) == [SAMPLE_REJECTED]
+    rows = rows[rows.status == "ok"]
     (record,) = committed_runs(Pred(Location.of(str(sample_pred))))  # one run, one Delta commit
     assert (record.run_id, record.scored, record.model) == (rows.run_id[0], 60, str(model_dir))
     assert record.source == str(SAMPLE / "raw")  # absolute URIs in the record
@@ -78,7 +80,7 @@ def test_pred_reads_with_pandas_duckdb_and_ray_as_the_readme_shows(sample_pred, 
     frame = deltalake.DeltaTable(location).to_pandas()
     pred = deltalake.DeltaTable(location).to_pyarrow_dataset()  # noqa: F841  (DuckDB finds it by name)
     counts = duckdb.sql("SELECT status, count(*) FROM pred GROUP BY status").fetchall()
-    assert len(frame) == 60 and counts == [("ok", 60)]
+    assert len(frame) == 60 and sorted(counts) == [("ok", 59), ("rejected", 1)]
     assert ray.data.read_delta(location).count() == 60
 
 
@@ -90,7 +92,8 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
                              scored=NOTHING_SCORED, metadata_columns=meta_cols)
     features = read_out(str(sample_features))
     out = prepare_shards(pa.table({"shard": shard_names(features.recordings)}), recordings=features.recordings,
-                         images=features.images, scored=NOTHING_SCORED, metadata_columns=meta_cols)
+                         images=features.images, events=features.events, scored=NOTHING_SCORED,
+                         metadata_columns=meta_cols)
     raw_images = dict(zip(raw["path"].to_pylist(), raw["images"].to_pylist()))
     out_images = dict(zip(out["path"].to_pylist(), out["images"].to_pylist()))
     assert raw_images.keys() == out_images.keys() and len(raw_images) == 60
@@ -174,8 +177,8 @@ def test_two_runs_that_overlap_leave_every_recording_exactly_once(sample_pred, t
     version = DeltaTable(str(pred)).version()
     first, second = make_writer(pred, rows[:40], "r1", version), make_writer(pred, rows[20:], "r2", version)
     record = RunRecord(model_version="m2")
-    assert first.commit(record, model_version="m2", rescore=False) == 40
-    assert second.commit(record, model_version="m2", rescore=False) == 20  # after one refused attempt
+    assert sum(first.commit(record, model_version="m2", rescore=False).values()) == 40
+    assert sum(second.commit(record, model_version="m2", rescore=False).values()) == 20  # after one refused attempt
     m2 = pred_rows(pred).query("model_version == 'm2'")
     assert len(m2) == 60 and m2.recording_id.is_unique
     assert list(m2.sort_values("path").run_id) == ["r1"] * 40 + ["r2"] * 20
@@ -197,16 +200,16 @@ def test_a_run_alone_commits_chunk_after_chunk_without_reading_pred_and_still_se
     writer = make_writer(pred, rows[:10], "r1", DeltaTable(str(pred)).version())
     caplog.set_level(logging.INFO, logger="cough.score")
     for chunk in (rows[10:20], rows[20:30], None):
-        assert writer.commit(record, model_version="m2", rescore=False) == 10
+        assert sum(writer.commit(record, model_version="m2", rescore=False).values()) == 10
         if chunk is not None:
             writer.add(pa.Table.from_pandas(chunk.assign(run_id="r1")[writer.schema.names], schema=writer.schema,
                                             preserve_index=False))
     assert "another run" not in caplog.text
-    assert make_writer(pred, rows[30:45], "r2", DeltaTable(str(pred)).version()).commit(
-        record, model_version="m2", rescore=False) == 15
+    assert sum(make_writer(pred, rows[30:45], "r2", DeltaTable(str(pred)).version()).commit(
+        record, model_version="m2", rescore=False).values()) == 15
     writer.add(pa.Table.from_pandas(rows[30:].assign(run_id="r1")[writer.schema.names], schema=writer.schema,
                                     preserve_index=False))
-    assert writer.commit(record, model_version="m2", rescore=False) == 15
+    assert sum(writer.commit(record, model_version="m2", rescore=False).values()) == 15
     assert "gained rows of model m2 from another run" in caplog.text
     m2 = pred_rows(pred).query("model_version == 'm2'")
     assert len(m2) == 60 and m2.recording_id.is_unique
@@ -220,10 +223,10 @@ def test_a_commit_retried_after_it_succeeded_changes_nothing(sample_pred, tmp_pa
     rows = pred_rows(pred).assign(model_version="m2")
     version = DeltaTable(str(pred)).version()
     writer = make_writer(pred, rows, "r1", version)
-    assert writer.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60
+    assert sum(writer.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False).values()) == 60
     before = snapshot(pred)
     again = make_writer(pred, rows, "r1", version)  # the same chunk of the same run, committed again
-    assert again.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False) == 60  # found in the log
+    assert sum(again.commit(RunRecord(model_version="m2"), model_version="m2", rescore=False).values()) == 60  # found in the log
     assert snapshot(pred) == before and DeltaTable(str(pred)).transaction_version("cough-score-r1") == 1
 
 
@@ -398,11 +401,13 @@ def test_the_real_archive_then_a_rerun_then_five_new_recordings(shared_archive, 
     labels = str(shared_archive / "labels.csv")
     first = score(str(src), str(model), str(pred), ScoreSettings(labels=labels)).to_dict()
     rows = pred_rows(pred)
-    # the quality gate rejects 12 recordings whose coughs stand < 3 dB above their quietest frames
-    assert (first["inputs"], first["ok"], first["errors"], first["rejected"]) == (1324, 1310, 2, 12)
+    # the cough detector hears no cough in 6 recordings (one of the 12 the quality gate refused
+    # before it), the gate 11 more whose coughs stand < 3 dB above their quietest frames
+    assert (first["inputs"], first["ok"], first["errors"], first["rejected"]) == (1324, 1305, 2, 17)
     assert len(rows) == 1324 and rows.path.is_unique
     assert rows.error[rows.status != "ok"].str.len().gt(10).all()
-    assert rows.error[rows.status == "rejected"].str.startswith("too noisy: snr ").all()
+    reasons = rows.error[rows.status == "rejected"].str.extract(r"^(too noisy: snr |no cough detected \(p=)")[0]
+    assert reasons.value_counts().to_dict() == {"too noisy: snr ": 11, "no cough detected (p=": 6}
     # quality columns on the real channels: a call centre's 8 kHz line carries nothing above 4 kHz
     decoded = rows[rows.status != "error"]
     assert decoded[["snr_db", "bandwidth_hz", "clipped_fraction", "silence_fraction", "n_events"]].notna().all().all()

@@ -114,8 +114,12 @@ class Detector:
         return self.hop / SAMPLE_RATE
 
     def resample(self, y: np.ndarray, sample_rate: int) -> np.ndarray:
-        """``(n,)`` float32 at ``sample_rate`` -> ``(m,)`` float32 at :data:`SAMPLE_RATE`."""
-        y = np.asarray(y, np.float32).reshape(-1)
+        """``(n,)`` float32 at ``sample_rate`` -> ``(m,)`` float32 at :data:`SAMPLE_RATE`.
+        A ``(n, channels)`` array (as soundfile decodes) is averaged to mono first."""
+        y = np.asarray(y, np.float32)
+        if y.ndim == 2:
+            y = y.mean(axis=1, dtype=np.float32)
+        y = y.reshape(-1)
         if int(sample_rate) == SAMPLE_RATE or len(y) == 0:
             return y
         import soxr
@@ -212,16 +216,21 @@ class Detector:
 
     def events_from(self, probs: np.ndarray, *, on_threshold: float | None = None,
                     off_threshold: float | None = None, min_event_s: float | None = None,
-                    merge_gap_s: float | None = None, smoothed: bool = False):
-        """Events from frame probabilities (hysteresis: a run of frames above
-        ``off_threshold`` that reaches ``on_threshold``; runs closer than ``merge_gap_s`` are
-        merged; shorter than ``min_event_s`` dropped). Returns ``(events (n, 2) seconds,
-        event_probabilities (n,), smoothed probabilities (n_frames,))``."""
+                    merge_gap_s: float | None = None, smoothed: bool = False, raw: np.ndarray | None = None):
+        """Events from frame probabilities (hysteresis on the smoothed probabilities: a run of
+        frames above ``off_threshold`` that reaches ``on_threshold``; each run is then tightened
+        to the frames whose raw probability is above ``off_threshold``, so that smoothing does
+        not move onsets; runs closer than ``merge_gap_s`` are merged; shorter than
+        ``min_event_s`` dropped). ``smoothed=True``: ``probs`` are smoothed already and ``raw``
+        holds the raw ones. Returns ``(events (n, 2) seconds, event_probabilities (n,),
+        smoothed probabilities (n_frames,))``."""
         on = self.on_threshold if on_threshold is None else on_threshold
         off = self.off_threshold if off_threshold is None else off_threshold
         min_s = self.min_event_s if min_event_s is None else min_event_s
         gap_s = self.merge_gap_s if merge_gap_s is None else merge_gap_s
         s = probs if smoothed else self.smoothed(probs)
+        if not smoothed:
+            raw = probs
         above = s >= off
         if not above.any():
             return np.zeros((0, 2)), np.zeros(0), s
@@ -230,6 +239,12 @@ class Detector:
         peaks = np.maximum.reduceat(s, runs[:, 0]) if len(runs) else np.zeros(0)
         keep = peaks >= on
         runs, peaks = runs[keep], peaks[keep]
+        if raw is not None:
+            for r in runs:
+                idx = np.flatnonzero(raw[r[0]:r[1]] >= off)
+                if len(idx):
+                    r[1] = r[0] + idx[-1] + 1
+                    r[0] = r[0] + idx[0]
         merged: list[list[int]] = []
         mpeaks: list[float] = []
         gap = gap_s / self.frame_s
