@@ -69,5 +69,6 @@ def test_score_survives_losing_a_worker_node(tmp_path, fresh_ray):
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
     rows = DeltaTable(str(pred)).to_pandas()
     assert summary["scored"] == N_FILES == len(rows) and rows.path.is_unique
-    assert (rows.status == "ok").all() and rows.score.notna().all()
+    # no error: every file scored, or rejected by the cough detector (one of the sample's), never lost to the node
+    assert (rows.status != "error").all() and (rows.score.notna() == (rows.status == "ok")).all()
     assert sorted(Path(p).name for p in rows.path) == sorted(p.name for p in (SAMPLE / "raw").iterdir())
