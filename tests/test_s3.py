@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
@@ -22,26 +21,11 @@ from cough.score.settings import ScoreSettings
 from cough.cli import main as cli
 
 from .conftest import ROOT, SAMPLE
+from .helpers import store_objects as _objects
+from .helpers import store_rows as pred_rows
 from .helpers import write_model
 
 pytestmark = pytest.mark.slow
-
-
-def _objects(uri: str) -> dict:
-    """Every object under ``uri``: key -> (size, mtime): what a rerun must leave alone."""
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return {i.path: (i.size, i.mtime) for i in fs.get_file_info(pafs.FileSelector(path, recursive=True,
-                                                                                  allow_not_found=True))
-            if i.type == pafs.FileType.File}
-
-
-def pred_rows(pred: str) -> pd.DataFrame:
-    from deltalake import DeltaTable
-
-    from cough.tables.delta import storage_options as _storage_options
-
-    frame = DeltaTable(pred, storage_options=_storage_options()).to_pandas()
-    return frame.assign(name=frame.path.map(lambda p: Path(p).name)).sort_values("name").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
