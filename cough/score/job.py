@@ -11,7 +11,7 @@ from typing import Literal, overload
 
 from .. import __version__
 from ..audio.detector import RECORDING_THRESHOLD
-from ..errors import CoughError, UsageError
+from ..errors import CoughError, UsageError, job_error
 from ..tables.archive import EVERY_FILE
 from .settings import ScorePlan, ScoreSettings, ScoreSummary
 
@@ -180,20 +180,3 @@ def _scored_keys(pred, model_version: str):
     from ..tables.scored import scored_keys
 
     return scored_keys(pred.table(), model_version)
-
-
-def job_error(exc: BaseException) -> BaseException:
-    """A CoughError raised inside a Ray worker (e.g. a model that fails to load in the
-    inference actors) as the plain one-line CoughError; anything else unchanged."""
-    from ray.exceptions import RayError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, CoughError) and not isinstance(seen, RayError):
-            return CoughError(str(seen))
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    # ActorDiedError keeps only the text of its creation task's error (traceback included)
-    marker = f"{CoughError.__module__}.{CoughError.__name__}: "
-    if isinstance(exc, RayError) and marker in str(exc):
-        return CoughError(str(exc).rsplit(marker, 1)[1].splitlines()[0])
-    return exc

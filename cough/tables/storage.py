@@ -23,7 +23,7 @@ from typing import Iterator
 
 import pyarrow.fs as pafs
 
-from ..errors import CoughError, UsageError
+from ..errors import CoughError, UsageError, errno_note, plain
 
 log = logging.getLogger("cough.storage")
 
@@ -33,9 +33,10 @@ OWNER_FILE = ".cough-output.json"
 
 
 def _cause(exc: BaseException) -> str:
-    """The first line of a storage error."""
+    """The first line of a storage error, and what its errno means (``ENOSPC: disk full``)."""
     text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
-    return text.splitlines()[0]
+    first = plain(text.splitlines()[0])
+    return first + errno_note(exc, first)
 
 
 def _no_aws_credentials() -> bool:
