@@ -159,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         from .logs import setup_logging
 
         setup_logging(verbose=args.verbose, quiet=args.quiet, job=job)
-        from .runtime import check_paths, check_ray_args
+        from .runtime import check_paths, check_ray_args, check_shared_paths
 
         check_paths({name: getattr(args, name) for name in PATH_ARGS if getattr(args, name, None)})
         if hasattr(args, "num_cpus"):
             check_ray_args(args.address, args.num_cpus)
+            check_shared_paths(args.shared_path)
         with _stdout_to_stderr(want_json):
             summary = args._module.run(args)
         code, error = 0, None

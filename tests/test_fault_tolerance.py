@@ -45,7 +45,8 @@ def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
     with three_nodes() as (cluster, workers):
         killer = NodeKiller(cluster, workers[1], lambda: any(out.glob("recordings/*/*.parquet")))
         killer.start()
-        summary = featurize(str(SAMPLE / "raw"), str(out), FeaturizeSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2)).to_dict()
+        summary = featurize(str(SAMPLE / "raw"), str(out), FeaturizeSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2,
+                                                                           shared_paths=(str(SAMPLE), str(tmp_path)))).to_dict()
         finished = time.time()
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
@@ -63,7 +64,9 @@ def test_score_survives_losing_a_worker_node(tmp_path, fresh_ray):
     with three_nodes() as (cluster, workers):
         killer = NodeKiller(cluster, workers[1], lambda: (pred / OWNER_FILE).exists())  # the run has begun
         killer.start()
-        summary = score(str(SAMPLE / "raw"), str(model), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2, actors=2, actor_cpus=0.5)).to_dict()
+        summary = score(str(SAMPLE / "raw"), str(model), str(pred), ScoreSettings(
+            labels=str(SAMPLE / "labels.csv"), batch_size=2, actors=2, actor_cpus=0.5,
+            shared_paths=(str(SAMPLE), str(tmp_path)))).to_dict()  # three nodes, one machine: one disk
         finished = time.time()
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"

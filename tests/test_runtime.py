@@ -67,3 +67,12 @@ def test_num_cpus_with_an_address_is_a_usage_error(tmp_path, flags, env):
     assert result.returncode == 2
     assert "--num-cpus" in result.stderr.splitlines()[-1] and "127.0.0.1:1" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("folder, message", [("data", "absolute path"), ("s3://bucket/x", "object storage"),
+                                             ("/no/such/folder", "is not a folder on this machine")])
+def test_a_bad_shared_path_is_a_usage_error_before_ray(tmp_path, folder, message):
+    result = _featurize(SAMPLE / "raw", tmp_path / "out", "--shared-path", folder)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

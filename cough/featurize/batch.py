@@ -31,7 +31,8 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
     """Ray Data ``map_batches`` function: featurize ``batch`` (the listing's columns: path,
     problem, open_as, label, participant, annotated span, metadata) and write one shard into
     each of the ``images``, ``recordings`` and ``events`` folders (images a row group at a
-    time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS`."""
+    time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS` and ``failed``, the first
+    error row's path and reason (None without one)."""
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     name = shard_name(batch.column("path").to_pylist())
     img_schema = images_schema(metadata_columns, params)
@@ -54,9 +55,11 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
     write_table(pa.Table.from_pylist(rows, schema=recordings_schema(metadata_columns)), recordings.join(name))
     write_table(pa.Table.from_pylist(event_rows, schema=events_schema()), events.join(name))
     status = [r["status"] for r in rows]
+    failed = next((f"{r['path']}: {r['error']}" for r in rows if r["status"] == "error"), None)
     return pa.table({"inputs": [len(rows)], "ok": [status.count("ok")], "errors": [status.count("error")],
                      "rejected": [status.count("rejected")], "images": [written], "coughs": [len(event_rows)],
-                     "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)]})
+                     "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)],
+                     "failed": pa.array([failed], pa.string())})
 
 
 class _Windows:
