@@ -3,10 +3,12 @@ when given an address) and the environment TensorFlow reads when a process impor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import uuid
+from typing import Any, Iterator
 
 from .errors import CoughError, UsageError
 from .logs import ray_log_level, tame_ray, tensorflow_log_level
@@ -318,3 +320,101 @@ def node_cpus() -> list[int]:
     return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]] or [1]
 
 
+
+# --------------------------------------------------------------------------- stopping a job's tasks
+
+#: Seconds a failed job waits for its writing tasks to end before it cleans up.
+SETTLE_TIMEOUT_S = 60
+
+
+class _Gate:
+    """A Ray actor that a job's writing tasks pass through (:func:`admitted`): open until the job
+    fails, and it counts the tasks inside."""
+
+    def __init__(self):
+        self.open = True
+        self.inside: set[str] = set()
+
+    def enter(self, key: str) -> bool:
+        if self.open:
+            self.inside.add(key)
+        return self.open
+
+    def leave(self, key: str) -> None:
+        self.inside.discard(key)
+
+    def close(self) -> int:
+        self.open = False
+        return len(self.inside)
+
+    def count(self) -> int:
+        return len(self.inside)
+
+
+class TaskGate:
+    """What stops a job's writing tasks before the job cleans up after a failure.
+
+    Ray Data cancels a failed dataset's running tasks without waiting for them, so a task could
+    go on writing shards into an output the driver had just cleaned, leaving files without the
+    owner marker (the rerun refused them as someone else's). Each task enters the gate before it
+    writes and leaves it when done (:func:`admitted`); :meth:`settle` closes the gate (tasks
+    that start later write nothing) and waits until no task is inside. Needs Ray up.
+    """
+
+    def __init__(self):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # on the driver's node: a worker node lost mid-run (Ray retries its tasks) must not take it along
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.actor: Any = ray.remote(_Gate).options(num_cpus=0, scheduling_strategy=here).remote()
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+        """Close the gate and wait for the tasks inside to end; False when some are still
+        inside after ``timeout`` seconds (a task killed with its worker never leaves)."""
+        import time
+
+        import ray
+
+        deadline = time.monotonic() + timeout
+        try:
+            inside = ray.get(self.actor.close.remote(), timeout=timeout)
+            while inside and time.monotonic() < deadline:
+                time.sleep(0.2)
+                inside = ray.get(self.actor.count.remote(), timeout=timeout)
+        except Exception as exc:  # the actor is gone (its node): nothing tells whether tasks still write
+            log.debug("the task gate did not answer: %s", exc)
+            return False
+        if inside:
+            log.warning("%d task(s) of this run were still writing %d s after it failed", inside, timeout)
+        return not inside
+
+    def __enter__(self) -> "TaskGate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.kill(self.actor)
+
+
+@contextlib.contextmanager
+def admitted(gate) -> Iterator[bool]:
+    """In a task: True while it may write (it is counted inside ``gate``, a :class:`TaskGate`'s
+    actor, until the block ends); False when the job has failed and the task must write nothing.
+    ``gate`` None: always True."""
+    if gate is None:
+        yield True
+        return
+    import ray
+
+    key = uuid.uuid4().hex
+    if not ray.get(gate.enter.remote(key)):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(Exception):  # the gate gone: the driver's settle() then says it cannot tell
+            ray.get(gate.leave.remote(key))

@@ -619,3 +619,29 @@ def test_max_error_rate_fails_the_run_after_it_commits(tmp_path, ray_local, caps
     assert main([*args, "--max-error-rate", "0.25"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "ok"
 
+
+def test_a_full_disk_is_named_in_one_line_and_the_run_leaves_nothing(tmp_path):
+    """OUT on a disk that fills up: the error names the shard and the cause (ENOSPC: disk full),
+    in one line, without -v; before, it said `RayTaskError(UserCodeException): ray::MapBatches(
+    featurize_batch)() (pid=..., ip=...)` in colour codes. The disk: a 400 kB tmpfs in a mount
+    namespace of its own (root only), where the job and its local Ray run."""
+    from .cluster import can_unshare
+
+    reason = can_unshare()
+    if reason:
+        pytest.skip(f"a small disk of its own {reason}")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    job = [sys.executable, "-m", "cough", "featurize", str(ROOT / "data" / "sample" / "raw"), "--out",
+           str(disk / "out"), "--num-cpus", "2", "--address", "local", "--json"]
+    script = (f"mount -t tmpfs -o size=400k tmpfs {str(disk)!r} && {{ {' '.join(map(repr, job))}; "
+              f"echo \"exit $?\" >&2; echo \"left: $(ls -A {str(disk)!r})\" >&2; }}")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2:] == ["exit 1", "left:"] and len(lines) == 4, result.stderr[-3000:]  # the job's two lines
+    assert lines[0].startswith("cough featurize: featurizing 60 recordings")
+    error = lines[-3]
+    assert error.startswith(f"cough featurize: error: cannot write {disk}/out/") and "ENOSPC: disk full" in error, error
+    assert "Traceback" not in result.stderr and "\x1b[" not in result.stdout, result.stderr[-3000:]
+    assert "No space left on device" in json.loads(result.stdout)["error"]

@@ -78,7 +78,7 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
     """
     from ..audio.decode import TASK_MEMORY
     from ..audio.detector import fingerprint
-    from ..runtime import init_ray
+    from ..runtime import TaskGate, init_ray
     from ..tables.archive import listing_table
     from ..tables.artifacts import Manifest
     from ..tables.labels import load_labels
@@ -108,14 +108,15 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
     log.info("featurizing %d recordings from %s%s", listed, source_loc.uri,
              f" ({listing.excluded} left out by --include/--exclude)" if listing.excluded else "")
     version = new_version()
-    with output.writing(MANIFEST_FILE) as loc:
+    # a failed run stops its writing tasks (the gate) before it cleans up
+    with TaskGate() as gate, output.writing(MANIFEST_FILE, settle=gate.settle) as loc:
         # One operator, nothing downstream to reserve CPUs for: Ray Data's reservation
         # held one of two CPUs idle at times (164 -> 205 files/s without it, 4 runs each).
         ds.context.op_resource_reservation_enabled = False
         folders = {t: loc.join(t, version) for t in TABLES}
         counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pyarrow", memory=TASK_MEMORY,
                                 fn_kwargs={**folders, "params": s.params, "metadata_columns": metadata_columns,
-                                           "min_cough_probability": s.min_cough_probability})
+                                           "min_cough_probability": s.min_cough_probability, "gate": gate.actor})
         totals = dict.fromkeys(COUNTS, 0)
         failed = None  # one error row's path and reason
         for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
