@@ -67,7 +67,8 @@ def test_featurize_train_score_report_on_s3_and_a_rerun_changes_nothing(store, c
     assert meta["version"] == trained["version"] and meta["shards"] == f"{b}/features"
     rows = pred_rows(f"{b}/pred")
     assert scored["scored"] == 60 == len(rows) and rows.recording_id.is_unique and (rows.model_version == meta["version"]).all()
-    assert metrics["n"] == 60 and metrics["run"]["model"] == f"{b}/trained"  # found through PRED's run record
+    # n: the scored recordings (the cough detector rejects one of the sample's); MODEL found through PRED's run record
+    assert metrics["n"] == scored["ok"] == 60 - scored["rejected"] and metrics["run"]["model"] == f"{b}/trained"
 
     before = _objects(f"{b}/pred")
     assert cli(["score", f"{b}/features", "--model", f"{b}/trained", "--out", f"{b}/pred", "--json"]) == 0
