@@ -147,7 +147,8 @@ def check_topology(paths: dict[str, str | None], shared: tuple[str, ...] | list[
         where = (f"{len(others)} other node{'s' if len(others) > 1 else ''} "
                  f"({', '.join(sorted({n['NodeManagerAddress'] for n in others}))})" if others else
                  "other nodes (this node offers no CPU: an autoscaler starts the workers)")
-        raise UsageError(f"{', '.join(unshared)}: a local path, but this Ray cluster runs the job's tasks on "
+        raise UsageError(f"{', '.join(unshared)}: {'local paths' if len(unshared) > 1 else 'a local path'}, but "
+                         f"this Ray cluster runs the job's tasks on "
                          f"{where}, which cannot see this machine's files; use object storage (s3://..., gs://...), "
                          "or a mount that every node sees at the same path, named with --shared-path FOLDER")
     used = sorted({f for f in folders for path in local.values() if path and _under(path, f)})
