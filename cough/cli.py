@@ -9,15 +9,17 @@ stdout is exactly one JSON object, also when the job fails (``status``, ``exit_c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 
 from . import __version__
-from .errors import CoughError, UsageError
+from .errors import CoughError, UsageError, describe, job_error, plain, root_cause
 
 #: subcommand -> module with HELP, EXAMPLE, add_arguments(parser) and run(args) -> dict
 #: (cough/commands/; ``python -m jobs.<job>`` runs :func:`main` with its name).
@@ -108,11 +110,37 @@ def _job_word(argv: list[str]) -> str | None:
 
 
 def brief(exc: BaseException) -> str:
-    """An unexpected error in a few lines: its type and first line, plus the lines of its text
-    that advise a fix (Ray's "To fix this ..."). The full text needs ``-v``."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """An unexpected error in a few lines: the type and first line of its cause, out of Ray's
+    wrappers (:func:`cough.errors.describe`), plus the lines of the cause's text that advise a
+    fix (Ray's "To fix this ..."). The full text needs ``-v``."""
+    lines = [plain(line).strip() for line in str(root_cause(exc)).splitlines() if line.strip()]
     advice = [line for line in lines[1:] if ADVICE.search(line) and not line.startswith(("File ", "Traceback"))]
-    return "\n".join([f"{type(exc).__name__}: {lines[0] if lines else ''}", *advice])
+    return "\n".join([describe(exc), *advice])
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool):
+    """While a ``--json`` job runs, whatever would reach stdout goes to stderr instead (Python's
+    ``sys.stdout`` and file descriptor 1 alike: a library's or a worker's line printed by Ray),
+    so that stdout holds only the JSON object printed after it."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all
+        yield
+        return
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,26 +160,32 @@ def main(argv: list[str] | None = None) -> int:
         from .logs import setup_logging
 
         setup_logging(verbose=args.verbose, quiet=args.quiet, job=job)
-        from .runtime import check_paths, check_ray_args
+        from .runtime import check_paths, check_ray_args, check_shared_paths
 
         check_paths({name: getattr(args, name) for name in PATH_ARGS if getattr(args, name, None)})
         if hasattr(args, "num_cpus"):
             check_ray_args(args.address, args.num_cpus)
-        summary = args._module.run(args)
+            check_shared_paths(args.shared_path)
+        with _stdout_to_stderr(want_json):
+            summary = args._module.run(args)
         code, error = 0, None
-    except CoughError as exc:
-        code, error, summary = exc.exit_code, str(exc), exc.summary
-        if exc.usage:
-            print(exc.usage.rstrip(), file=sys.stderr)
-        print(f"{exc.prog or f'cough {job}'}: error: {error}", file=sys.stderr)
+    except Exception as raised:
+        # an error from a Ray task or actor, out of Ray's wrappers: a CoughError raised in a worker
+        # is the job's error as if the driver had raised it
+        exc = job_error(raised)
+        if isinstance(exc, CoughError):
+            code, error, summary = exc.exit_code, plain(str(exc)), exc.summary
+            if exc.usage:
+                print(exc.usage.rstrip(), file=sys.stderr)
+            print(f"{exc.prog or f'cough {job}'}: error: {error}", file=sys.stderr)
+        else:  # a bug or an infrastructure failure: the gist (its cause), details under -v
+            code, error = 1, plain(str(exc)) if verbose else brief(exc)
+            log.debug("job failed", exc_info=True)
+            print(f"cough {job}: failed: {type(exc).__name__}: {error}" if verbose else
+                  f"cough {job}: failed: {error}\n(rerun with -v for the full error)", file=sys.stderr)
     except KeyboardInterrupt:
         code, error = 130, "interrupted"
         print(f"cough {job}: interrupted", file=sys.stderr)
-    except Exception as exc:  # a bug or an infrastructure failure: the gist, details under -v
-        code, error = 1, str(exc) if verbose else brief(exc)
-        log.debug("job failed", exc_info=True)
-        print(f"cough {job}: failed: {type(exc).__name__}: {error}" if verbose else
-              f"cough {job}: failed: {error}\n(rerun with -v for the full error)", file=sys.stderr)
     if want_json:
         status = {"status": "ok" if code == 0 else "error", "exit_code": code, "job": job}
         print(json.dumps({**summary, **status, **({"error": error} if code else {})}, sort_keys=True, default=str))

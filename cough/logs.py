@@ -36,8 +36,12 @@ NOISE = re.compile("|".join([
     r"RayDeprecationWarning|^\s+self\.exclude_resources = exclude_resources",
     r"^Progress bars disabled\. To enable",
 ]))
-#: Starts of Ray's log messages that :class:`_FalseAlarms` drops.
-FALSE_ALARMS = ("Warning: The Ray cluster currently does not have any available CPUs",)
+#: Starts of Ray's log messages that :class:`_FalseAlarms` drops: a false alarm, and the
+#: tracebacks Ray prints of a failed task beside the error it raises, which cough states in one
+#: line (the cause, out of Ray's wrappers: cough.errors.describe; in full with -v).
+FALSE_ALARMS = ("Warning: The Ray cluster currently does not have any available CPUs",
+                "Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')",
+                "An exception was raised from a task of operator", "Exception occurred in user code")
 #: Ray Data's warning that an operator's workers used more memory than they reserve, advising
 #: `memory=` in a call a cough user does not write; :class:`_FalseAlarms` says it in one line.
 MEMORY_WARNING = re.compile(r"Operator '(?:MapBatches\()?(?P<op>[^')]+)\)?' (?:uses|used) .*?up to\s+"
@@ -97,6 +101,7 @@ def tame_ray() -> None:
     ctx.enable_progress_bars = _mode != "quiet" and sys.stderr.isatty()
     ctx.enable_operator_progress_bars = True  # one bar per stage
     if _mode == "verbose":
+        _filter_worker_output()  # every line, but on stderr
         return
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logger = logging.getLogger(name)
@@ -146,8 +151,10 @@ def worker_lines(data: dict) -> tuple[list[str], list[str]]:
 
 def _filter_worker_output() -> None:
     """Put :func:`worker_lines` in front of Ray's printer of worker output (the driver's
-    handler named ``ray_print_logs``). Ray has no public hook for this; when its private
-    one moves, the output stays unfiltered rather than lost."""
+    handler named ``ray_print_logs``; with -v every line passes), and send what passes to
+    stderr: Ray prints a worker's stdout on the driver's stdout, where ``--json`` promises one
+    object. Ray has no public hook for this; when its private one moves, the output stays
+    unfiltered rather than lost."""
     try:
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
     except ImportError:
@@ -162,11 +169,14 @@ def _filter_worker_output() -> None:
         filtered = True  # marks the handler installed, so a second call leaves it
 
         def __call__(self, data: dict) -> None:
+            if _mode == "verbose":
+                forward({**data, "is_err": True})
+                return
             ours, others = worker_lines(data)
             for line in ours:
                 print(line, file=sys.stderr, flush=True)
             if others:
-                forward({**data, "lines": others})
+                forward({**data, "lines": others, "is_err": True})
 
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler("ray_print_logs", Filtered())

@@ -3,11 +3,14 @@ when given an address) and the environment TensorFlow reads when a process impor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import uuid
+from typing import Any, Iterator
 
-from .errors import UsageError
+from .errors import CoughError, UsageError
 from .logs import ray_log_level, tame_ray, tensorflow_log_level
 
 log = logging.getLogger("cough")
@@ -16,7 +19,10 @@ log = logging.getLogger("cough")
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 #: The address that always means a new, private local instance (Ray's own convention).
 LOCAL = "local"
-
+#: The marker a job writes into each --shared-path folder for every node to read back.
+SHARED_MARKER = ".cough-shared-path-"
+#: Seconds the --shared-path check waits for every node's answer.
+SHARED_CHECK_TIMEOUT_S = 120
 
 
 def tensorflow_env(*, onednn: bool | None = None) -> dict[str, str]:
@@ -54,6 +60,12 @@ def add_ray_arguments(parser) -> None:
                                            f"runs on this machine, else a new local one); '{LOCAL}': always a new local one")
     parser.add_argument("--num-cpus", type=integer(at_least=1), help="CPUs of the local Ray instance cough starts (default: all); "
                                                      "not with --address")
+    parser.add_argument("--shared-path", action="append", default=[], metavar="FOLDER",
+                        help="a local folder that every node of the Ray cluster sees at this same path (an NFS or "
+                             "other shared mount; repeatable). On a cluster whose tasks run on other machines, "
+                             "local paths are refused unless they lie under one; the job then checks, from a "
+                             "task on each node, that the node reads back a marker it writes there. Object "
+                             "storage (s3://, gs://) needs none")
 
 
 def check_ray_args(address: str | None, num_cpus: int | None) -> None:
@@ -78,8 +90,151 @@ def check_paths(paths: dict[str, str]) -> None:
                          "with it; give absolute paths (e.g. \"$PWD/...\") or URIs")
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
-    """Start or join Ray, unless this process is connected already.
+def check_shared_paths(shared: list[str] | tuple[str, ...]) -> None:
+    """Usage errors in ``--shared-path``, found before Ray starts: each must be an absolute
+    path of a folder on this machine (a mount; object storage needs none)."""
+    for folder in shared:
+        if "://" in folder and not folder.startswith("file://"):
+            raise UsageError(f"--shared-path {folder}: object storage is seen by every node already; --shared-path "
+                             "names local folders that every node mounts at the same path")
+        path = _local_path(folder)
+        if not path or not os.path.isabs(path):
+            raise UsageError(f"--shared-path {folder}: give the shared mount's absolute path (every node sees it "
+                             "at that same path)")
+        if not os.path.isdir(path):
+            raise UsageError(f"--shared-path {folder} is not a folder on this machine")
+
+
+def _local_path(where: str) -> str | None:
+    """The path on this machine's disk that ``where`` names (a plain path or ``file://``); None
+    for object storage and other URIs."""
+    if where.startswith("file://"):
+        return where[len("file://"):]
+    return None if "://" in where else where
+
+
+def _under(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def check_topology(paths: dict[str, str | None], shared: tuple[str, ...] | list[str] = ()) -> None:
+    """Refuse, with a UsageError (exit 2) before any work, local paths that the job's tasks would
+    open on machines that are not this one. Call right after joining Ray.
+
+    The job's tasks run on another machine when the cluster has an alive node other than this
+    process's, or when this node offers no CPU (cluster.yaml's head: every task runs on workers,
+    including those an autoscaler has yet to start). Then every local path of ``paths``
+    (``{"SOURCE": "/data/raw", "--out": "s3://b/f", ...}``) must lie under a ``shared`` folder
+    (``--shared-path``), which is checked from a task on every other alive node: each must read
+    back the marker this process writes there (:func:`check_shared`). Nodes that join later are
+    not checked."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in nodes if n["NodeID"] != here]
+    cpus_here = sum(n["Resources"].get("CPU", 0) for n in nodes if n["NodeID"] == here)
+    if not others and cpus_here > 0:
+        return
+    local = {name: _local_path(p) for name, p in paths.items() if p and _local_path(p)}
+    if not local:
+        return
+    folders = [os.path.abspath(_local_path(f) or f) for f in shared]
+    unshared = [f"{name} {paths[name]}" for name, path in local.items()
+                if path and not any(_under(path, f) for f in folders)]
+    if unshared:
+        where = (f"{len(others)} other node{'s' if len(others) > 1 else ''} "
+                 f"({', '.join(sorted({n['NodeManagerAddress'] for n in others}))})" if others else
+                 "other nodes (this node offers no CPU: an autoscaler starts the workers)")
+        raise UsageError(f"{', '.join(unshared)}: {'local paths' if len(unshared) > 1 else 'a local path'}, but "
+                         f"this Ray cluster runs the job's tasks on "
+                         f"{where}, which cannot see this machine's files; use object storage (s3://..., gs://...), "
+                         "or a mount that every node sees at the same path, named with --shared-path FOLDER")
+    used = sorted({f for f in folders for path in local.values() if path and _under(path, f)})
+    if not others:
+        log.warning("no other node has joined this Ray cluster yet: --shared-path %s is checked on none (nodes that "
+                    "join later are not checked)", " ".join(used))
+        return
+    check_shared(used, others)
+
+
+def check_shared(folders: list[str], nodes: list[dict]) -> None:
+    """From a task on each of ``nodes`` (``ray.nodes()`` entries), check that each of ``folders``
+    is the folder this process sees: the node reads back the marker this process writes into it
+    (a random token in a hidden file, removed afterwards). A folder this process may not write
+    into is compared by its entries instead (names, sizes, times of the first 1000). A
+    UsageError names each folder and node that does not match."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    expect: dict[str, tuple[str, str]] = {}
+    written: list[str] = []
+    try:
+        for folder in folders:
+            marker = os.path.join(folder, f"{SHARED_MARKER}{token}")
+            try:
+                with open(marker, "w") as f:
+                    f.write(token)
+                written.append(marker)
+                expect[folder] = (marker, token)
+            except OSError as exc:  # a read-only mount: its entries must look the same from every node
+                log.info("--shared-path %s: cannot write a marker there (%s), so every node's listing of it is "
+                         "compared instead", folder, exc.strerror or exc)
+                expect[folder] = ("", _entries(folder))
+        probe = ray.remote(_read_shared)
+        refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(expect) for n in nodes]
+        try:
+            seen = ray.get(refs, timeout=SHARED_CHECK_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise CoughError(f"--shared-path: not every node answered within {SHARED_CHECK_TIMEOUT_S} s "
+                             "(checking that it sees the folder)") from None
+    finally:
+        for marker in written:
+            try:
+                os.remove(marker)
+            except OSError:
+                pass
+    problems = [f"{folder} on node {node['NodeManagerAddress']} ({answer[folder]})"
+                for node, answer in zip(nodes, seen) for folder in folders if answer[folder] != "same"]
+    if problems:
+        raise UsageError(f"--shared-path: not the folder this machine sees: {'; '.join(problems)}; mount it at the "
+                         "same path on every node, or use object storage (s3://..., gs://...)")
+
+
+def _entries(folder: str) -> str:
+    """What a folder holds, as one string: the first 1000 entries' names, sizes and times."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)[:1000]
+    except OSError as exc:
+        return f"cannot list it: {exc.strerror or exc}"
+    return "\n".join(f"{name} {st.st_size} {st.st_mtime_ns}" for name, st in entries)
+
+
+def _read_shared(expect: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """A node's answer for each folder of :func:`check_shared`: ``same``, or what it found."""
+    answer = {}
+    for folder, (marker, want) in expect.items():
+        if not os.path.isdir(folder):
+            answer[folder] = "no such folder there"
+        elif not marker:
+            answer[folder] = "same" if _entries(folder) == want else "it holds other entries"
+        else:
+            try:
+                with open(marker) as f:
+                    answer[folder] = "same" if f.read() == want else "the marker there holds something else"
+            except OSError:
+                answer[folder] = "the folder there lacks the marker written here: another disk"
+    return answer
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, paths: dict[str, str | None] | None = None,
+             shared_paths: tuple[str, ...] | list[str] = ()) -> None:
+    """Start or join Ray, unless this process is connected already; then check that the tasks
+    can reach ``paths`` (:func:`check_topology`, with ``shared_paths``).
 
     - ``address`` (or RAY_ADDRESS): join that cluster; ``num_cpus`` is then a usage error.
     - ``"local"``: start a private local instance of ``num_cpus`` CPUs (default: all).
@@ -88,6 +243,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
       file is stale (a head stopped by a signal leaves it behind; the reason is logged).
     A local instance's dashboard is off and would bind only localhost.
     """
+    _join_ray(address, num_cpus=num_cpus)
+    check_topology(paths or {}, shared_paths)
+
+
+def _join_ray(address: str | None, *, num_cpus: int | None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -160,3 +320,102 @@ def node_cpus() -> list[int]:
 
     return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]] or [1]
 
+
+
+# --------------------------------------------------------------------------- stopping a job's tasks
+
+#: Seconds a failed job waits for its writing tasks to end before it cleans up.
+SETTLE_TIMEOUT_S = 60
+
+
+class _Gate:
+    """A Ray actor that a job's writing tasks pass through (:func:`admitted`): open until the job
+    fails, and it counts the tasks inside."""
+
+    def __init__(self):
+        self.open = True
+        self.inside: set[str] = set()
+
+    def enter(self, key: str) -> bool:
+        if self.open:
+            self.inside.add(key)
+        return self.open
+
+    def leave(self, key: str) -> None:
+        self.inside.discard(key)
+
+    def close(self) -> int:
+        self.open = False
+        return len(self.inside)
+
+    def count(self) -> int:
+        return len(self.inside)
+
+
+class TaskGate:
+    """What stops a job's writing tasks before the job cleans up after a failure.
+
+    Ray Data cancels a failed dataset's running tasks without waiting for them, so a task could
+    go on writing shards into an output the driver had just cleaned, leaving files without the
+    owner marker (the rerun refused them as someone else's). Each task enters the gate before it
+    writes and leaves it when done (:func:`admitted`); :meth:`settle` closes the gate (tasks
+    that start later write nothing) and waits until no task is inside. Needs Ray up.
+    """
+
+    def __init__(self):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # on the driver's node: a worker node lost mid-run (Ray retries its tasks) must not take it along
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.actor: Any = ray.remote(_Gate).options(num_cpus=0, scheduling_strategy=here).remote()
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+        """Close the gate and wait for the tasks inside to end; False when some are still
+        inside after ``timeout`` seconds (a task killed with its worker never leaves)."""
+        import time
+
+        import ray
+
+        deadline = time.monotonic() + timeout
+        try:
+            inside = ray.get(self.actor.close.remote(), timeout=timeout)
+            while inside and time.monotonic() < deadline:
+                time.sleep(0.2)
+                inside = ray.get(self.actor.count.remote(), timeout=timeout)
+        except Exception as exc:  # the actor is gone (its node): nothing tells whether tasks still write
+            log.debug("the task gate did not answer: %s", exc)
+            return False
+        if inside:
+            log.warning("%d task(s) of this run were still writing %d s after it failed", inside, timeout)
+        return not inside
+
+    def __enter__(self) -> "TaskGate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.kill(self.actor)
+
+
+@contextlib.contextmanager
+def admitted(gate) -> Iterator[bool]:
+    """In a task: True while it may write (it is counted inside ``gate``, a :class:`TaskGate`'s
+    actor, until the block ends); False when the job has failed and the task must write nothing.
+    ``gate`` None: always True."""
+    if gate is None:
+        yield True
+        return
+    import ray
+
+    key = uuid.uuid4().hex
+    if not ray.get(gate.enter.remote(key)):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(Exception):  # the gate gone: the driver's settle() then says it cannot tell
+            ray.get(gate.leave.remote(key))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,23 @@ class S3:
     endpoint: str
     credentials: dict
 
+    @contextmanager
+    def denied(self, *statements: tuple[str, str]):
+        """While the block runs, the store refuses each ``(action, s3 URI pattern)`` to the test
+        user (an IAM Deny beside its Allow), e.g. ``("s3:GetObject", "s3://b/locked/*")``: to the
+        driver and to every Ray worker alike, as a store whose policy says no."""
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1", **self.credentials)
+        iam.put_user_policy(UserName="cough", PolicyName="deny", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": action,
+                                                    "Resource": "arn:aws:s3:::" + uri.split("://", 1)[1]}
+                                                   for action, uri in statements]}))
+        try:
+            yield
+        finally:
+            iam.delete_user_policy(UserName="cough", PolicyName="deny")
+
     def bucket(self) -> str:
         import boto3
 
@@ -177,8 +195,10 @@ def s3() -> S3:
             time.sleep(0.2)
     iam = boto3.client("iam", endpoint_url=S3_ENDPOINT)  # the three actions allowed without keys
     iam.create_user(UserName="cough")
+    # s3:*, and the right to change its own policy (S3.denied: a store that refuses some requests)
     iam.put_user_policy(UserName="cough", PolicyName="s3", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+            "s3:*", "iam:PutUserPolicy", "iam:DeleteUserPolicy"]}]}))
     key = iam.create_access_key(UserName="cough")["AccessKey"]
     credentials = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
     os.environ.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])

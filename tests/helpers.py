@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
-from deltalake import CommitProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from cough.audio.features import DEFAULT_PARAMS
 from cough.audio.quality import QUALITY_COLUMNS
@@ -53,6 +53,24 @@ def pred_rows(pred) -> pd.DataFrame:
     from deltalake import DeltaTable
 
     return DeltaTable(str(pred)).to_pandas().sort_values("path").reset_index(drop=True)
+
+
+def store_rows(pred: str) -> pd.DataFrame:
+    """PRED's rows on any store (``s3://...``), sorted by file name, with that ``name`` column."""
+    from cough.tables.delta import storage_options
+
+    frame = DeltaTable(pred, storage_options=storage_options()).to_pandas()
+    return frame.assign(name=frame.path.map(lambda p: Path(p).name)).sort_values("name").reset_index(drop=True)
+
+
+def store_objects(uri: str) -> dict:
+    """Every object under ``uri`` on any store: key -> (size, mtime): what a rerun must leave alone."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return {i.path: (i.size, i.mtime) for i in fs.get_file_info(pafs.FileSelector(path, recursive=True,
+                                                                                  allow_not_found=True))
+            if i.type == pafs.FileType.File}
 
 
 def snapshot(root: Path) -> dict:

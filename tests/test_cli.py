@@ -340,3 +340,36 @@ def test_a_terminal_gets_a_progress_bar_per_stage(tmp_path):
     text = seen.decode(errors="replace")
     assert "Running Dataset" in text and "- MapBatches(featurize_batch)" in text and "%|" in text, text[-3000:]
     assert "inputs: 4" in text
+
+
+@pytest.mark.slow
+def test_train_v_json_prints_one_json_object_on_stdout(tmp_path, sample_features, fresh_ray):
+    """With -v, Ray printed a training worker's epoch line on the driver's stdout, before the
+    JSON object: `cough train -v --json | jq` failed. Worker output goes to stderr."""
+    result = subprocess.run([sys.executable, "-m", "cough", "train", str(sample_features), "--out",
+                             str(tmp_path / "model"), "--epochs", "1", "--num-cpus", "2", "--address", "local", "-v",
+                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["epochs_run"] == 1, result.stdout[:3000]
+    assert "cough train: epoch 1/1: loss " in result.stderr
+
+
+def test_an_error_from_a_ray_task_is_its_cause_in_one_colourless_line(ray_local, capsys):
+    """Ray wraps a task's error (`RayTaskError(OSError)`, whose text starts with the task's name
+    in colour codes and goes on with the traceback); the job reports the cause."""
+    from cough.errors import CoughError, describe, job_error
+
+    def disk_full():
+        raise OSError(28, "Error writing bytes to file")
+
+    def refused():
+        raise CoughError("cannot write /x/part-1.parquet: Access Denied")
+
+    with pytest.raises(Exception) as full:
+        ray_local.get(ray_local.remote(disk_full).remote())
+    assert "\x1b[" in str(full.value)  # what Ray says: the task's name in colour, then a traceback
+    assert describe(full.value) == "OSError: [Errno 28] Error writing bytes to file (ENOSPC: disk full)"
+    with pytest.raises(Exception) as denied:
+        ray_local.get(ray_local.remote(refused).remote())
+    error = job_error(denied.value)
+    assert type(error) is CoughError and str(error) == "cannot write /x/part-1.parquet: Access Denied"

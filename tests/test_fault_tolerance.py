@@ -45,7 +45,8 @@ def test_featurize_survives_losing_a_worker_node(tmp_path, fresh_ray):
     with three_nodes() as (cluster, workers):
         killer = NodeKiller(cluster, workers[1], lambda: any(out.glob("recordings/*/*.parquet")))
         killer.start()
-        summary = featurize(str(SAMPLE / "raw"), str(out), FeaturizeSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2)).to_dict()
+        summary = featurize(str(SAMPLE / "raw"), str(out), FeaturizeSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2,
+                                                                           shared_paths=(str(SAMPLE), str(tmp_path)))).to_dict()
         finished = time.time()
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
@@ -63,11 +64,14 @@ def test_score_survives_losing_a_worker_node(tmp_path, fresh_ray):
     with three_nodes() as (cluster, workers):
         killer = NodeKiller(cluster, workers[1], lambda: (pred / OWNER_FILE).exists())  # the run has begun
         killer.start()
-        summary = score(str(SAMPLE / "raw"), str(model), str(pred), ScoreSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2, actors=2, actor_cpus=0.5)).to_dict()
+        summary = score(str(SAMPLE / "raw"), str(model), str(pred), ScoreSettings(
+            labels=str(SAMPLE / "labels.csv"), batch_size=2, actors=2, actor_cpus=0.5,
+            shared_paths=(str(SAMPLE), str(tmp_path)))).to_dict()  # three nodes, one machine: one disk
         finished = time.time()
         killer.join()
     assert killer.removed_at is not None and killer.removed_at < finished, "the node was not lost mid-run"
     rows = DeltaTable(str(pred)).to_pandas()
     assert summary["scored"] == N_FILES == len(rows) and rows.path.is_unique
-    assert (rows.status == "ok").all() and rows.score.notna().all()
+    # no error: every file scored, or rejected by the cough detector (one of the sample's), never lost to the node
+    assert (rows.status != "error").all() and (rows.score.notna() == (rows.status == "ok")).all()
     assert sorted(Path(p).name for p in rows.path) == sorted(p.name for p in (SAMPLE / "raw").iterdir())

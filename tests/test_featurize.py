@@ -572,3 +572,80 @@ def test_a_task_writes_its_windows_a_row_group_at_a_time_so_long_calls_do_not_pi
     assert parquet.metadata.num_rows == 18 and parquet.metadata.num_row_groups == 2  # 12 (two calls), then 6
     times = parquet.read(columns=["path", "window_index", "start_s", "end_s"]).to_pylist()
     assert [t["window_index"] for t in times] == list(range(6)) * 3 and times[5]["end_s"] == pytest.approx(12.0)
+
+
+def _broken(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"broken-{i}.mp3").write_bytes(b"ID3" + bytes(200 + i))
+    return folder
+
+
+def test_a_run_in_which_every_file_fails_exits_1_and_commits_nothing(tmp_path, ray_local, capsys):
+    """Whatever the cause (here: not one file is audio; on a cluster, files its workers cannot
+    open), a run that read not one file says so and fails, and an earlier OUT stays as it was.
+    Before, it committed an OUT of error rows and exited 0, "status": "ok"."""
+    from cough.cli import main
+
+    raw = _broken(tmp_path / "raw", 3)
+    assert main(["featurize", str(raw), "--out", str(tmp_path / "out"), "--json"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["status"], summary["errors"], summary["ok"]) == ("error", 3, 0)
+    assert err.strip().splitlines()[-1].startswith(f"cough featurize: error: every one of the 3 files listed under "
+                                                   f"SOURCE {raw} failed (e.g. {raw}/broken-0.mp3: ")
+    assert "nothing was committed" in summary["error"] and not (tmp_path / "out").exists()
+
+    good = tmp_path / "good"
+    good.mkdir()
+    for f in sorted((ROOT / "data" / "sample" / "raw").iterdir())[:2]:
+        shutil.copy(f, good)
+    assert main(["featurize", str(good), "--out", str(tmp_path / "out")]) == 0
+    manifest = (tmp_path / "out" / "manifest.json").read_text()
+    assert main(["featurize", str(raw), "--out", str(tmp_path / "out")]) == 1
+    assert (tmp_path / "out" / "manifest.json").read_text() == manifest  # the earlier OUT, as it was
+    assert "(OUT keeps its previous output)" in capsys.readouterr().err
+
+
+def test_max_error_rate_fails_the_run_after_it_commits(tmp_path, ray_local, capsys):
+    from cough.cli import main
+
+    raw = _broken(tmp_path / "raw", 1)
+    for f in sorted((ROOT / "data" / "sample" / "raw").iterdir())[:3]:
+        shutil.copy(f, raw)
+    args = ["featurize", str(raw), "--out", str(tmp_path / "out"), "--min-cough-probability", "0", "--json"]
+    assert main([*args, "--max-error-rate", "0.2"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["status"], summary["exit_code"], summary["ok"], summary["errors"]) == ("error", 1, 3, 1)
+    assert "25.0% of the 4 files read failed, over --max-error-rate 0.2 (committed all the same" in err
+    assert (tmp_path / "out" / "manifest.json").is_file()  # committed all the same
+    assert main([*args, "--max-error-rate", "0.25"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+
+
+def test_a_full_disk_is_named_in_one_line_and_the_run_leaves_nothing(tmp_path):
+    """OUT on a disk that fills up: the error names the shard and the cause (ENOSPC: disk full),
+    in one line, without -v; before, it said `RayTaskError(UserCodeException): ray::MapBatches(
+    featurize_batch)() (pid=..., ip=...)` in colour codes. The disk: a 400 kB tmpfs in a mount
+    namespace of its own (root only), where the job and its local Ray run."""
+    from .cluster import can_unshare
+
+    reason = can_unshare()
+    if reason:
+        pytest.skip(f"a small disk of its own {reason}")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    job = [sys.executable, "-m", "cough", "featurize", str(ROOT / "data" / "sample" / "raw"), "--out",
+           str(disk / "out"), "--num-cpus", "2", "--address", "local", "--json"]
+    script = (f"mount -t tmpfs -o size=400k tmpfs {str(disk)!r} && {{ {' '.join(map(repr, job))}; "
+              f"echo \"exit $?\" >&2; echo \"left: $(ls -A {str(disk)!r})\" >&2; }}")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2:] == ["exit 1", "left:"] and len(lines) == 4, result.stderr[-3000:]  # the job's two lines
+    assert lines[0].startswith("cough featurize: featurizing 60 recordings")
+    error = lines[-3]
+    assert error.startswith(f"cough featurize: error: cannot write {disk}/out/") and "ENOSPC: disk full" in error, error
+    assert "Traceback" not in result.stderr and "\x1b[" not in result.stdout, result.stderr[-3000:]
+    assert "No space left on device" in json.loads(result.stdout)["error"]

@@ -67,3 +67,27 @@ def test_num_cpus_with_an_address_is_a_usage_error(tmp_path, flags, env):
     assert result.returncode == 2
     assert "--num-cpus" in result.stderr.splitlines()[-1] and "127.0.0.1:1" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("folder, message", [("data", "absolute path"), ("s3://bucket/x", "object storage"),
+                                             ("/no/such/folder", "is not a folder on this machine")])
+def test_a_bad_shared_path_is_a_usage_error_before_ray(tmp_path, folder, message):
+    result = _featurize(SAMPLE / "raw", tmp_path / "out", "--shared-path", folder)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_head_without_cpus_refuses_local_paths_before_any_worker_has_joined(tmp_path, ray_tmpdir,
+                                                                               three_recordings, fresh_ray):
+    """cluster.yaml's head has no CPU and its workers come from the autoscaler: every task will run
+    on a machine that has not even started yet, so local paths are refused though the head is alone."""
+    with ray_head(num_cpus=0, temp_dir=f"{ray_tmpdir}/ray") as (gcs, _):
+        result = _featurize(three_recordings, tmp_path / "out", "--address", gcs,
+                            env={"RAY_TMPDIR": ray_tmpdir, "RAY_AUTH_MODE": "token"})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"SOURCE {three_recordings}, --out {tmp_path / 'out'}: local paths" in lines[-1]
+    assert "this node offers no CPU: an autoscaler starts the workers" in lines[-1]
+    assert not (tmp_path / "out").exists()

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
@@ -22,26 +21,11 @@ from cough.score.settings import ScoreSettings
 from cough.cli import main as cli
 
 from .conftest import ROOT, SAMPLE
+from .helpers import store_objects as _objects
+from .helpers import store_rows as pred_rows
 from .helpers import write_model
 
 pytestmark = pytest.mark.slow
-
-
-def _objects(uri: str) -> dict:
-    """Every object under ``uri``: key -> (size, mtime): what a rerun must leave alone."""
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return {i.path: (i.size, i.mtime) for i in fs.get_file_info(pafs.FileSelector(path, recursive=True,
-                                                                                  allow_not_found=True))
-            if i.type == pafs.FileType.File}
-
-
-def pred_rows(pred: str) -> pd.DataFrame:
-    from deltalake import DeltaTable
-
-    from cough.tables.delta import storage_options as _storage_options
-
-    frame = DeltaTable(pred, storage_options=_storage_options()).to_pandas()
-    return frame.assign(name=frame.path.map(lambda p: Path(p).name)).sort_values("name").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +67,8 @@ def test_featurize_train_score_report_on_s3_and_a_rerun_changes_nothing(store, c
     assert meta["version"] == trained["version"] and meta["shards"] == f"{b}/features"
     rows = pred_rows(f"{b}/pred")
     assert scored["scored"] == 60 == len(rows) and rows.recording_id.is_unique and (rows.model_version == meta["version"]).all()
-    assert metrics["n"] == 60 and metrics["run"]["model"] == f"{b}/trained"  # found through PRED's run record
+    # n: the scored recordings (the cough detector rejects one of the sample's); MODEL found through PRED's run record
+    assert metrics["n"] == scored["ok"] == 60 - scored["rejected"] and metrics["run"]["model"] == f"{b}/trained"
 
     before = _objects(f"{b}/pred")
     assert cli(["score", f"{b}/features", "--model", f"{b}/trained", "--out", f"{b}/pred", "--json"]) == 0

@@ -440,3 +440,44 @@ def test_window_images_pack_into_one_buffer_and_come_back_for_any_slice():
     images, counts = unpack(pa.chunked_array([column.slice(2)]), 4)
     np.testing.assert_array_equal(counts, [1, 3])
     np.testing.assert_array_equal(images, np.concatenate(stacks[1:]))
+
+
+def test_a_run_that_reads_not_one_file_fails_commits_nothing_and_the_next_run_reads_them(model_dir, tmp_path,
+                                                                                        ray_local, capsys):
+    """Before, score committed the error rows and exited 0, and the ledger remembered the files:
+    a night whose files its workers could not open said ok, and no later night read them again."""
+    src = tmp_path / "raw"
+    src.mkdir()
+    for i in range(3):
+        (src / f"call-{i}.wav").write_bytes(b"RIFF" + bytes(100 + i))
+    pred = tmp_path / "pred"
+    args = ["score", str(src), "--model", str(model_dir), "--out", str(pred), "--json"]
+    assert cli(args) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["status"], summary["errors"], summary["commits"], summary["run_id"]) == ("error", 3, 0, None)
+    assert err.strip().splitlines()[-1].startswith("cough score: error: every one of the 3 files to score under "
+                                                   f"SOURCE {src} failed (e.g. {src}/call-")
+    assert "nothing was committed, so the next run reads them again" in summary["error"] and not pred.exists()
+
+    for i in range(3):  # the files become readable (on a cluster: the workers can now open them)
+        _cough(src / f"call-{i}.wav", seed=i)
+    assert cli(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["new"], again["scored"], again["errors"]) == (3, 3, 0)
+
+
+def test_max_error_rate_fails_a_score_after_it_commits(model_dir, tmp_path, ray_local, capsys):
+    src = tmp_path / "raw"
+    src.mkdir()
+    for i in range(3):
+        _cough(src / f"call-{i}.wav", seed=i)
+    (src / "broken.mp3").write_bytes(b"ID3" + bytes(200))
+    pred = tmp_path / "pred"
+    assert cli(["score", str(src), "--model", str(model_dir), "--out", str(pred), "--no-quality-gate",
+                "--max-error-rate", "0.1", "--json"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["status"], summary["scored"], summary["errors"], summary["commits"]) == ("error", 4, 1, 1)
+    assert "25.0% of the 4 files scored failed, over --max-error-rate 0.1 (committed all the same" in err
+    assert len(pred_rows(pred)) == 4

@@ -483,8 +483,9 @@ def test_two_workers_survive_a_killed_worker_and_write_a_model_true_to_its_metri
     checkpoint and finishes with a MODEL."""
     from .cluster import three_nodes
 
-    with three_nodes():
-        summary, killed, trace = _train_with_kill(tmp_path, sample_features, "--max-failures", 2)
+    with three_nodes():  # three nodes on this machine: its folders are every node's
+        summary, killed, trace = _train_with_kill(tmp_path, sample_features, "--max-failures", 2, "--shared-path",
+                                                  tmp_path, "--shared-path", sample_features)
     assert killed, "the worker was never killed"
     assert len({s["node"] for s in _steps(trace) if s["time"] <= killed[0]["time"]}) == 2  # two nodes
     meta = _check_model(tmp_path / "model", sample_features, workers=2)

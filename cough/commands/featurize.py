@@ -35,6 +35,14 @@ def add_cough_arguments(p, *, default: str) -> None:
                         "0 keeps every decodable recording)")
 
 
+def add_error_rate_argument(p, *, default: float | None, what: str) -> None:
+    """--max-error-rate, for featurize, score and nightly alike."""
+    p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=default, metavar="SHARE",
+                   help=f"exit 1 when more than this share of {what} fail (error rows), after committing what was "
+                        f"done; the summary still goes to stdout (default {default if default is not None else 'no limit'}; "
+                        "a run in which every file fails exits 1 whatever this says)")
+
+
 def selection(args) -> Selection:
     return Selection(include=tuple(args.include), exclude=tuple(args.exclude))
 
@@ -59,6 +67,7 @@ def add_arguments(p) -> None:
     add_cough_arguments(p, default=f"default {RECORDING_THRESHOLD:g}")
     add_selection_arguments(p)
     p.add_argument("--batch-size", type=integer(at_least=1), default=64, help="recordings per shard (default 64)")
+    add_error_rate_argument(p, default=None, what="the files read")
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be read and written, and stop (no Ray, nothing written)")
     add_ray_arguments(p)
@@ -70,5 +79,6 @@ def run(args) -> dict:
     cough = RECORDING_THRESHOLD if args.min_cough_probability is None else args.min_cough_probability
     settings = FeaturizeSettings(labels=args.labels, group_pattern=args.group_pattern, params=params,
                                  selection=selection(args), min_cough_probability=cough, batch_size=args.batch_size,
-                                 address=args.address, num_cpus=args.num_cpus)
+                                 max_error_rate=args.max_error_rate, address=args.address, num_cpus=args.num_cpus,
+                                 shared_paths=tuple(args.shared_path))
     return featurize(args.source, args.out, settings, dry_run=args.dry_run).to_dict()

@@ -4,11 +4,10 @@ cough/cli.py builds the parser from them; ``python -m jobs.nightly`` runs the sa
 
 from __future__ import annotations
 
-from ..flags import number
 from ..nightly import NightSettings, nightly
 from ..tables.maintain import MaintainSettings
 from ..runtime import add_ray_arguments
-from .featurize import add_cough_arguments
+from .featurize import add_cough_arguments, add_error_rate_argument
 from .score import add_night_arguments
 from .score import settings as score_settings
 
@@ -23,8 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--pred", required=True, help="PRED (a Delta Lake table), extended run after run")
     p.add_argument("--labels", help="CSV with filename,label[,participant,...] when labels are known")
     p.add_argument("--group-pattern", help="regex on the file stem; its first group is the participant")
-    p.add_argument("--max-error-rate", type=number(at_least=0, at_most=1), default=0.05,
-                   help="exit 1 when more than this share of tonight's recordings fail (default 0.05)")
+    add_error_rate_argument(p, default=0.05, what="tonight's recordings")
     p.add_argument("--maintain", action="store_true",
                    help="after the night, compact, checkpoint and vacuum PRED and its ledger (as `cough maintain`, "
                         "its defaults), before the night's report, which shows their health")

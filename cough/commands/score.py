@@ -5,7 +5,7 @@ cough/cli.py builds the parser from them; ``python -m jobs.score`` runs the same
 from __future__ import annotations
 
 from ..flags import integer, number
-from .featurize import add_cough_arguments, add_selection_arguments, selection
+from .featurize import add_cough_arguments, add_error_rate_argument, add_selection_arguments, selection
 from ..tables.pred import COMMIT_EVERY
 from ..audio.quality import NO_GATE, QualityGate
 from ..runtime import add_ray_arguments
@@ -48,6 +48,7 @@ def add_arguments(p) -> None:
                         "actors, at most one node's)")
     add_cough_arguments(p, default="default: the one MODEL's training data was featurized with")
     add_night_arguments(p)
+    add_error_rate_argument(p, default=None, what="the files this run scores")
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be read, skipped (already scored) and written, and stop "
                         "(no Ray, nothing written; reads the files the ledger has not seen, to hash them)")
@@ -77,8 +78,11 @@ def settings(args) -> ScoreSettings:
     return ScoreSettings(labels=args.labels, group_pattern=args.group_pattern, gate=gate, prefixes=tuple(args.prefix),
                          since=args.since, selection=selection(args), commit_every=args.commit_every,
                          min_cough_probability=getattr(args, "min_cough_probability", None), address=args.address,
-                         num_cpus=args.num_cpus, **optional)
+                         num_cpus=args.num_cpus, shared_paths=tuple(args.shared_path), **optional)
 
 
 def run(args) -> dict:
-    return score(args.source, args.model, args.out, settings(args), dry_run=args.dry_run).to_dict()
+    import dataclasses
+
+    chosen = dataclasses.replace(settings(args), max_error_rate=args.max_error_rate)
+    return score(args.source, args.model, args.out, chosen, dry_run=args.dry_run).to_dict()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pyarrow as pa
 
@@ -28,12 +30,27 @@ FLUSH_WINDOWS = 512
 
 
 def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, events: Location, source: str,
-                    params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str]) -> pa.Table:
+                    params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str],
+                    gate=None) -> pa.Table:
     """Ray Data ``map_batches`` function: featurize ``batch`` (the listing's columns: path,
     problem, open_as, label, participant, annotated span, metadata; ``source``: SOURCE's URI)
-    and write one shard into
-    each of the ``images``, ``recordings`` and ``events`` folders (images a row group at a
-    time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS`."""
+    and write one shard into each of the ``images``, ``recordings`` and ``events`` folders (images a row group at a
+    time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS` and ``failed``, the first
+    error row's path and reason (None without one). ``gate``: the run's
+    :class:`cough.runtime.TaskGate` actor; once the run has failed, a batch writes nothing and
+    counts nothing. A shard that cannot be written is a CoughError naming it and the cause."""
+    from ..runtime import admitted
+
+    with admitted(gate) as go:
+        if not go:
+            return pa.table({**{key: [0] for key in COUNTS}, "failed": pa.array([None], pa.string())})
+        return _featurize_batch(batch, images=images, recordings=recordings, events=events, source=source,
+                                params=params, min_cough_probability=min_cough_probability,
+                                metadata_columns=metadata_columns)
+
+
+def _featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, events: Location, source: str,
+                     params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str]) -> pa.Table:
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     # named by the paths relative to SOURCE: the same archive featurized from another folder or
     # bucket gives the same shards, which training reads in the same order (one seed, one model)
@@ -42,7 +59,10 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
     rows, event_rows = [], []
     pending = _Windows(img_schema, params)
     written = 0
-    with shard_writer(img_schema, images.join(name)) as writer:
+    shard = images.join(name)
+    with _writing(shard):
+        writer = shard_writer(img_schema, shard)
+    try:
         for rec in batch.to_pylist():
             info = {c: rec.get(c) for c in info_cols}
             done = process(Entry.from_dict(rec), info, params=params, min_cough_probability=min_cough_probability)
@@ -53,14 +73,33 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
             if done.windows is not None:
                 pending.add(rid, rec["path"], info, done.windows)
             if len(pending) >= FLUSH_WINDOWS:
-                written += pending.flush(writer)
-        written += pending.flush(writer)
-    write_table(pa.Table.from_pylist(rows, schema=recordings_schema(metadata_columns)), recordings.join(name))
-    write_table(pa.Table.from_pylist(event_rows, schema=events_schema()), events.join(name))
+                with _writing(shard):
+                    written += pending.flush(writer)
+        with _writing(shard):
+            written += pending.flush(writer)
+    finally:
+        with _writing(shard):
+            writer.close()
+    with _writing(recordings.join(name)):
+        write_table(pa.Table.from_pylist(rows, schema=recordings_schema(metadata_columns)), recordings.join(name))
+    with _writing(events.join(name)):
+        write_table(pa.Table.from_pylist(event_rows, schema=events_schema()), events.join(name))
     status = [r["status"] for r in rows]
+    failed = next((f"{r['path']}: {r['error']}" for r in rows if r["status"] == "error"), None)
     return pa.table({"inputs": [len(rows)], "ok": [status.count("ok")], "errors": [status.count("error")],
                      "rejected": [status.count("rejected")], "images": [written], "coughs": [len(event_rows)],
-                     "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)]})
+                     "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)],
+                     "failed": pa.array([failed], pa.string())})
+
+
+@contextlib.contextmanager
+def _writing(shard: Location):
+    """An OSError while writing ``shard`` (disk full, access denied, the store's error) as the
+    CoughError that names the shard and the cause: a job error, not a bad recording."""
+    try:
+        yield
+    except OSError as exc:
+        raise shard.error("write", exc) from None
 
 
 class _Windows:

@@ -78,7 +78,7 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
     """
     from ..audio.decode import TASK_MEMORY
     from ..audio.detector import fingerprint
-    from ..runtime import init_ray
+    from ..runtime import TaskGate, init_ray
     from ..tables.archive import listing_table
     from ..tables.artifacts import Manifest
     from ..tables.labels import load_labels
@@ -99,14 +99,17 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
             raise CoughError(f"SOURCE {source_loc.uri} holds no recordings")
         return plan(listing, output, listing.check(s.labels, s.group_pattern))
     labels_uri = Location.of(s.labels).uri if s.labels else None
-    init_ray(s.address, num_cpus=s.num_cpus)
+    # the labels CSV is read here, by the driver alone (load_labels above): it may be local anywhere
+    init_ray(s.address, num_cpus=s.num_cpus, paths={"SOURCE": source_loc.uri, "--out": output.loc.uri},
+             shared_paths=s.shared_paths)
     ds, listing, batch_size = list_work(source_loc.uri, index, s.selection, s.batch_size)
     warnings = listing.check(s.labels, s.group_pattern)
     listed = listing.rows.count()
     log.info("featurizing %d recordings from %s%s", listed, source_loc.uri,
              f" ({listing.excluded} left out by --include/--exclude)" if listing.excluded else "")
     version = new_version()
-    with output.writing(MANIFEST_FILE) as loc:
+    # a failed run stops its writing tasks (the gate) before it cleans up
+    with TaskGate() as gate, output.writing(MANIFEST_FILE, settle=gate.settle) as loc:
         # One operator, nothing downstream to reserve CPUs for: Ray Data's reservation
         # held one of two CPUs idle at times (164 -> 205 files/s without it, 4 runs each).
         ds.context.op_resource_reservation_enabled = False
@@ -114,16 +117,22 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
         counts = ds.map_batches(featurize_batch, batch_size=batch_size, batch_format="pyarrow", memory=TASK_MEMORY,
                                 fn_kwargs={**folders, "source": source_loc.uri, "params": s.params,
                                            "metadata_columns": metadata_columns,
-                                           "min_cough_probability": s.min_cough_probability})
+                                           "min_cough_probability": s.min_cough_probability, "gate": gate.actor})
         totals = dict.fromkeys(COUNTS, 0)
+        failed = None  # one error row's path and reason
         for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
             for key in totals:
                 totals[key] += sum(batch.column(key).to_pylist())
+            failed = failed or next((f for f in batch.column("failed").to_pylist() if f), None)
         if totals["inputs"] != listed:
             raise CoughError(f"lost recordings: {listed} listed, {totals['inputs']} processed")
         summary = FeaturizeSummary(**{**totals, "inputs": totals["inputs"] + listing.excluded},
                                    excluded=listing.excluded, labels=listing.counts.to_dict(), warnings=warnings,
                                    out=output.loc.uri, featurizer_version=s.params.version)
+        if totals["errors"] and not totals["ok"] + totals["rejected"]:  # whatever the cause: not one file read
+            raise CoughError(f"every one of the {listed} files listed under SOURCE {source_loc.uri} failed (e.g. "
+                             f"{failed}); nothing was committed{' (OUT keeps its previous output)' if output.state == 'ours' else ''}",
+                             summary=summary.to_dict())
         manifest = Manifest(inputs=summary.inputs, ok=summary.ok, errors=summary.errors, rejected=summary.rejected,
                             excluded=summary.excluded, images=summary.images, coughs=summary.coughs,
                             dropped_windows=summary.dropped_windows, kind=KIND, version=version,
@@ -136,6 +145,11 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
         loc.join(MANIFEST_FILE).write_json(manifest.to_dict())  # the commit point
     for table in TABLES:  # the version this run replaced, and any a crashed run left
         remove_stale(loc.join(table), {version})
+    read = summary.ok + summary.errors + summary.rejected
+    if s.max_error_rate is not None and summary.errors > s.max_error_rate * read:
+        raise CoughError(f"{summary.errors / read:.1%} of the {read} files read failed, over --max-error-rate "
+                         f"{s.max_error_rate:g} (committed all the same; e.g. {failed}); their reasons are in "
+                         f"{output.loc.uri}/recordings (status == 'error')", summary=summary.to_dict())
     if summary.errors:
         log.warning("%d of %d recordings could not be featurized; their reasons are in %s/recordings "
                     "(status == 'error')", summary.errors, summary.inputs, out)

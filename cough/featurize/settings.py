@@ -30,14 +30,21 @@ class FeaturizeSettings:
     selection: Selection = EVERY_FILE
     min_cough_probability: float = RECORDING_THRESHOLD
     batch_size: int = 64
+    #: exit 1 (after committing) when more than this share of the files read are errors; None: no limit
+    max_error_rate: float | None = None
     address: str | None = None
     num_cpus: int | None = None
+    #: local folders every node of the cluster sees at the same path (--shared-path)
+    shared_paths: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if not 0 <= self.min_cough_probability <= 1:
             raise UsageError("--min-cough-probability must lie between 0 and 1")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+            raise UsageError("--max-error-rate must lie between 0 and 1")
+        object.__setattr__(self, "shared_paths", tuple(self.shared_paths))
 
 
 @dataclass

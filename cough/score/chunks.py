@@ -11,12 +11,17 @@ from .settings import ChunkCounts
 
 
 def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_version: str, rescore: bool,
-                  commit_every: int) -> tuple[ChunkCounts, int, int]:
+                  commit_every: int) -> tuple[ChunkCounts, int, int, str | None]:
     """Collect the scored rows of ``predictions`` (a Ray Dataset of PRED rows) and commit them
     every ``commit_every`` recordings with ``writer``, then ``ledger`` (None: no ledger, a
     featurize OUT); ``record`` is the run record each commit carries. Returns the run's
-    counts (of files), the number of PRED commits that added rows, and the distinct
-    recordings (contents) among the files it scored."""
+    counts (of files), the number of PRED commits that added rows, the distinct recordings
+    (contents) among the files it scored, and one error row's path and reason (None without).
+
+    Nothing is committed while every file of the run so far failed: a run in which not one
+    file could be read (SOURCE out of the workers' reach, a store refusing them) commits
+    nothing, so its files are not in the ledger and the next run reads them again; the job
+    says so (exit 1). Once one file is read, the held rows go with the next commit."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -28,6 +33,7 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
     seen: set[int] = set()  # guards against a retried batch delivering a path twice
     contents: set[str] = set()  # the distinct recordings among the scored files
     unreadable = [0]  # files without content (each its own recording)
+    failed: list[str] = []  # one error row's "path: reason"
 
     def commit():
         nonlocal chunk
@@ -44,6 +50,9 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
         chunk = ChunkCounts()
         files.clear()
 
+    def read_any() -> bool:
+        return bool(total.ok + total.rejected + total.duplicates + chunk.ok + chunk.rejected + chunk.duplicates)
+
     for batch in predictions.iter_batches(batch_size=None, batch_format="pyarrow"):
         keep = [i for i, p in enumerate(batch.column("path").to_pylist()) if hash(p) not in seen]
         batch = batch.take(keep)
@@ -55,6 +64,9 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
                     unreadable[0] += 1
                 else:
                     contents.add(rid)
+        if not failed and "error" in status:
+            i = status.index("error")
+            failed.append(f"{batch.column('path')[i].as_py()}: {batch.column('error')[i].as_py()}")
         chunk.ok += status.count("ok")
         chunk.errors += status.count("error")
         chunk.rejected += status.count("rejected")
@@ -65,7 +77,10 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
         chunk.bytes_read += int(pc.sum(pc.max_element_wise(read.column("file_size"), 0)).as_py() or 0)
         writer.add(batch.filter(pa.array([s != "skipped" for s in status])))
         files.append(ledger_rows(batch, model_version))
-        if chunk.scored + chunk.duplicates >= commit_every:
+        if chunk.scored + chunk.duplicates >= commit_every and read_any():
             commit()
-    commit()
-    return total, writer.commits, len(contents) + unreadable[0]
+    if read_any() or not chunk.errors:
+        commit()
+    else:  # not one file read: the counts say what happened, nothing is committed
+        total.add(chunk)
+    return total, writer.commits, len(contents) + unreadable[0], failed[0] if failed else None

@@ -11,7 +11,7 @@ from typing import Literal, overload
 
 from .. import __version__
 from ..audio.detector import RECORDING_THRESHOLD
-from ..errors import CoughError, UsageError
+from ..errors import CoughError, UsageError, job_error
 from ..tables.archive import EVERY_FILE
 from .settings import ScorePlan, ScoreSettings, ScoreSummary
 
@@ -74,7 +74,10 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
         return plan(source_loc, target, info, labels=s.labels, group_pattern=s.group_pattern, rescore=s.rescore,
                     selection=s.selection)
     index = load_labels(s.labels, source_loc.uri, group_pattern=s.group_pattern)  # usage errors before Ray starts
-    init_ray(s.address, num_cpus=s.num_cpus)
+    # MODEL is loaded by the inference actors, PRED read by the ledger's and the scored set's tasks; the
+    # labels CSV only here (load_labels above), so it may be local anywhere
+    init_ray(s.address, num_cpus=s.num_cpus, paths={"SOURCE": source_loc.uri, "--model": model_loc.uri,
+                                                   "--out": target.loc.uri}, shared_paths=s.shared_paths)
     if cpus() < s.actor_cpus + 1:
         raise UsageError(f"score needs at least {s.actor_cpus + 1:g} CPUs (a featurizing task and inference "
                          f"actors of {s.actor_cpus:g}); Ray has {cpus()}: lower --actor-cpus")
@@ -102,6 +105,7 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                      "(give the labels to `cough report --labels`, or --rescore)", night.counts.seen_before)
         summary = ScoreSummary(night.counts, pred=target.loc.uri, model_version=info.version, labels=night.labels,
                                warnings=night.warnings)
+        failed: str | None = None  # one error row's path and reason
         if night.counts.unseen:
             # The memory reservation sizes decoding (long recordings) and, being a remote
             # argument the actors lack, keeps Ray from fusing the two stages into one.
@@ -126,7 +130,7 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
             ledger = Ledger(target) if not is_out(source_loc) else None
             try:
                 with native_stderr_filtered():  # Ray's C++ notice, in this process, as the actors start
-                    summary.counts, summary.commits, summary.recordings = commit_chunks(
+                    summary.counts, summary.commits, summary.recordings, failed = commit_chunks(
                         predictions, writer, ledger, record, model_version=info.version, rescore=s.rescore,
                         commit_every=s.commit_every)
             except BaseException as exc:
@@ -139,10 +143,20 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
             came_back = summary.counts.scored + summary.counts.duplicates
             if came_back != night.counts.unseen:
                 raise CoughError(f"lost recordings: {night.counts.unseen} to read, {came_back} came back")
-    if summary.counts.errors:
-        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
-                    summary.counts.errors, summary.counts.scored, target.loc.uri)
+            c = summary.counts
+            if c.errors and not c.ok + c.rejected + c.duplicates:  # whatever the cause: not one file read
+                raise CoughError(f"every one of the {c.errors} files to score under SOURCE {source_loc.uri} failed "
+                                 f"(e.g. {failed}); nothing was committed, so the next run reads them again",
+                                 summary=summary.to_dict())
     summary.run_id = run_id if summary.commits else None
+    c = summary.counts
+    if s.max_error_rate is not None and c.errors > s.max_error_rate * c.scored:
+        raise CoughError(f"{c.errors / c.scored:.1%} of the {c.scored} files scored failed, over --max-error-rate "
+                         f"{s.max_error_rate:g} (committed all the same; e.g. {failed}); their reasons are in "
+                         f"{target.loc.uri} (status == 'error')", summary=summary.to_dict())
+    if c.errors:
+        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
+                    c.errors, c.scored, target.loc.uri)
     return summary
 
 
@@ -177,18 +191,3 @@ def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -
     return max(1, int(actor_cpus), share)
 
 
-def job_error(exc: BaseException) -> BaseException:
-    """A CoughError raised inside a Ray worker (e.g. a model that fails to load in the
-    inference actors) as the plain one-line CoughError; anything else unchanged."""
-    from ray.exceptions import RayError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, CoughError) and not isinstance(seen, RayError):
-            return CoughError(str(seen))
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    # ActorDiedError keeps only the text of its creation task's error (traceback included)
-    marker = f"{CoughError.__module__}.{CoughError.__name__}: "
-    if isinstance(exc, RayError) and marker in str(exc):
-        return CoughError(str(exc).rsplit(marker, 1)[1].splitlines()[0])
-    return exc

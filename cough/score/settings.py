@@ -41,8 +41,12 @@ class ScoreSettings:
     selection: Selection = EVERY_FILE
     min_cough_probability: float | None = None
     commit_every: int = COMMIT_EVERY
+    #: exit 1 (after committing) when more than this share of the files scored are errors; None: no limit
+    max_error_rate: float | None = None
     address: str | None = None
     num_cpus: int | None = None
+    #: local folders every node of the cluster sees at the same path (--shared-path)
+    shared_paths: tuple[str, ...] = ()
 
     def __post_init__(self):
         if (self.batch_size < 1 or (self.actors is not None and self.actors < 1) or self.actor_cpus < 0
@@ -50,7 +54,10 @@ class ScoreSettings:
             raise UsageError("--batch-size, --actors and --commit-every must be at least 1, --actor-cpus at least 0")
         if self.min_cough_probability is not None and not 0 <= self.min_cough_probability <= 1:
             raise UsageError("--min-cough-probability must lie between 0 and 1")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+            raise UsageError("--max-error-rate must lie between 0 and 1")
         object.__setattr__(self, "prefixes", tuple(self.prefixes))
+        object.__setattr__(self, "shared_paths", tuple(self.shared_paths))
         object.__setattr__(self, "since", check_since(self.since))
 
 

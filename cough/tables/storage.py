@@ -20,11 +20,11 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 
-from ..errors import CoughError, UsageError
+from ..errors import CoughError, UsageError, errno_note, plain
 
 log = logging.getLogger("cough.storage")
 
@@ -34,9 +34,10 @@ OWNER_FILE = ".cough-output.json"
 
 
 def _cause(exc: BaseException) -> str:
-    """The first line of a storage error."""
+    """The first line of a storage error, and what its errno means (``ENOSPC: disk full``)."""
     text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
-    return text.splitlines()[0]
+    first = plain(text.splitlines()[0])
+    return first + errno_note(exc, first)
 
 
 def _no_aws_credentials() -> bool:
@@ -249,15 +250,25 @@ class Output:
     state: str
 
     @contextlib.contextmanager
-    def writing(self, commit: str) -> Iterator[Location]:
+    def writing(self, commit: str, *, settle: Callable[[], bool] | None = None) -> Iterator[Location]:
+        """Write the owner marker, then yield; on failure before ``commit`` exists, remove what
+        this run wrote into a location that held nothing, the owner marker last. ``settle``:
+        called first, it stops the run's tasks and says whether they all ended
+        (:class:`cough.runtime.TaskGate`); when not, everything stays, marker included, so
+        that what a straggling task writes later is still this job's to replace."""
         if self.state != "ours":
             self.loc.join(OWNER_FILE).write_json(owner_record(self.kind))
         try:
             yield self.loc
         except BaseException:
-            if self.state != "ours" and not self.loc.join(commit).exists():
+            settled = settle() if settle is not None else True
+            if not settled:
+                log.warning("%s keeps what this failed run wrote, with its owner marker: the next run of `cough %s` "
+                            "there replaces it", self.loc.uri, self.kind)
+            elif self.state != "ours" and not self.loc.join(commit).exists():
                 with contextlib.suppress(Exception):
-                    for entry in self.loc.listdir():
+                    entries = sorted(self.loc.listdir(), key=lambda e: PurePosixPath(e.path).name == OWNER_FILE)
+                    for entry in entries:  # the owner marker last: a failure on the way leaves it
                         self.loc.like(entry.path).delete()
                     if self.state == "absent":
                         self.loc.delete()

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..model.meta import ModelMeta
@@ -61,8 +61,11 @@ class TrainSettings:
     trace_dir: str | None = None
     address: str | None = None
     num_cpus: int | None = None
+    #: local folders every node of the cluster sees at the same path (--shared-path)
+    shared_paths: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "shared_paths", tuple(self.shared_paths))
         if self.batch_size < self.workers:
             raise UsageError("--batch-size is the global batch: it must be at least --workers")
         if self.val_fraction + self.test_fraction >= 1:
@@ -75,7 +78,10 @@ class TrainSettings:
         """The settings among parsed flags (an argparse Namespace holds others too)."""
         import dataclasses
 
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+        values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        if hasattr(args, "shared_path"):
+            values["shared_paths"] = tuple(args.shared_path)
+        return cls(**values)
 
 
 def _storage(out: str, settings: TrainSettings) -> tuple[str, str, bool]:
@@ -123,10 +129,14 @@ def _prepare_run(run_dir: str, record_of: dict, resume: bool) -> None:
     record.write_json(record_of)
 
 
-def _start_ray(settings: TrainSettings) -> None:
+def _start_ray(settings: TrainSettings, *, shards: str, storage: str) -> None:
     """Start Ray while TensorFlow loads in a thread: Ray Train's TensorFlow backend imports it
     in the driver (~3 s of CPU), and a local Ray's start is mostly waiting for its own
-    processes. Side by side they took 8.2 s against 11.2 s one after the other (2 cores)."""
+    processes. Side by side they took 8.2 s against 11.2 s one after the other (2 cores).
+
+    Then the locations that Ray Train's workers open (:func:`cough.runtime.check_topology`):
+    SHARDS, the checkpoints' ``storage``, --trace-dir. MODEL (and --cv-pred) are written by
+    this process, from the last checkpoint."""
     import threading
 
     from ..logs import native_stderr_filtered
@@ -137,7 +147,9 @@ def _start_ray(settings: TrainSettings) -> None:
         loading = threading.Thread(target=tensorflow, name="cough-tensorflow-import", daemon=True)
         loading.start()
         try:
-            init_ray(settings.address, num_cpus=settings.num_cpus)
+            init_ray(settings.address, num_cpus=settings.num_cpus, shared_paths=settings.shared_paths,
+                     paths={"SHARDS": shards, "--storage" if settings.storage else "checkpoints (--storage default)":
+                            storage, "--trace-dir": settings.trace_dir})
         finally:
             loading.join()
 
@@ -245,7 +257,7 @@ def train(shards: str, out: str, settings: TrainSettings = TrainSettings()) -> d
                                  storage=storage, name=name, ours=ours, started=started), **_counts(recs, dropped)}
     groups = split_groups(recs, val_fraction=settings.val_fraction, test_fraction=settings.test_fraction, seed=settings.seed)
 
-    _start_ray(settings)
+    _start_ray(settings, shards=features.loc.uri, storage=storage)
     fitted = _fit(features, index, dropped_paths, groups, settings, storage=storage, name=name)
     threshold, metrics = evaluate_splits(fitted.predictions)
     meta = _meta(settings, features, groups, fitted, dropped_paths, started,
@@ -296,7 +308,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
                                      inputs={"SHARDS": features.loc, "MODEL": output.loc})
     assert settings.cv is not None  # train() calls this function only with --cv
     folds = grouped_folds(recs, k=settings.cv, seed=settings.seed)
-    _start_ray(settings)
+    _start_ray(settings, shards=features.loc.uri, storage=storage)
     oof, fold_info = [], []
     for k, test_groups in enumerate(folds):
         rest = recs[~recs["participant"].isin(test_groups)]

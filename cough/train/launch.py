@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from ..errors import CoughError
+from ..errors import CoughError, describe
 from ..model.store import WEIGHTS_FILE
 from ..runtime import tensorflow_env
 from .loop import PREDICTIONS_FILE, STATE_FILE, TrainConfig, train_loop
@@ -110,8 +110,7 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
     try:
         return trainer.fit()
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CoughError(f"training failed ({reason}); rerun with --resume to continue from the "
+        raise CoughError(f"training failed ({describe(exc)}); rerun with --resume to continue from the "
                          "last checkpoint") from exc
     finally:
         if ours:  # the caller's environment as it was
