@@ -1,6 +1,12 @@
-"""Errors that cough distinguishes: a bad recording versus a bad job."""
+"""Errors that cough distinguishes: a bad recording versus a bad job, and a store that kept
+failing (transient)."""
 
 from __future__ import annotations
+
+import re
+
+#: ANSI colour and cursor codes (delta-rs colours its error chains).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class CoughError(Exception):
@@ -34,3 +40,26 @@ class UsageError(CoughError):
 
 class RecordingError(Exception):
     """A single recording cannot be processed; it becomes an ``error`` row, the job goes on."""
+
+
+class StoreError(CoughError):
+    """An object store kept failing one operation through every retry (503 SlowDown, 500, a
+    reset or dropped connection, an answer cut short, a timeout): transient, not bad input
+    (cough.tables.storage.retry). A job stops with it (exit 1); a recording that cannot be
+    read becomes an ``error`` row that the next run reads again (cough.tables.listing)."""
+
+
+def one_line(exc: BaseException, *, limit: int = 400) -> str:
+    """An error's text as one line without colour codes: its lines joined (delta-rs prints a
+    chain of causes, one per line, each after a coloured arrow), at most ``limit`` characters.
+
+    >>> one_line(OSError("Kernel error -> Generic S3 error\\n  \\x1b[31m\u21b3\\x1b[0m 503 Service Unavailable"))
+    'Kernel error -> Generic S3 error: 503 Service Unavailable'
+    >>> one_line(KeyError())
+    'KeyError'
+    """
+    text = _ANSI.sub("", str(exc))
+    parts = [p.strip(" \t\u21b3") for p in text.splitlines()]
+    line = ": ".join(p for p in parts if p) or type(exc).__name__
+    line = re.sub(r"\s+", " ", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
