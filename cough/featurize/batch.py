@@ -16,8 +16,9 @@ from ..tables.storage import Location
 
 #: Summary columns a batch returns (the job adds them up): files seen, ``ok`` (windows
 #: written), ``errors`` (unreadable), ``rejected`` (no cough), windows written, coughs found,
-#: windows dropped (not overlapping any kept window).
-COUNTS = ("inputs", "ok", "errors", "rejected", "images", "coughs", "dropped_windows")
+#: windows dropped (not overlapping any kept window), and of the errors the ``unread`` ones
+#: (the store kept failing to give the file: cough.tables.listing.UNREAD).
+COUNTS = ("inputs", "ok", "errors", "rejected", "images", "coughs", "dropped_windows", "unread")
 
 
 #: Windows a task holds before it writes them out as a row group of its images shard
@@ -31,7 +32,21 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
     """Ray Data ``map_batches`` function: featurize ``batch`` (the listing's columns: path,
     problem, open_as, label, participant, annotated span, metadata) and write one shard into
     each of the ``images``, ``recordings`` and ``events`` folders (images a row group at a
-    time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS`."""
+    time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS`. A shard the store kept
+    failing to take is written again, the batch featurized again (its images are never all
+    held at once); shard names are the batch's, so nothing is written twice."""
+    from ..tables.storage import retry
+
+    return retry(lambda: _featurize(batch, images=images, recordings=recordings, events=events, params=params,
+                                    min_cough_probability=min_cough_probability, metadata_columns=metadata_columns),
+                 what=f"write the shards {images.join(shard_name(batch.column('path').to_pylist())).uri}, ...",
+                 where=images, inner=True)
+
+
+def _featurize(batch: pa.Table, *, images: Location, recordings: Location, events: Location,
+               params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str]) -> pa.Table:
+    from ..tables.listing import is_unread
+
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     name = shard_name(batch.column("path").to_pylist())
     img_schema = images_schema(metadata_columns, params)
@@ -56,7 +71,8 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
     status = [r["status"] for r in rows]
     return pa.table({"inputs": [len(rows)], "ok": [status.count("ok")], "errors": [status.count("error")],
                      "rejected": [status.count("rejected")], "images": [written], "coughs": [len(event_rows)],
-                     "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)]})
+                     "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)],
+                     "unread": [sum(is_unread(r["error"]) for r in rows)]})
 
 
 class _Windows:
