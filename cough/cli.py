@@ -136,7 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         check_paths({name: getattr(args, name) for name in PATH_ARGS if getattr(args, name, None)})
         if hasattr(args, "num_cpus"):
             check_ray_args(args.address, args.num_cpus)
-        summary = args._module.run(args)
+        try:
+            summary = args._module.run(args)
+        except Exception as exc:  # out of a Ray task or actor: the cause, in one line
+            from .runtime import job_error
+
+            clean = job_error(exc)
+            if clean is exc:
+                raise
+            raise clean from None
         code, error = 0, None
     except CoughError as exc:
         code, error, summary = exc.exit_code, str(exc), exc.summary

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 
-from .errors import UsageError
+from .errors import CoughError, UsageError, one_line
 from .logs import ray_log_level, tame_ray, tensorflow_log_level
 
 log = logging.getLogger("cough")
@@ -159,4 +160,46 @@ def node_cpus() -> list[int]:
     import ray
 
     return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]] or [1]
+
+
+def job_error(exc: BaseException) -> BaseException:
+    """An error that came out of Ray (a task's or an actor's, wrapped in Ray's error with the
+    worker's traceback and ANSI colours) as the error a person can read: a CoughError raised
+    in a worker (a model that fails to load in the inference actors, a store that kept
+    failing) as that CoughError; any other cause as a CoughError naming it in one line, without
+    colour codes (``a Ray task failed: OSError: ...``). An error that is not Ray's comes back
+    unchanged.
+
+    >>> job_error(ValueError("not Ray's")).__class__.__name__
+    'ValueError'
+    """
+    import sys
+
+    if "ray" not in sys.modules:
+        return exc
+    from ray.exceptions import RayError
+
+    seen: BaseException | None = exc
+    causes: list[BaseException] = []
+    while seen is not None and seen not in causes:
+        causes.append(seen)
+        if isinstance(seen, CoughError) and not isinstance(seen, RayError):
+            return type(seen)(str(seen)) if type(seen).__init__ is CoughError.__init__ else CoughError(str(seen))
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    if not isinstance(exc, RayError):
+        return exc
+    # ActorDiedError keeps only the text of its creation task's error (traceback included)
+    found = re.findall(r"cough\.errors\.\w*Error: (.*)", str(exc))
+    if found:
+        return CoughError(one_line(ValueError(found[-1])))
+    cause = next((c for c in causes[1:] if not isinstance(c, RayError)), None)
+    if cause is None:
+        return CoughError(f"a Ray task failed: {one_line(ValueError(_last_line(str(exc))))}")
+    return CoughError(f"a Ray task failed: {type(cause).__name__}: {one_line(cause)}")
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a Ray error's text (its cause, after the traceback)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text
 

@@ -37,24 +37,14 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
     >>> score("data/sample/raw", "out/demo/model", "out/demo/pred").to_dict()   # doctest: +SKIP
     {'inputs': 60, 'listed': 60, 'new': 60, 'changed': 0, 'seen_before': 0, 'scored': 60, ...}
     """
-    import ray
-
-    from ..audio.decode import TASK_MEMORY
-    from ..logs import native_stderr_filtered
     from ..model.store import read_model_info
-    from ..runtime import cpus, init_ray, node_cpus
-    from ..tables.artifacts import RunRecord
+    from ..runtime import cpus, init_ray, job_error, node_cpus
     from ..tables.labels import load_labels
-    from ..tables.ledger import Ledger
-    from ..tables.pred import LOG_DIR, RunWriter, claim_pred
-    from ..tables.schema import pred_schema
-    from ..tables.scored import NOTHING_SCORED
+    from ..tables.listing import UNREAD
+    from ..tables.pred import claim_pred
     from ..tables.shards import is_out
-    from ..tables.storage import Location, new_version
-    from .chunks import commit_chunks
-    from .night import list_night
+    from ..tables.storage import Location
     from .plan import plan
-    from .stages import Predictor
 
     s = settings or ScoreSettings()
     source_loc, model_loc = Location.of(source), Location.of(model)
@@ -81,6 +71,41 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
     actors = s.actors or max(1, cpus() // 4)
     threads = s.actor_threads or inference_threads(node_cpus(), actors=actors, actor_cpus=s.actor_cpus)
 
+    try:
+        summary, run_id = _run(s, source_loc, model_loc, info, target, output, index, actors, threads)
+    except BaseException as exc:  # an error out of a Ray task or actor: its cause, in one line
+        clean = job_error(exc)
+        if clean is exc:
+            raise
+        raise clean from None
+    if summary.counts.errors:
+        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
+                    summary.counts.errors, summary.counts.scored, target.loc.uri)
+    if summary.counts.unread:
+        log.warning("%d files could not be read: the store kept failing (error rows starting %r); the next run "
+                    "reads them again", summary.counts.unread, UNREAD.rstrip(": "))
+    summary.run_id = run_id if summary.commits else None
+    return summary
+
+
+def _run(s: ScoreSettings, source_loc, model_loc, info, target, output, index, actors: int, threads: int):
+    """The run itself, PRED claimed and Ray up: list tonight's work, run the two stages, commit
+    (:func:`score`); returns ``(summary, run_id)``."""
+    import ray
+
+    from ..audio.decode import TASK_MEMORY
+    from ..logs import native_stderr_filtered
+    from ..tables.artifacts import RunRecord
+    from ..tables.ledger import Ledger
+    from ..tables.pred import LOG_DIR, RunWriter
+    from ..tables.schema import pred_schema
+    from ..tables.scored import NOTHING_SCORED
+    from ..tables.shards import is_out
+    from ..tables.storage import Location, new_version
+    from .chunks import commit_chunks
+    from .night import list_night
+    from .stages import Predictor
+
     with output.writing(LOG_DIR):
         table = target.table()
         read_version = table.version() if table is not None else None
@@ -89,9 +114,14 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                            min_cough_probability=cough_threshold(s, info), labels=s.labels,
                            group_pattern=s.group_pattern)
         # What this model version scored (32 bytes per recording) is built by a Ray task and
-        # stays in the object store: the driver never holds it.
-        scored = ray.put(NOTHING_SCORED) if s.rescore or not night.counts.unseen else \
-            ray.remote(_scored_keys).options(num_cpus=1).remote(target, info.version)
+        # stays in the object store: the driver never holds it, only the paths whose rows are
+        # transient errors (few), which this run's commits replace when it reads them again.
+        scored, pending = ray.put(NOTHING_SCORED), frozenset[str]()
+        if night.counts.unseen and not s.rescore:
+            refs = ray.remote(_scored_keys).options(num_cpus=1, num_returns=2).remote(target, info.version)
+            scored, pending = refs[0], frozenset(ray.get(refs[1]))  # type: ignore[index]
+            if pending:
+                log.info("%d files whose reading the store failed before are read again", len(pending))
         run_id = new_version()
         log.info("run %s: %d listed in %s, %d not seen before by model %s (%d changed)%s",
                  run_id, night.counts.listed, source_loc.uri, night.counts.unseen, info.version,
@@ -121,28 +151,20 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                                min_cough_probability=cough_threshold(s, info),
                                quality_gate=s.gate.to_dict(), metadata_columns=night.metadata_columns,
                                cough_version=__version__, **night.counts.to_dict())
-            writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version)
+            writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version,
+                               pending=pending)
             ledger = Ledger(target) if not is_out(source_loc) else None
             try:
                 with native_stderr_filtered():  # Ray's C++ notice, in this process, as the actors start
                     summary.counts, summary.commits, summary.recordings = commit_chunks(
                         predictions, writer, ledger, record, model_version=info.version, rescore=s.rescore,
                         commit_every=s.commit_every)
-            except BaseException as exc:
-                clean = job_error(exc)
-                if clean is exc:
-                    raise
-                raise clean from None
             finally:
                 writer.close()
             came_back = summary.counts.scored + summary.counts.duplicates
             if came_back != night.counts.unseen:
                 raise CoughError(f"lost recordings: {night.counts.unseen} to read, {came_back} came back")
-    if summary.counts.errors:
-        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
-                    summary.counts.errors, summary.counts.scored, target.loc.uri)
-    summary.run_id = run_id if summary.commits else None
-    return summary
+    return summary, run_id
 
 
 def cough_threshold(settings: ScoreSettings, info) -> float:
@@ -177,23 +199,8 @@ def inference_threads(node_cpus: list[int], *, actors: int, actor_cpus: float) -
 
 
 def _scored_keys(pred, model_version: str):
+    """``(what model_version scored, the paths whose rows are transient errors)``."""
     from ..tables.scored import scored_keys
 
-    return scored_keys(pred.table(), model_version)
-
-
-def job_error(exc: BaseException) -> BaseException:
-    """A CoughError raised inside a Ray worker (e.g. a model that fails to load in the
-    inference actors) as the plain one-line CoughError; anything else unchanged."""
-    from ray.exceptions import RayError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, CoughError) and not isinstance(seen, RayError):
-            return CoughError(str(seen))
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    # ActorDiedError keeps only the text of its creation task's error (traceback included)
-    marker = f"{CoughError.__module__}.{CoughError.__name__}: "
-    if isinstance(exc, RayError) and marker in str(exc):
-        return CoughError(str(exc).rsplit(marker, 1)[1].splitlines()[0])
-    return exc
+    scored = scored_keys(pred.table(), model_version)
+    return scored, scored.pending
