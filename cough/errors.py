@@ -1,8 +1,12 @@
-"""Errors that cough distinguishes: a bad recording versus a bad job."""
+"""Errors that cough distinguishes: a bad recording versus a bad job, and a store that kept
+failing (transient)."""
 
 from __future__ import annotations
 
 import re
+
+#: ANSI colour and cursor codes (delta-rs colours its error chains).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class CoughError(Exception):
@@ -41,7 +45,6 @@ class RecordingError(Exception):
 #: What a person reads for the errno codes that most often end a job on a cluster.
 ERRNO_MEANING = {"ENOSPC": "disk full", "EDQUOT": "disk quota exceeded", "EACCES": "access denied",
                  "EPERM": "access denied", "EROFS": "read-only file system", "ENOENT": "no such file or folder"}
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def plain(text: str) -> str:
@@ -85,7 +88,7 @@ def root_cause(exc: BaseException) -> BaseException:
 
 def describe(exc: BaseException) -> str:
     """One line for the error that ended a job (:func:`root_cause`): a CoughError's own text;
-    otherwise the cause's type and first line, colour codes removed, and for an operating
+    otherwise the cause's type and first line (a delta-rs chain of causes: all of it, :func:`one_line`), and for an operating
     system error its errno code and what it means (``ENOSPC: disk full``).
 
     >>> describe(OSError(28, "Error writing bytes to file"))
@@ -94,11 +97,13 @@ def describe(exc: BaseException) -> str:
     'SOURCE /x does not exist'
     """
     cause = root_cause(exc)
-    lines = [plain(line).strip() for line in str(cause).splitlines() if plain(line).strip()]
-    first = lines[0] if lines else ""
     if isinstance(cause, CoughError):
-        return first
-    return f"{type(cause).__name__}: {first}{errno_note(cause, first)}"
+        lines = [plain(line).strip() for line in str(cause).splitlines() if plain(line).strip()]
+        return lines[0] if lines else ""
+    lines = [plain(line).strip() for line in str(cause).splitlines() if plain(line).strip()]
+    # delta-rs chains its causes over several lines, each after an arrow: all of them
+    text = one_line(cause) if "\u21b3" in str(cause) else (lines[0] if lines else "")
+    return f"{type(cause).__name__}: {text}{errno_note(cause, text)}"
 
 
 def errno_note(exc: BaseException, text: str = "") -> str:
@@ -134,3 +139,26 @@ def job_error(exc: BaseException) -> BaseException:
     if _is_wrapper(exc) and marker in text:
         return CoughError(text.rsplit(marker, 1)[1].splitlines()[0])
     return exc
+
+
+class StoreError(CoughError):
+    """An object store kept failing one operation through every retry (503 SlowDown, 500, a
+    reset or dropped connection, an answer cut short, a timeout): transient, not bad input
+    (cough.tables.storage.retry). A job stops with it (exit 1); a recording that cannot be
+    read becomes an ``error`` row that the next run reads again (cough.tables.listing)."""
+
+
+def one_line(exc: BaseException, *, limit: int = 400) -> str:
+    """An error's text as one line without colour codes: its lines joined (delta-rs prints a
+    chain of causes, one per line, each after a coloured arrow), at most ``limit`` characters.
+
+    >>> one_line(OSError("Kernel error -> Generic S3 error\\n  \\x1b[31m\u21b3\\x1b[0m 503 Service Unavailable"))
+    'Kernel error -> Generic S3 error: 503 Service Unavailable'
+    >>> one_line(KeyError())
+    'KeyError'
+    """
+    text = _ANSI.sub("", str(exc))
+    parts = [p.strip(" \t\u21b3") for p in text.splitlines()]
+    line = ": ".join(p for p in parts if p) or type(exc).__name__
+    line = re.sub(r"\s+", " ", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -207,6 +207,26 @@ def s3() -> S3:
     server.wait(timeout=30)
 
 
+@pytest.fixture
+def faults(s3):
+    """A fault-injecting proxy (tests/faultproxy.py) in front of the S3 server, with no rules
+    yet (transparent): for the test's length AWS_ENDPOINT_URL names it, so the jobs, their Ray
+    workers (Ray started after this fixture, e.g. by a job after ``fresh_ray``) and delta-rs
+    reach the store through it. Buckets made and files uploaded before it (``s3.bucket()``,
+    ``s3.upload``) went to the server directly. Its seed is 26, or COUGH_FAULT_SEED (to try
+    the same faults on other requests)."""
+    from .faultproxy import FaultProxy
+
+    proxy = FaultProxy(s3.endpoint, seed=int(os.environ.get("COUGH_FAULT_SEED", "26"))).start()
+    before = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = proxy.url
+    try:
+        yield proxy
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = before
+        proxy.stop()
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, sample_features) -> Path:
     return write_model(tmp_path_factory.mktemp("model") / "model", train_on=sample_features)

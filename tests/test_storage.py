@@ -18,7 +18,7 @@ from cough import __version__
 from cough.errors import CoughError, UsageError
 from cough.tables import storage
 from cough.tables.schema import JSON_SCHEMA_VERSION
-from cough.tables.storage import OWNER_FILE, Location, claim, new_version, read_owner, remove_stale
+from cough.tables.storage import OWNER_FILE, Location, StoreHandler, claim, new_version, read_owner, remove_stale
 
 
 def _owner(folder: Path, kind: str, **extra) -> None:
@@ -55,7 +55,8 @@ def test_an_s3_uri_is_resolved_without_reading_the_store():
     loc = Location.of("s3://bucket/archive/raw/")
     assert (loc.uri, loc.path, loc.scheme, loc.name) == ("s3://bucket/archive/raw", "bucket/archive/raw", "s3", "raw")
     assert not loc.local
-    assert isinstance(loc.fs, pafs.S3FileSystem)
+    assert isinstance(loc.fs, pafs.PyFileSystem) and isinstance(loc.fs.handler, StoreHandler)  # cough's retries
+    assert isinstance(loc.fs.handler.inner, pafs.S3FileSystem)
     assert loc.join("2026", "/11/").uri == "s3://bucket/archive/raw/2026/11"
     assert loc.join("2026", "/11/").path == "bucket/archive/raw/2026/11"
     other = loc.like("bucket/elsewhere/x.mp3")

@@ -19,8 +19,9 @@ from ..tables.storage import Location
 
 #: Summary columns a batch returns (the job adds them up): files seen, ``ok`` (windows
 #: written), ``errors`` (unreadable), ``rejected`` (no cough), windows written, coughs found,
-#: windows dropped (not overlapping any kept window).
-COUNTS = ("inputs", "ok", "errors", "rejected", "images", "coughs", "dropped_windows")
+#: windows dropped (not overlapping any kept window), and of the errors the ``unread`` ones
+#: (the store kept failing to give the file: cough.tables.listing.UNREAD).
+COUNTS = ("inputs", "ok", "errors", "rejected", "images", "coughs", "dropped_windows", "unread")
 
 
 #: Windows a task holds before it writes them out as a row group of its images shard
@@ -34,27 +35,34 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
                     gate=None) -> pa.Table:
     """Ray Data ``map_batches`` function: featurize ``batch`` (the listing's columns: path,
     problem, open_as, label, participant, annotated span, metadata; ``source``: SOURCE's URI)
-    and write one shard into each of the ``images``, ``recordings`` and ``events`` folders (images a row group at a
-    time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS` and ``failed``, the first
-    error row's path and reason (None without one). ``gate``: the run's
+    and write one shard into each of the ``images``, ``recordings`` and ``events`` folders
+    (images a row group at a time, :data:`FLUSH_WINDOWS`); returns one row of :data:`COUNTS`
+    and ``failed``, the first error row's path and reason (None without one). A shard the
+    store kept failing to take is written again, the batch featurized again (its images are
+    never all held at once); shard names are the batch's, so nothing is written twice. A
+    shard that cannot be written is a CoughError naming it and the cause. ``gate``: the run's
     :class:`cough.runtime.TaskGate` actor; once the run has failed, a batch writes nothing and
-    counts nothing. A shard that cannot be written is a CoughError naming it and the cause."""
+    counts nothing."""
     from ..runtime import admitted
+    from ..tables.storage import retry
 
-    with admitted(gate) as go:
-        if not go:
-            return pa.table({**{key: [0] for key in COUNTS}, "failed": pa.array([None], pa.string())})
-        return _featurize_batch(batch, images=images, recordings=recordings, events=events, source=source,
-                                params=params, min_cough_probability=min_cough_probability,
-                                metadata_columns=metadata_columns)
-
-
-def _featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, events: Location, source: str,
-                     params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str]) -> pa.Table:
-    info_cols = [*INFO_COLUMNS, *metadata_columns]
     # named by the paths relative to SOURCE: the same archive featurized from another folder or
     # bucket gives the same shards, which training reads in the same order (one seed, one model)
     name = shard_name([relpath(p, source) for p in batch.column("path").to_pylist()])
+    with admitted(gate) as go:
+        if not go:
+            return pa.table({**{key: [0] for key in COUNTS}, "failed": pa.array([None], pa.string())})
+        return retry(lambda: _featurize(batch, name, images=images, recordings=recordings, events=events,
+                                        params=params, min_cough_probability=min_cough_probability,
+                                        metadata_columns=metadata_columns),
+                     what=f"write the shards {images.join(name).uri}, ...", where=images, inner=True)
+
+
+def _featurize(batch: pa.Table, name: str, *, images: Location, recordings: Location, events: Location,
+               params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str]) -> pa.Table:
+    from ..tables.listing import is_unread
+
+    info_cols = [*INFO_COLUMNS, *metadata_columns]
     img_schema = images_schema(metadata_columns, params)
     rows, event_rows = [], []
     pending = _Windows(img_schema, params)
@@ -89,16 +97,22 @@ def _featurize_batch(batch: pa.Table, *, images: Location, recordings: Location,
     return pa.table({"inputs": [len(rows)], "ok": [status.count("ok")], "errors": [status.count("error")],
                      "rejected": [status.count("rejected")], "images": [written], "coughs": [len(event_rows)],
                      "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)],
-                     "failed": pa.array([failed], pa.string())})
+                     "unread": [sum(is_unread(r["error"]) for r in rows)], "failed": pa.array([failed], pa.string())})
 
 
 @contextlib.contextmanager
 def _writing(shard: Location):
-    """An OSError while writing ``shard`` (disk full, access denied, the store's error) as the
-    CoughError that names the shard and the cause: a job error, not a bad recording."""
+    """An OSError while writing ``shard`` (disk full, access denied, the store's refusal) as the
+    CoughError that names the shard and the cause: a job error, not a bad recording. An object
+    store's transient failure passes as it is, for featurize_batch's retry (a local disk's
+    error is not tried again: cough.tables.storage.retry)."""
+    from ..tables.storage import transient
+
     try:
         yield
     except OSError as exc:
+        if transient(exc) and not shard.local:
+            raise
         raise shard.error("write", exc) from None
 
 

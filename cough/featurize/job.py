@@ -82,6 +82,7 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
     from ..tables.archive import listing_table
     from ..tables.artifacts import Manifest
     from ..tables.labels import load_labels
+    from ..tables.listing import UNREAD
     from ..tables.shards import KIND, MANIFEST_FILE, TABLES
     from ..tables.storage import Location, claim, new_version, remove_stale
     from .batch import COUNTS, featurize_batch
@@ -133,7 +134,8 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
             raise CoughError(f"every one of the {listed} files listed under SOURCE {source_loc.uri} failed (e.g. "
                              f"{failed}); nothing was committed{' (OUT keeps its previous output)' if output.state == 'ours' else ''}",
                              summary=summary.to_dict())
-        manifest = Manifest(inputs=summary.inputs, ok=summary.ok, errors=summary.errors, rejected=summary.rejected,
+        manifest = Manifest(inputs=summary.inputs, ok=summary.ok, errors=summary.errors, unread=summary.unread,
+                            rejected=summary.rejected,
                             excluded=summary.excluded, images=summary.images, coughs=summary.coughs,
                             dropped_windows=summary.dropped_windows, kind=KIND, version=version,
                             tables={t: f"{t}/{version}" for t in TABLES}, source=source_loc.uri, labels=labels_uri,
@@ -153,6 +155,9 @@ def featurize(source: str, out: str, settings: FeaturizeSettings | None = None, 
     if summary.errors:
         log.warning("%d of %d recordings could not be featurized; their reasons are in %s/recordings "
                     "(status == 'error')", summary.errors, summary.inputs, out)
+    if summary.unread:
+        log.warning("%d of them could not be read because the store kept failing (reasons starting %r): "
+                    "featurize again to include them", summary.unread, UNREAD.rstrip(": "))
     if summary.rejected:
         log.info("%d recordings hold no cough the detector finds (p < %g): rejected, not featurized "
                  "(status == 'rejected' in %s/recordings)", summary.rejected, s.min_cough_probability, out)

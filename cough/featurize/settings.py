@@ -52,7 +52,8 @@ class FeaturizeSummary:
     """What a featurize run wrote: ``inputs`` files under SOURCE = ``ok`` (windows written) +
     ``errors`` (unreadable) + ``rejected`` (no cough) + ``excluded`` (left out by
     --include/--exclude); ``images`` windows, ``coughs`` the detector found, ``dropped_windows``
-    of audio no window shows."""
+    of audio no window shows; ``unread``, of the errors, files the store kept failing to give
+    (featurize again to have them)."""
 
     inputs: int = 0
     ok: int = 0
@@ -62,6 +63,7 @@ class FeaturizeSummary:
     images: int = 0
     coughs: int = 0
     dropped_windows: int = 0
+    unread: int = 0
     labels: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     out: str = ""

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from ..audio.features import FeaturizerParams
-from ..errors import CoughError
+from ..errors import CoughError, StoreError
 from .meta import ModelMeta
 from .networks import CLASS_NAMES, build_model
 
@@ -112,7 +112,7 @@ def read_model_info(model_dir) -> ModelInfo:
     >>> info.threshold, info.featurizer_version    # doctest: +SKIP
     (0.5, '3f1c...')
     """
-    from ..tables.storage import Location
+    from ..tables.storage import Location, cause_of, retry
 
     model_dir = Location.of(model_dir).uri
     meta = _complete_meta(model_dir, SCORING_FIELDS)
@@ -125,11 +125,17 @@ def read_model_info(model_dir) -> ModelInfo:
         raise CoughError(f"MODEL {model_dir} was made for featurizer version {meta.featurizer_version}, but its "
                          f"parameters give {params.version} with this cough: retrain the model with this version")
     weights = weights_location(model_dir, meta)
-    try:
+
+    def signature() -> bytes:
         with weights.open_input() as f:
-            magic = f.read(8)
-    except (OSError, CoughError):
-        raise CoughError(f"MODEL {model_dir} has no readable {weights.name}") from None
+            return f.read(8)
+
+    try:
+        magic = retry(signature, what=f"read {weights.uri}", where=weights)
+    except StoreError as exc:  # the store kept failing: said as such, the job stops (exit 1)
+        raise StoreError(f"MODEL {model_dir} has no readable {weights.name}: {exc}") from None
+    except (OSError, CoughError) as exc:
+        raise CoughError(f"MODEL {model_dir} has no readable {weights.name}: {cause_of(exc)}") from None
     if magic != b"\x89HDF\r\n\x1a\n":
         raise CoughError(f"MODEL {model_dir}: {weights.name} is not an HDF5 weights file (corrupt?)")
     assert meta.version is not None and meta.threshold is not None  # _complete_meta checked SCORING_FIELDS

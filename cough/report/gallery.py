@@ -48,6 +48,7 @@ def gallery_rows(pred, recording_ids: list[str], model_version: str | None) -> p
     import pyarrow.dataset as pads
 
     from ..tables.pred import open_pred
+    from ..tables.storage import retry
 
     table = open_pred(pred).table()
     if table is None or not recording_ids:
@@ -58,7 +59,7 @@ def gallery_rows(pred, recording_ids: list[str], model_version: str | None) -> p
     where = pads.field("recording_id").isin(recording_ids)
     if model_version is not None and "model_version" in data.schema.names:
         where &= pads.field("model_version") == model_version
-    frame = data.to_table(columns=wanted, filter=where).to_pandas()
+    frame = retry(lambda: data.to_table(columns=wanted, filter=where), what=f"read PRED {pred}").to_pandas()
     if "scored_at" in frame:
         frame = frame.sort_values("scored_at", ascending=False)
     order = {rid: i for i, rid in enumerate(recording_ids)}

@@ -16,7 +16,7 @@ from ..model.meta import ModelMeta
 from ..tables.artifacts import RunRecord
 from ..tables.schema import PRED_COLUMNS
 from ..evaluation.baselines import label_metadata_columns
-from ..errors import CoughError, UsageError
+from ..errors import CoughError, StoreError, UsageError
 
 log = logging.getLogger("cough.report")
 
@@ -30,13 +30,16 @@ def read_predictions(pred, *, columns=()) -> pd.DataFrame:
     >>> frame = read_predictions("out/demo/pred", columns=["site"])   # doctest: +SKIP
     """
     from ..tables.pred import open_pred
+    from ..tables.storage import retry
 
     target = open_pred(pred)
     table = target.table()
     if table is None:  # no run has committed yet
         return pd.DataFrame({"status": pd.Series(dtype="string"), "score": pd.Series(dtype=float)})
     try:
-        data = table.to_pyarrow_dataset()
+        data = retry(table.to_pyarrow_dataset, what=f"read PRED {target.loc.uri}", where=target.loc)
+    except StoreError:
+        raise
     except Exception as exc:
         raise CoughError(f"cannot read PRED {target.loc.uri}: {exc}") from None
     names = set(data.schema.names)
@@ -44,7 +47,8 @@ def read_predictions(pred, *, columns=()) -> pd.DataFrame:
     if missing:
         raise CoughError(f"PRED {target.loc.uri} lacks column(s) {sorted(missing)}: is it the output of `cough score`?")
     wanted = [c for c in dict.fromkeys([*PRED_COLUMNS, *label_metadata_columns(names), *columns]) if c in names]
-    frame = data.to_table(columns=wanted).to_pandas()
+    frame = retry(lambda: data.to_table(columns=wanted), what=f"read PRED {target.loc.uri}",
+                  where=target.loc).to_pandas()
     for col in ("label", "predicted"):
         if col in frame:
             frame[col] = frame[col].astype("Int8")
@@ -154,6 +158,8 @@ def run_records(pred, version: str | None) -> list[RunRecord]:
 
     try:
         records = committed_runs(open_pred(pred))
+    except StoreError:  # the store failing is not bad housekeeping: another evaluation must not follow
+        raise
     except Exception as exc:  # unreadable housekeeping must not stop an evaluation
         log.warning("cannot read the run records of %s: %s", pred, exc)
         return []
@@ -183,7 +189,10 @@ class ScoringModel:
 def scoring_model(records) -> ScoringModel:
     """The :class:`ScoringModel` of ``records`` (one model version's runs, oldest first): the
     MODEL the latest of them names, when it is readable and of the version that run used (the
-    report never loads the model itself)."""
+    report never loads the model itself). A MODEL that is gone, or whose model.json this cough
+    cannot trust, is passed over with a warning; one the store kept failing to give (a
+    :class:`~cough.errors.StoreError`) stops the report: its evaluation would be another one
+    (training participants in, the default threshold)."""
     from ..model.store import read_model_meta
 
     folds = [r for r in records if r.out_of_fold]
@@ -193,6 +202,9 @@ def scoring_model(records) -> ScoringModel:
             continue
         try:
             meta = read_model_meta(record.model)
+        except StoreError as exc:
+            raise StoreError(f"MODEL {record.model}, which scored PRED's rows: {exc}; the report is not written "
+                             "(the previous one stays): run it again") from None
         except CoughError as exc:  # moved, or not a model this cough can trust: its threshold is not used
             log.warning("%s", exc)
             continue

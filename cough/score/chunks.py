@@ -14,9 +14,11 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
                   commit_every: int) -> tuple[ChunkCounts, int, int, str | None]:
     """Collect the scored rows of ``predictions`` (a Ray Dataset of PRED rows) and commit them
     every ``commit_every`` recordings with ``writer``, then ``ledger`` (None: no ledger, a
-    featurize OUT); ``record`` is the run record each commit carries. Returns the run's
-    counts (of files), the number of PRED commits that added rows, the distinct recordings
-    (contents) among the files it scored, and one error row's path and reason (None without).
+    featurize OUT), which records every file but the transient errors (the store kept failing
+    to give them: the next run reads them again, and its commit replaces their rows); ``record``
+    is the run record each commit carries. Returns the run's counts (of files), the number of
+    PRED commits that added rows, the distinct recordings (contents) among the files it
+    scored, and one error row's path and reason (None without).
 
     Nothing is committed while every file of the run so far failed: a run in which not one
     file could be read (SOURCE out of the workers' reach, a store refusing them) commits
@@ -26,6 +28,7 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
     import pyarrow.compute as pc
 
     from ..tables.ledger import ledger_rows
+    from ..tables.listing import UNREAD
 
     total, chunk = ChunkCounts(), ChunkCounts()
     files: list = []  # the chunk's ledger rows
@@ -43,6 +46,7 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
         if ok + errors + rejected < chunk.scored:  # a concurrent run committed some of them first
             chunk.duplicates += chunk.scored - (ok + errors + rejected)
             chunk.ok, chunk.errors, chunk.rejected, chunk.scored = ok, errors, rejected, ok + errors + rejected
+            chunk.unread = min(chunk.unread, errors)
         if ledger is not None and files:
             chunks[0] += 1
             ledger.record(pa.concat_tables(files), run_id=writer.run_id, chunk=chunks[0])
@@ -69,14 +73,15 @@ def commit_chunks(predictions, writer, ledger, record: RunRecord, *, model_versi
             failed.append(f"{batch.column('path')[i].as_py()}: {batch.column('error')[i].as_py()}")
         chunk.ok += status.count("ok")
         chunk.errors += status.count("error")
+        chunk.unread += int(pc.sum(pc.starts_with(batch.column("error"), UNREAD)).as_py() or 0)
         chunk.rejected += status.count("rejected")
         chunk.duplicates += status.count("skipped")
         chunk.scored = chunk.ok + chunk.errors + chunk.rejected
         # bytes of the files that were read (those that have a content hash)
         read = batch.filter(pc.is_valid(batch.column("recording_id")))
         chunk.bytes_read += int(pc.sum(pc.max_element_wise(read.column("file_size"), 0)).as_py() or 0)
-        writer.add(batch.filter(pa.array([s != "skipped" for s in status])))
-        files.append(ledger_rows(batch, model_version))
+        writer.add(batch.filter(pa.array([s != "skipped" for s in status])), paths=batch.column("path").to_pylist())
+        files.append(ledger_rows(batch, model_version))  # transient errors left out: read again next run
         if chunk.scored + chunk.duplicates >= commit_every and read_any():
             commit()
     if read_any() or not chunk.errors:

@@ -37,24 +37,14 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
     >>> score("data/sample/raw", "out/demo/model", "out/demo/pred").to_dict()   # doctest: +SKIP
     {'inputs': 60, 'listed': 60, 'new': 60, 'changed': 0, 'seen_before': 0, 'scored': 60, ...}
     """
-    import ray
-
-    from ..audio.decode import TASK_MEMORY
-    from ..logs import native_stderr_filtered
     from ..model.store import read_model_info
     from ..runtime import cpus, init_ray, node_cpus
-    from ..tables.artifacts import RunRecord
     from ..tables.labels import load_labels
-    from ..tables.ledger import Ledger
-    from ..tables.pred import LOG_DIR, RunWriter, claim_pred
-    from ..tables.schema import pred_schema
-    from ..tables.scored import NOTHING_SCORED, scored_buckets
+    from ..tables.listing import UNREAD
+    from ..tables.pred import claim_pred
     from ..tables.shards import is_out
-    from ..tables.storage import Location, new_version
-    from .chunks import commit_chunks
-    from .night import list_night
+    from ..tables.storage import Location
     from .plan import plan
-    from .stages import Predictor
 
     s = settings or ScoreSettings()
     source_loc, model_loc = Location.of(source), Location.of(model)
@@ -84,6 +74,47 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
     actors = s.actors or max(1, cpus() // 4)
     threads = s.actor_threads or inference_threads(node_cpus(), actors=actors, actor_cpus=s.actor_cpus)
 
+    try:
+        summary, run_id, failed = _run(s, source_loc, model_loc, info, target, output, index, actors, threads)
+    except BaseException as exc:  # an error out of a Ray task or actor: its cause, in one line
+        clean = job_error(exc)
+        if clean is exc:
+            raise
+        raise clean from None
+    summary.run_id = run_id if summary.commits else None
+    c = summary.counts
+    if s.max_error_rate is not None and c.errors > s.max_error_rate * c.scored:
+        raise CoughError(f"{c.errors / c.scored:.1%} of the {c.scored} files scored failed, over --max-error-rate "
+                         f"{s.max_error_rate:g} (committed all the same; e.g. {failed}); their reasons are in "
+                         f"{target.loc.uri} (status == 'error')", summary=summary.to_dict())
+    if c.errors:
+        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
+                    c.errors, c.scored, target.loc.uri)
+    if c.unread:
+        log.warning("%d files could not be read: the store kept failing (error rows starting %r); the next run "
+                    "reads them again", c.unread, UNREAD.rstrip(": "))
+    return summary
+
+
+def _run(s: ScoreSettings, source_loc, model_loc, info, target, output, index, actors: int, threads: int):
+    """The run itself, PRED claimed and Ray up: list tonight's work, run the two stages, commit
+    (:func:`score`); returns ``(summary, run_id, one error row's "path: reason" or None)``."""
+    import ray
+
+    from ..audio.decode import TASK_MEMORY
+    from ..logs import native_stderr_filtered
+    from ..tables.artifacts import RunRecord
+    from ..tables.ledger import Ledger
+    from ..tables.pred import LOG_DIR, RunWriter
+    from ..tables.schema import pred_schema
+    from ..runtime import cpus
+    from ..tables.scored import NOTHING_SCORED, scored_buckets
+    from ..tables.shards import is_out
+    from ..tables.storage import Location, new_version
+    from .chunks import commit_chunks
+    from .night import list_night
+    from .stages import Predictor
+
     with output.writing(LOG_DIR):
         table = target.table()
         read_version = table.version() if table is not None else None
@@ -93,9 +124,14 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                            group_pattern=s.group_pattern)
         # What this model version scored (32 bytes per recording), split by hash bucket into
         # Ray objects by Ray tasks: no process holds it whole, a featurizing task fetches the
-        # buckets of its batch's files (cough.tables.scored.ScoredBuckets).
+        # buckets of its batch's files (cough.tables.scored.ScoredBuckets). The driver holds
+        # only the paths whose rows are transient errors (few), which this run's commits
+        # replace when it reads them again.
         scored = NOTHING_SCORED if s.rescore or not night.counts.unseen else \
             scored_buckets(target, info.version, groups=cpus())
+        pending = scored.pending
+        if pending:
+            log.info("%d files whose reading the store failed before are read again", len(pending))
         run_id = new_version()
         log.info("run %s: %d listed in %s, %d not seen before by model %s (%d changed)%s",
                  run_id, night.counts.listed, source_loc.uri, night.counts.unseen, info.version,
@@ -126,18 +162,14 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                                min_cough_probability=cough_threshold(s, info),
                                quality_gate=s.gate.to_dict(), metadata_columns=night.metadata_columns,
                                cough_version=__version__, **night.counts.to_dict())
-            writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version)
+            writer = RunWriter(target, run_id, pred_schema(night.metadata_columns), read_version=read_version,
+                               pending=pending)
             ledger = Ledger(target) if not is_out(source_loc) else None
             try:
                 with native_stderr_filtered():  # Ray's C++ notice, in this process, as the actors start
                     summary.counts, summary.commits, summary.recordings, failed = commit_chunks(
                         predictions, writer, ledger, record, model_version=info.version, rescore=s.rescore,
                         commit_every=s.commit_every)
-            except BaseException as exc:
-                clean = job_error(exc)
-                if clean is exc:
-                    raise
-                raise clean from None
             finally:
                 writer.close()
             came_back = summary.counts.scored + summary.counts.duplicates
@@ -148,16 +180,7 @@ def score(source: str, model: str, pred: str, settings: ScoreSettings | None = N
                 raise CoughError(f"every one of the {c.errors} files to score under SOURCE {source_loc.uri} failed "
                                  f"(e.g. {failed}); nothing was committed, so the next run reads them again",
                                  summary=summary.to_dict())
-    summary.run_id = run_id if summary.commits else None
-    c = summary.counts
-    if s.max_error_rate is not None and c.errors > s.max_error_rate * c.scored:
-        raise CoughError(f"{c.errors / c.scored:.1%} of the {c.scored} files scored failed, over --max-error-rate "
-                         f"{s.max_error_rate:g} (committed all the same; e.g. {failed}); their reasons are in "
-                         f"{target.loc.uri} (status == 'error')", summary=summary.to_dict())
-    if c.errors:
-        log.warning("%d of %d scored recordings are errors; their reasons are in %s (status == 'error')",
-                    c.errors, c.scored, target.loc.uri)
-    return summary
+    return summary, run_id, failed
 
 
 def cough_threshold(settings: ScoreSettings, info) -> float:

@@ -23,13 +23,15 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
     from ..tables.archive import listing_table
     from ..tables.labels import load_labels
     from ..tables.shards import is_out, read_out
+    from ..tables.storage import retry
 
     seen = excluded = 0
     warnings: list[str] = []
     label_counts: dict = {}
     if is_out(source):
         recordings = read_out(source, what="SOURCE").recordings
-        rows = pq.read_table(recordings.path, filesystem=recordings.fs, columns=["recording_id", "path"]).to_pylist()
+        rows = retry(lambda: pq.read_table(recordings.path, filesystem=recordings.fs, columns=["recording_id", "path"]),
+                     what=f"read {recordings.uri}", where=recordings).to_pylist()
         ids, paths = [r["recording_id"] for r in rows], [r["path"] for r in rows]
     else:
         found = listing_table(source.uri, load_labels(labels, source.uri, group_pattern=group_pattern),
@@ -38,7 +40,9 @@ def plan(source, target, info, *, labels=None, group_pattern=None, rescore: bool
         warnings, label_counts = found.check(labels, group_pattern), found.counts.to_dict()
         ledger = None if rescore else Ledger(target).table()
         if ledger is not None:
-            known = ledger.to_pyarrow_table(columns=list(FILE_KEY), filters=[("model_version", "=", info.version)])
+            known = retry(lambda: ledger.to_pyarrow_table(columns=list(FILE_KEY),
+                                                          filters=[("model_version", "=", info.version)]),
+                          what="read the file ledger", where=target.loc)
             fresh = listing.join(known, keys=list(FILE_KEY), join_type="left anti")
             seen, listing = listing.num_rows - fresh.num_rows, fresh
         entries = [Entry.from_dict(row) for row in listing.to_pylist()]

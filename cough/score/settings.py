@@ -88,7 +88,9 @@ class ChunkCounts:
     """What came back from the files read tonight, counted as they are committed
     (:data:`cough.tables.artifacts.RunRecord.CHUNK_COUNTS`): ``scored`` = ``ok`` + ``errors``
     + ``rejected`` rows added to PRED; ``duplicates``: files whose content was scored already
-    (under another path, or by a concurrent run first); ``bytes_read``: of the files read."""
+    (under another path, or by a concurrent run first); ``bytes_read``: of the files read;
+    ``unread``: of ``errors``, the transient ones (the store kept failing to give the file:
+    the ledger does not record it, the next run reads it again)."""
 
     scored: int = 0
     ok: int = 0
@@ -96,6 +98,7 @@ class ChunkCounts:
     rejected: int = 0
     duplicates: int = 0
     bytes_read: int = 0
+    unread: int = 0
 
     def add(self, other: "ChunkCounts") -> None:
         for f in dataclasses.fields(self):

@@ -14,6 +14,7 @@ See docs/score.md.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 
 import numpy as np
@@ -67,21 +68,23 @@ def prepare_recordings(batch: pa.Table, *, params: FeaturizerParams, min_cough_p
 
     info_cols = [*INFO_COLUMNS, *metadata_columns]
     records = batch.to_pylist()
-    datas, ids = [], []
+    datas, ids, entries = [], [], []
     for rec in records:
+        entry = Entry.from_dict(rec)
         try:
-            data = Entry.from_dict(rec).read(max_bytes=RECORDING_BUDGET)
-        except RecordingError:
-            data = None
+            data = entry.read(max_bytes=RECORDING_BUDGET)
+        except RecordingError as exc:  # read once: its row says why (a store's failure was retried already)
+            data, entry = None, Entry(entry.path, str(exc), None, entry.file_size, entry.file_mtime_ns)
         datas.append(data)
+        entries.append(entry)
         ids.append(recording_id(data) if data is not None else None)
     known = scored.has(ids, [rec["path"] for rec in records])
     rows = []
-    for rec, data, rid, seen in zip(records, datas, ids, known):
+    for rec, entry, data, rid, seen in zip(records, entries, datas, ids, known):
         if seen:
             rows.append(_skipped(rec, rid))
             continue
-        done = process(Entry.from_dict(rec), {c: rec.get(c) for c in info_cols}, params=params,
+        done = process(entry, {c: rec.get(c) for c in info_cols}, params=params,
                        min_cough_probability=min_cough_probability, data=data)
         w = done.windows
         rows.append(_gated({**done.row, "images": None if w is None else w.images,
@@ -109,44 +112,55 @@ def prepare_shards(batch: pa.Table, *, recordings: Location, images: Location, e
     ``recordings``, ``images`` and ``events``: the OUT's table folders, ``events`` None in an
     OUT made before the detector): read each shard's recordings and the images and cough
     events of those not yet scored (no decoding), and reject what ``gate`` refuses."""
-    out = []
-    for shard in batch.column("shard").to_pylist():
-        recs = current_names(pq.read_table(recordings.join(shard).path, filesystem=recordings.fs)).to_pylist()
-        skip = scored.has([r["recording_id"] for r in recs], [r["path"] for r in recs])
-        todo = [r for r, s in zip(recs, skip) if not s]
-        windows: dict[str, list] = {}
-        times: dict[str, list] = {}
-        found: dict[str, list] = {}
-        wanted = sorted({r["path"] for r in todo if r["status"] == "ok"})
-        if wanted:
-            from ..tables.schema import stored_names, to_numpy
+    from ..tables.storage import retry
 
-            stored = pq.read_schema(images.join(shard).path, filesystem=images.fs).names
-            columns = stored_names(["path", "window_index", "image"], stored) + \
-                [c for c in ("start_s", "end_s") if c in stored]  # window times: OUTs made since the detector
-            imgs = pq.read_table(images.join(shard).path, filesystem=images.fs, filters=[("path", "in", wanted)],
-                                 columns=columns)
-            imgs = current_names(imgs).sort_by([("path", "ascending"), ("window_index", "ascending")])
-            arrays = to_numpy(imgs["image"])
-            spans = zip(*(imgs[c].to_pylist() for c in ("start_s", "end_s"))) if "start_s" in imgs.column_names \
-                else ((None, None) for _ in range(imgs.num_rows))
-            for i, (path, span) in enumerate(zip(imgs["path"].to_pylist(), spans)):
-                windows.setdefault(path, []).append(arrays[i])
-                times.setdefault(path, []).append(span)
-        if events is not None and todo:
-            for e in pq.read_table(events.join(shard).path, filesystem=events.fs,
-                                   filters=[("path", "in", sorted({r["path"] for r in todo}))]).to_pylist():
-                found.setdefault(e["path"], []).append((e["start_s"], e["end_s"], e["cough_probability"]))
-        rows = [_skipped(r, r["recording_id"]) for r, s in zip(recs, skip) if s]
-        for r in todo:
-            stack = windows.get(r["path"])
-            starts, ends = zip(*times[r["path"]]) if r["path"] in times else (None, None)
-            rows.append(_gated({**r, "images": np.stack(stack) if stack else None,
-                                "window_start_s": list(starts) if starts else None,
-                                "window_end_s": list(ends) if ends else None,
-                                "events": _events(found.get(r["path"], []))}, gate))
-        out.append(_prepared(rows, metadata_columns))
-    return pa.concat_tables(out) if out else prepared_schema(metadata_columns).empty_table()
+    out = [prepared_schema(metadata_columns).empty_table()]
+    for shard in batch.column("shard").to_pylist():
+        read = functools.partial(_prepare_shard, shard, recordings=recordings, images=images, events=events,
+                                 scored=scored, metadata_columns=metadata_columns, gate=gate)
+        out.append(retry(read, what=f"read the shard {shard} of {recordings.uri}", where=recordings))
+    return pa.concat_tables(out)
+
+
+def _prepare_shard(shard: str, *, recordings: Location, images: Location, events: Location | None,
+                   scored: Scored | ScoredBuckets,
+                   metadata_columns: list[str], gate: QualityGate) -> pa.Table:
+    """:func:`prepare_shards` of one shard."""
+    recs = current_names(pq.read_table(recordings.join(shard).path, filesystem=recordings.fs)).to_pylist()
+    skip = scored.has([r["recording_id"] for r in recs], [r["path"] for r in recs])
+    todo = [r for r, s in zip(recs, skip) if not s]
+    windows: dict[str, list] = {}
+    times: dict[str, list] = {}
+    found: dict[str, list] = {}
+    wanted = sorted({r["path"] for r in todo if r["status"] == "ok"})
+    if wanted:
+        from ..tables.schema import stored_names, to_numpy
+
+        stored = pq.read_schema(images.join(shard).path, filesystem=images.fs).names
+        columns = stored_names(["path", "window_index", "image"], stored) + \
+            [c for c in ("start_s", "end_s") if c in stored]  # window times: OUTs made since the detector
+        imgs = pq.read_table(images.join(shard).path, filesystem=images.fs, filters=[("path", "in", wanted)],
+                             columns=columns)
+        imgs = current_names(imgs).sort_by([("path", "ascending"), ("window_index", "ascending")])
+        arrays = to_numpy(imgs["image"])
+        spans = zip(*(imgs[c].to_pylist() for c in ("start_s", "end_s"))) if "start_s" in imgs.column_names \
+            else ((None, None) for _ in range(imgs.num_rows))
+        for i, (path, span) in enumerate(zip(imgs["path"].to_pylist(), spans)):
+            windows.setdefault(path, []).append(arrays[i])
+            times.setdefault(path, []).append(span)
+    if events is not None and todo:
+        for e in pq.read_table(events.join(shard).path, filesystem=events.fs,
+                               filters=[("path", "in", sorted({r["path"] for r in todo}))]).to_pylist():
+            found.setdefault(e["path"], []).append((e["start_s"], e["end_s"], e["cough_probability"]))
+    rows = [_skipped(r, r["recording_id"]) for r, s in zip(recs, skip) if s]
+    for r in todo:
+        stack = windows.get(r["path"])
+        starts, ends = zip(*times[r["path"]]) if r["path"] in times else (None, None)
+        rows.append(_gated({**r, "images": np.stack(stack) if stack else None,
+                            "window_start_s": list(starts) if starts else None,
+                            "window_end_s": list(ends) if ends else None,
+                            "events": _events(found.get(r["path"], []))}, gate))
+    return _prepared(rows, metadata_columns)
 
 
 # ------------------------------------------------------------------------- stage 2

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from ..errors import CoughError
+from ..errors import CoughError, StoreError
 from .schema import JSON_SCHEMA_VERSION, check_schema_version
 
 
@@ -119,6 +119,8 @@ class Record:
         """The record in the JSON file at ``loc`` (a :class:`cough.tables.storage.Location`)."""
         try:
             data = loc.read_json()
+        except StoreError:  # the store kept failing: not a bad file
+            raise
         except Exception as exc:
             raise CoughError(f"{where} is unreadable or incomplete ({type(exc).__name__}: {exc}); "
                              f"{cls.ADVICE}") from None
@@ -140,6 +142,8 @@ class Manifest(Record):
     inputs: int | None = spec("count")
     ok: int | None = spec("count")
     errors: int | None = spec("count")
+    #: Of ``errors``, files the store kept failing to give (featurize again to have them).
+    unread: int | None = spec("count")
     rejected: int | None = spec("count")
     excluded: int | None = spec("count")
     images: int = spec("count", required=True)
@@ -245,7 +249,7 @@ class RunRecord(Record):
     FILE: ClassVar[str] = "PRED's run record (cough.run)"
     ADVICE: ClassVar[str] = "was PRED written by `cough score`?"
     #: Counts of one chunk, summed over a run's chunks.
-    CHUNK_COUNTS: ClassVar[tuple] = ("scored", "ok", "errors", "rejected", "duplicates", "bytes_read")
+    CHUNK_COUNTS: ClassVar[tuple] = ("scored", "ok", "errors", "rejected", "duplicates", "bytes_read", "unread")
 
     model_version: str | None = spec("str")
     featurizer_version: str | None = spec("str")
@@ -278,6 +282,8 @@ class RunRecord(Record):
     rejected: int | None = spec("count")
     duplicates: int | None = spec("count")
     bytes_read: int | None = spec("count")
+    #: Of ``errors``, transient ones: files the store kept failing to give (read again next run).
+    unread: int | None = spec("count")
     #: Not read (the ledger knew them) or not decoded (content known).
     skipped: int | None = spec("count")
     run_id: str | None = spec("str")

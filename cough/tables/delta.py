@@ -11,17 +11,24 @@ and commit the same way, :func:`commit`:
 * tried again, up to :data:`COMMIT_ATTEMPTS` times, only when trying again can help: a
   conflict (another writer committed first: ``CommitFailedError``) or a store's transient
   failure (delta-rs raises ``OSError`` for object-store I/O: a 503, a reset connection, a
-  timeout). Any other error (a schema mismatch, a protocol error, a bug of ours) stops at once.
+  timeout), after cough's backoff (cough.tables.storage.backoff). Any other error (a schema
+  mismatch, a protocol error, a bug of ours) stops at once.
+
+Each request delta-rs makes is retried by its object_store client (:func:`storage_options`:
+``max_retries``, ``retry_timeout``, ``connect_timeout``); a body cut mid-read it does not
+retry, so reading a table (:func:`open_table`, and the readers of PRED and the ledger) goes
+through cough's :func:`cough.tables.storage.retry` as well.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Callable, TypeVar
 
-from ..errors import CoughError
-from .storage import Location
+from ..errors import CoughError, StoreError, one_line
+from .storage import CONNECT_TIMEOUT_S, REQUEST_ATTEMPTS, Location, backoff, retry
 
 log = logging.getLogger("cough.score")
 
@@ -34,19 +41,27 @@ T = TypeVar("T")
 
 
 def storage_options() -> dict:
-    """delta-rs reads the AWS_* variables itself; it wants plain-HTTP endpoints (a test server,
-    an on-premises store) allowed explicitly, which pyarrow does not."""
+    """delta-rs reads the AWS_* variables itself; cough sets its object_store client's retries
+    (:data:`cough.tables.storage.REQUEST_ATTEMPTS` per request, within a minute) and connect
+    timeout, and allows plain-HTTP endpoints (a test server, an on-premises store) explicitly,
+    which pyarrow does not need.
+
+    >>> storage_options()["max_retries"], storage_options()["connect_timeout"]
+    ('2', '10s')
+    """
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-    return {"AWS_ALLOW_HTTP": "true"} if endpoint.startswith("http://") else {}
+    options = {"max_retries": str(REQUEST_ATTEMPTS - 1), "retry_timeout": "60s",
+               "connect_timeout": f"{CONNECT_TIMEOUT_S}s"}
+    return {**options, "AWS_ALLOW_HTTP": "true"} if endpoint.startswith("http://") else options
 
 
 def first_line(exc: BaseException) -> str:
-    """An error's first line (its type's name when it has no text).
+    """An error in one line, without delta-rs' colour codes (:func:`cough.errors.one_line`).
 
     >>> first_line(OSError("Generic S3 error: 503\\nretries exhausted")), first_line(KeyError())
-    ('Generic S3 error: 503', 'KeyError')
+    ('Generic S3 error: 503: retries exhausted', 'KeyError')
     """
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return one_line(exc)
 
 
 def table_uri(loc: Location) -> str:
@@ -62,7 +77,10 @@ def open_table(loc: Location, *, what: str, version: int | None = None):
     if not loc.join(LOG_DIR).exists():
         return None
     try:
-        return DeltaTable(table_uri(loc), version=version, storage_options=storage_options())
+        return retry(lambda: DeltaTable(table_uri(loc), version=version, storage_options=storage_options()),
+                     what=f"read {what} {loc.uri}")
+    except StoreError:
+        raise
     except Exception as exc:
         raise CoughError(f"cannot read {what} {loc.uri} as a Delta table: {first_line(exc)}") from None
 
@@ -113,5 +131,7 @@ def commit(loc: Location, *, what: str, app_id: str, version: int, write: Callab
                 log.info("%s %s changed while %s committed (attempt %d): reloading", what, loc.uri, app_id, attempt)
             else:
                 log.warning("committing %s to %s failed (%s): checking the log", app_id, loc.uri, first_line(exc))
+                if attempt < attempts:
+                    time.sleep(backoff(attempt))
     assert error is not None
     raise CoughError(f"cannot commit to {what} {loc.uri} after {attempts} attempts: {first_line(error)}")

@@ -185,11 +185,20 @@ def load_labels(csv: str | None, source: str, *, group_pattern: str | None = Non
     index = LabelIndex(source=source, group_pattern=compile_group_pattern(group_pattern))
     if csv is None:
         return index
-    from .storage import open_input
+    import io
+
+    from .storage import Location
 
     try:
-        with open_input(csv) as f:  # no header row: pandas would rename a repeated column silently
-            raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], header=None)
+        loc = Location.of(csv)
+        try:
+            data = loc.read_bytes()  # on a store: read whole, through cough's retries
+        except CoughError:
+            if not loc.exists():
+                raise FileNotFoundError(csv) from None
+            raise
+        # no header row: pandas would rename a repeated column silently
+        raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], header=None)
     except CoughError:
         raise
     except FileNotFoundError:

@@ -11,7 +11,8 @@ file_size          int64      bytes, as the listing saw them
 file_mtime_ns      int64      modification time (S3: last written), ns since epoch
 model_version      string     the model version that handled it
 recording_id       string     the content hash it had (null: unreadable)
-status             string     ok, error, rejected, or skipped (content scored already)
+status             string     ok, error, rejected, or skipped (content scored already); never a
+                              transient error (cough.tables.listing.UNREAD): the next run reads it again
 run_id             string     the scoring run
 seen_at            timestamp  when that run committed it
 =================  =========  ====================================================
@@ -126,11 +127,14 @@ def _lookup(fs, files: list[str], model_version: str, *parts: pa.Table) -> tuple
     those have their path in the ledger under another version)``."""
     import pyarrow.parquet as pq
 
+    from .storage import retry
+
     listing = pa.concat_tables(parts)
     if not files or listing.num_rows == 0:
         return listing, 0
-    seen = pq.read_table(files, filesystem=fs, columns=[*FILE_KEY, "model_version"],
-                         filters=[("model_version", "=", model_version)]).select(list(FILE_KEY))
+    seen = retry(lambda: pq.read_table(files, filesystem=fs, columns=[*FILE_KEY, "model_version"],
+                                       filters=[("model_version", "=", model_version)]),
+                 what=f"read the file ledger ({len(files)} files)").select(list(FILE_KEY))
     fresh = listing.join(seen, keys=list(FILE_KEY), join_type="left anti")
     paths = seen.select(["path"]).group_by("path").aggregate([])
     changed = fresh.select(["path"]).join(paths, keys="path", join_type="left semi").num_rows
@@ -159,7 +163,16 @@ def unseen(listing, ledger: Ledger, model_version: str):
 
 
 def ledger_rows(batch: pa.Table, model_version: str) -> pa.Table:
-    """A ledger chunk's rows from a batch of scored rows (PRED's columns, skipped rows included)."""
+    """A ledger chunk's rows from a batch of scored rows (PRED's columns, skipped rows
+    included), but for transient errors (the store kept failing to give the file: the next
+    run reads it again)."""
+    import pyarrow.compute as pc
+
+    from .listing import UNREAD
+
+    unread = pc.fill_null(pc.starts_with(batch.column("error"), UNREAD), False) if "error" in batch.column_names \
+        else pa.array([False] * batch.num_rows)
+    batch = batch.filter(pc.invert(unread))
     return pa.table({"path": batch.column("path"), "file_size": batch.column("file_size"),
                      "file_mtime_ns": batch.column("file_mtime_ns"),
                      "model_version": pa.array([model_version] * batch.num_rows, pa.string()),

@@ -14,7 +14,11 @@ into symlinks) guarantees that
 - a name that is not UTF-8 is shown with ``\\xNN`` escapes and still read by its bytes.
 
 Object stores (``s3://``, ``gs://``) have no links or special files: their listing is
-pyarrow's recursive selector.
+pyarrow's recursive selector. A recording on a store is read through cough's retries
+(cough.tables.storage.retry), and a read that does not give the size the listing saw is
+tried again; one the store kept failing to give is an error whose reason starts with
+:data:`UNREAD`: a transient error, which the file ledger does not record, so the next run
+reads the file again (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -35,6 +39,20 @@ SIDECAR_SUFFIXES = (".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".parquet")
 ENTRY_COLUMNS = ("problem", "open_as", "file_size", "file_mtime_ns")
 #: ``file_size``/``file_mtime_ns`` of an entry that could not be looked at (a dangling link, ...).
 UNKNOWN = -1
+#: How the reason of a transient error begins: a recording the store kept failing to give
+#: (503s, resets, answers cut short, a size other than the listing's) through every retry.
+UNREAD = "store failure, read again next run: "
+
+
+def is_unread(reason) -> bool:
+    """Whether an ``error`` row's reason is a transient error (:data:`UNREAD`).
+
+    >>> is_unread(UNREAD + "cannot read s3://b/x.mp3: SLOW_DOWN (GetObject) (after 5 attempts)")
+    True
+    >>> is_unread("cannot decode audio"), is_unread(None)
+    (False, False)
+    """
+    return isinstance(reason, str) and reason.startswith(UNREAD)
 
 
 @dataclass(frozen=True)
@@ -76,7 +94,7 @@ class Entry:
             raise RecordingError(self.problem)
         local = self.open_as or _local_path(self.path)
         if local is None:
-            return _read_uri(self.path, max_bytes)
+            return _read_uri(self.path, max_bytes, self.file_size)
         try:
             fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
@@ -294,17 +312,33 @@ def _known(value) -> int:
     return int(value) if value is not None and value == value else UNKNOWN
 
 
-def _read_uri(uri: str, max_bytes: int) -> bytes:
-    from .storage import resolve
+def _read_uri(uri: str, max_bytes: int, expected: int = UNKNOWN) -> bytes:
+    """A recording on a store: ``expected`` bytes (the listing's size; :data:`UNKNOWN`: the
+    size the store gives). A read of another size is tried again (cough.tables.storage.retry),
+    and one the store kept failing is a :class:`RecordingError` whose reason starts with
+    :data:`UNREAD`."""
+    from ..errors import StoreError
+    from .storage import Location, Suspect, retry
+
+    if expected != UNKNOWN:
+        _check_size(expected, max_bytes)
+
+    def read() -> bytes:
+        loc = Location.of(uri)
+        with loc.fs.open_input_file(loc.path) as f:
+            size = f.size()
+            _check_size(size, max_bytes)
+            data = f.read(size)
+        if len(data) != size or expected not in (UNKNOWN, len(data)):
+            raise Suspect(f"read {len(data)} bytes of {uri}, which the "
+                          + (f"listing saw as {expected}" if expected != UNKNOWN else f"store said were {size}"))
+        return data
 
     try:
-        fs, path = resolve(uri)
-        with fs.open_input_file(path) as f:
-            _check_size(f.size(), max_bytes)
-            data = f.read(f.size())
+        return retry(read, what=f"read {uri}")
+    except StoreError as exc:
+        raise RecordingError(UNREAD + str(exc)) from None
     except OSError as exc:
         raise RecordingError(f"cannot read file: {exc.strerror or exc}") from None
     except CoughError as exc:
         raise RecordingError(str(exc)) from None
-    _check_size(len(data), max_bytes)
-    return data

@@ -24,7 +24,10 @@ version it read, with no automatic retry by delta-rs (Delta's log entry is a put
 every store). When another run committed first, this one reloads PRED, drops the rows that
 run already added for the same model version (:mod:`cough.tables.scored`), and commits the
 rest: two runs at once leave every recording exactly once. ``--rescore`` replaces the model
-version's rows in its first chunk's commit. See docs/score.md and docs/storage.md.
+version's rows in its first chunk's commit. A chunk holding a file whose row is a transient
+error (the store kept failing to give it: cough.tables.listing.UNREAD) replaces that row in
+the same commit (a Delta replaceWhere that deletes those rows and adds the chunk), so a file read
+again after a store failure still has one row. See docs/score.md and docs/storage.md.
 """
 
 from __future__ import annotations
@@ -116,11 +119,13 @@ def committed_runs(pred: Pred, table=None) -> list[RunRecord]:
     chunks has its chunks' :attr:`RunRecord.CHUNK_COUNTS` summed (:meth:`RunRecord.after`; rows of
     runs a --rescore replaced are gone from the table; their records stay in the log's
     history). A record that is not a :class:`RunRecord` is refused by name."""
+    from .storage import retry
+
     table = table if table is not None else pred.table()
     if table is None:
         return []
     runs: dict[str | None, RunRecord] = {}
-    for commit in reversed(table.history()):
+    for commit in reversed(retry(table.history, what=f"read the log of PRED {pred.loc.uri}", where=pred.loc)):
         data = commit.get(RUN_KEY)
         if not isinstance(data, dict):
             continue
@@ -137,7 +142,8 @@ class RunWriter:
     commit (:meth:`commit`). Nothing of a chunk reaches PRED before its commit, so a run that
     dies loses at most the chunk it was collecting."""
 
-    def __init__(self, pred: Pred, run_id: str, schema: pa.Schema, *, read_version: int | None):
+    def __init__(self, pred: Pred, run_id: str, schema: pa.Schema, *, read_version: int | None,
+                 pending: frozenset = frozenset()):
         self.pred, self.run_id, self.schema, self.read_version = pred, run_id, schema, read_version
         self.app_id = f"cough-score-{run_id}"
         self.scratch = tempfile.mkdtemp(prefix=f"cough-score-{run_id}-")
@@ -146,14 +152,29 @@ class RunWriter:
         self.rows = 0
         self.chunk = 0  # chunks handed to commit()
         self.commits = 0  # of those, the ones that added rows (a chunk of others' rows commits nothing)
+        #: paths whose row in PRED is a transient error (cough.tables.scored.Scored.pending)
+        self.pending = pending
+        self.paths: set[str] = set()  # every path of the chunk, skipped ones included
+        self.unread: set[str] = set()  # the chunk's paths whose row is a transient error
+        #: transient-error rows the commits replaced (read again)
+        self.replaced = 0
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, *, paths: list[str] | None = None) -> None:
+        """Add rows to the chunk; ``paths``: every path the chunk handles (skipped ones too,
+        whose transient-error row goes when the chunk commits)."""
+        import pyarrow.compute as pc
+
+        from .listing import UNREAD
+
+        self.paths.update(paths if paths is not None else table.column("path").to_pylist())
         if table.num_rows == 0:
             return
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, self.schema)
         self.writer.write_table(table.select(self.schema.names).cast(self.schema))
         self.rows += table.num_rows
+        unread = pc.fill_null(pc.starts_with(table.column("error"), UNREAD), False)
+        self.unread.update(table.column("path").filter(unread).to_pylist())
 
     def close(self) -> None:
         if self.writer is not None:
@@ -184,13 +205,16 @@ class RunWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        if self.rows == 0:
+        if self.rows == 0 and not self.paths & self.pending:
+            self.paths.clear()
             return {}
         added = self._commit(record, model_version=model_version, replace=rescore and self.chunk == 0,
                              chunk=self.chunk + 1)
         self.chunk += 1
         self.commits += bool(added)
         self.rows = 0
+        self.paths.clear()
+        self.unread.clear()
         return added
 
     def _commit(self, record: RunRecord, *, model_version: str, replace: bool, chunk: int) -> dict[str, int]:
@@ -211,16 +235,22 @@ class RunWriter:
             base = table.version() if table is not None else -1
             moved = table is not None and base != self.read_version
             drop = scored_keys(table, model_version) if moved and not replace else NOTHING_SCORED
+            pending = self.pending | drop.pending
+            if drop is not NOTHING_SCORED and self.unread:  # another run gave these files a row first
+                drop = dataclasses.replace(drop, unreadable=drop.unreadable | _present(table, model_version,
+                                                                                        self.unread))
             added = self._statuses(drop)
             if drop is not NOTHING_SCORED and drop.ids.size + len(drop.unreadable):
                 log.info("PRED %s gained rows of model %s from another run while this one went; "
                          "committing only what it lacks (%d of %d rows)", self.pred.loc.uri, model_version,
                          sum(added.values()), self.rows)
-            if not added and not replace:  # all of it is another run's already: nothing to commit
+            replacing = set() if replace else self.paths & pending
+            if not added and not replace and not replacing:  # all of it is another run's already
                 return added
             ok, errors, rejected = added.get("ok", 0), added.get("error", 0), added.get("rejected", 0)
             truthful = dataclasses.replace(record, run_id=self.run_id, chunk=chunk, ok=ok, errors=errors,
                                            rejected=rejected, scored=ok + errors + rejected,
+                                           unread=min(record.unread or 0, errors),
                                            duplicates=(record.duplicates or 0) + self.rows - (ok + errors + rejected))
             reader = pa.RecordBatchReader.from_batches(self.schema, self._batches(drop))
             props = properties({RUN_KEY: truthful.to_dict()})
@@ -229,6 +259,16 @@ class RunWriter:
             if replace:  # this model version's rows, replaced in the same commit
                 write_deltalake(target, reader, mode="overwrite", schema_mode="merge", storage_options=options,
                                 predicate=f"model_version = {_quote(model_version)}", commit_properties=props)
+            elif replacing:  # the chunk, and the transient-error rows of files it read again gone, in one commit
+                # Delta's replaceWhere: the rows the predicate holds are deleted, the chunk's rows
+                # (which it holds too) added. Not a merge, nor a delete: delta-rs 1.6 writes the
+                # files those rewrite with string_view columns, which pyarrow cannot filter on.
+                write_deltalake(target, reader, mode="overwrite", schema_mode="merge", storage_options=options,
+                                predicate=_replaced_rows(model_version, self.run_id, self.paths),
+                                commit_properties=props)
+                self.replaced += len(replacing)
+                log.info("PRED %s: the transient-error rows of %d files read again replaced", self.pred.loc.uri,
+                         len(replacing))
             else:
                 write_deltalake(target, reader, mode="append", schema_mode="merge", storage_options=options,
                                 commit_properties=props)
@@ -243,3 +283,30 @@ class RunWriter:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _replaced_rows(model_version: str, run_id: str, paths) -> str:
+    """The Delta predicate of a chunk that replaces transient errors: of ``model_version``'s
+    rows of ``paths`` (the chunk's files), the transient errors (deleted) and this run's
+    (none before the commit: the chunk's own rows, which the predicate must hold).
+
+    >>> _replaced_rows("m1", "r1", ["s3://b/it's.wav"])  # doctest: +ELLIPSIS
+    "model_version = 'm1' AND path IN ('s3://b/it''s.wav') AND ((status = 'error' AND starts_with(error, 'store failure...')) OR run_id = 'r1')"
+    """
+    from .listing import UNREAD
+
+    listed = ", ".join(_quote(p) for p in sorted(paths))
+    return (f"model_version = {_quote(model_version)} AND path IN ({listed}) AND "
+            f"((status = 'error' AND starts_with(error, {_quote(UNREAD)})) OR run_id = {_quote(run_id)})")
+
+
+def _present(table, model_version: str, paths: set[str]) -> set[str]:
+    """Which of ``paths`` have a row of ``model_version`` in PRED (a DeltaTable)."""
+    import pyarrow.dataset as pads
+
+    from .storage import retry
+
+    found = retry(lambda: table.to_pyarrow_dataset().to_table(
+        columns=["path"], filter=(pads.field("model_version") == model_version) & pads.field("path").isin(sorted(paths))),
+        what=f"read PRED {table.table_uri}")
+    return set(found.column("path").to_pylist())

@@ -1,7 +1,9 @@
 """What a model version has scored already: the content-dedupe set of ``cough score``.
 
 A file whose content (``recording_id``) the model version scored, under any path, is not
-decoded again; a file that could not even be read is recognised by its path.
+decoded again; a file that could not even be read is recognised by its path, unless its row
+is a transient error (the store kept failing: cough.tables.listing.UNREAD), which the next run
+reads again and whose row that run's commit replaces (:attr:`Scored.pending`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import pyarrow.compute as pc
 @dataclass(frozen=True)
 class Scored:
     """Keys this model version already scored: sorted ``recording_id`` bytes, plus the paths
-    of files that could not even be read (they have no ``recording_id``)."""
+    of files that could not even be read (they have no ``recording_id``); ``pending``, the
+    paths whose row is a transient error (not scored: read again, and the row replaced)."""
 
     ids: np.ndarray
     unreadable: frozenset
+    pending: frozenset = frozenset()
 
     def has(self, ids: list[str | None], paths: list[str]) -> np.ndarray:
         """The rule for "already scored", everywhere: a file whose content hash (``ids``) this
@@ -52,17 +56,26 @@ def scored_keys(table, model_version: str) -> Scored:
     commit); streams two columns of that version's rows."""
     import pyarrow.dataset as pads
 
+    from .listing import UNREAD
+    from .storage import retry
+
     if table is None:
         return NOTHING_SCORED
-    data = table.to_pyarrow_dataset()
-    ids, unreadable = [np.zeros(0, "S32")], set()
-    for batch in data.to_batches(columns=["recording_id", "path"],
-                                 filter=pads.field("model_version") == model_version):
-        rid = batch.column("recording_id")
-        ok = rid.is_valid()
-        ids.append(np.array(rid.filter(ok).to_pylist(), dtype="S32"))
-        unreadable.update(batch.column("path").filter(pc.invert(ok)).to_pylist())
-    return Scored(np.unique(np.concatenate(ids)), frozenset(unreadable))
+
+    def read() -> Scored:
+        data = table.to_pyarrow_dataset()
+        ids, unreadable, pending = [np.zeros(0, "S32")], set(), set()
+        for batch in data.to_batches(columns=["recording_id", "path", "error"],
+                                     filter=pads.field("model_version") == model_version):
+            rid = batch.column("recording_id")
+            ok = rid.is_valid()
+            ids.append(np.array(rid.filter(ok).to_pylist(), dtype="S32"))
+            unread = pc.fill_null(pc.starts_with(batch.column("error"), UNREAD), False)
+            pending.update(batch.column("path").filter(unread).to_pylist())
+            unreadable.update(batch.column("path").filter(pc.and_(pc.invert(ok), pc.invert(unread))).to_pylist())
+        return Scored(np.unique(np.concatenate(ids)), frozenset(unreadable), frozenset(pending))
+
+    return retry(read, what=f"read PRED {table.table_uri}")
 
 
 # ---------------------------------------------------------------- by hash bucket
@@ -114,30 +127,40 @@ def id_buckets(ids: list[str | None], paths: list[str], buckets: int) -> np.ndar
     return out
 
 
-def _split(fs, files: list[str], model_version: str, buckets: int) -> list[Scored]:
+def _split(fs, files: list[str], model_version: str, buckets: int) -> list:
     """One group of PRED's data files: what ``model_version`` scored there, one
-    :class:`Scored` per bucket (a Ray task with ``num_returns=buckets``). Batch by batch, 32
-    bytes per recording: the group's ids, never Python objects per row."""
-    import pyarrow.compute as pc
+    :class:`Scored` per bucket, then the group's transient-error paths (a Ray task with
+    ``num_returns=buckets + 1``). Batch by batch, 32 bytes per recording: the group's ids,
+    never Python objects per row."""
     import pyarrow.dataset as pads
 
-    data = pads.dataset(files, filesystem=fs, format="parquet")
-    ids: list[list[np.ndarray]] = [[] for _ in range(buckets)]
-    unreadable: list[set] = [set() for _ in range(buckets)]
-    for batch in data.to_batches(columns=["recording_id", "path"], filter=pads.field("model_version") == model_version):
-        rid = batch.column("recording_id")
-        valid = rid.is_valid()
-        keys = np.array(rid.filter(valid).to_numpy(zero_copy_only=False), dtype="S32")
-        of = _hash_buckets(keys, buckets)
-        order = np.argsort(of, kind="stable")
-        cuts = np.searchsorted(of[order], np.arange(buckets + 1))
-        for b in range(buckets):
-            if cuts[b + 1] > cuts[b]:
-                ids[b].append(keys[order[cuts[b]:cuts[b + 1]]])
-        for path in batch.column("path").filter(pc.invert(valid)).to_pylist():
-            unreadable[_path_bucket(path, buckets)].add(path)
-    return [Scored(np.unique(np.concatenate([np.zeros(0, "S32"), *parts])), frozenset(lost))
-            for parts, lost in zip(ids, unreadable)]
+    from .listing import UNREAD
+    from .storage import retry
+
+    def read() -> list:
+        data = pads.dataset(files, filesystem=fs, format="parquet")
+        ids: list[list[np.ndarray]] = [[] for _ in range(buckets)]
+        unreadable: list[set] = [set() for _ in range(buckets)]
+        pending: set[str] = set()
+        for batch in data.to_batches(columns=["recording_id", "path", "error"],
+                                     filter=pads.field("model_version") == model_version):
+            rid = batch.column("recording_id")
+            valid = rid.is_valid()
+            keys = np.array(rid.filter(valid).to_numpy(zero_copy_only=False), dtype="S32")
+            of = _hash_buckets(keys, buckets)
+            order = np.argsort(of, kind="stable")
+            cuts = np.searchsorted(of[order], np.arange(buckets + 1))
+            for b in range(buckets):
+                if cuts[b + 1] > cuts[b]:
+                    ids[b].append(keys[order[cuts[b]:cuts[b + 1]]])
+            unread = pc.fill_null(pc.starts_with(batch.column("error"), UNREAD), False)
+            pending.update(batch.column("path").filter(unread).to_pylist())
+            for path in batch.column("path").filter(pc.and_(pc.invert(valid), pc.invert(unread))).to_pylist():
+                unreadable[_path_bucket(path, buckets)].add(path)
+        return [*(Scored(np.unique(np.concatenate([np.zeros(0, "S32"), *parts])), frozenset(lost))
+                  for parts, lost in zip(ids, unreadable)), frozenset(pending)]
+
+    return retry(read, what=f"read PRED's data files ({files[0]}, ...)")
 
 
 def _merge(*parts: Scored) -> Scored:
@@ -151,9 +174,11 @@ class ScoredBuckets:
     """What a model version scored, split by hash bucket (:func:`id_buckets`) into Ray
     objects, one per bucket, so that no process holds the whole set: a featurizing task
     fetches the buckets of the files in its batch, and only those. The same rule as
-    :meth:`Scored.has`."""
+    :meth:`Scored.has`; ``pending``: the paths whose rows are transient errors (few; on the
+    driver, for the run's commits to replace)."""
 
     refs: tuple
+    pending: frozenset = frozenset()
 
     def has(self, ids: list[str | None], paths: list[str]) -> np.ndarray:
         import ray
@@ -183,9 +208,10 @@ def scored_buckets(pred, model_version: str, *, groups: int) -> ScoredBuckets:
     if not files:
         empty = ray.put(NOTHING_SCORED)
         return ScoredBuckets(tuple([empty] * buckets))
-    split = ray.remote(_split).options(num_cpus=1, num_returns=buckets)
+    split = ray.remote(_split).options(num_cpus=1, num_returns=buckets + 1)
     merge = ray.remote(_merge).options(num_cpus=1)
     groups = min(4 * groups, len(files))  # several per CPU: each holds its share of the ids only
-    parts: list = [split.remote(pred.loc.fs, files[g::groups], model_version, buckets)  # buckets refs each
+    parts: list = [split.remote(pred.loc.fs, files[g::groups], model_version, buckets)  # buckets + 1 refs each
                    for g in range(groups)]
-    return ScoredBuckets(tuple(merge.remote(*(p[b] for p in parts)) for b in range(buckets)))
+    pending = frozenset().union(*ray.get([p[buckets] for p in parts]))
+    return ScoredBuckets(tuple(merge.remote(*(p[b] for p in parts)) for b in range(buckets)), pending)

@@ -298,6 +298,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     from ..model.store import write_model
     from ..tables.pred import LOG_DIR, RunWriter, claim_pred
     from ..tables.schema import current_names, pred_schema
+    from ..tables.storage import retry
     from ..evaluation.metrics import binary_metrics, choose_threshold
     from .splits import split_groups
     from .evaluate import evaluate_splits, recording_scores
@@ -345,7 +346,9 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
         _remove_run(fitted.run_dir)
 
     manifest, columns = features.info, features.info.metadata_columns
-    recordings_table = current_names(pq.read_table(features.recordings.path, filesystem=features.recordings.fs)).to_pandas()
+    recordings_table = current_names(retry(
+        lambda: pq.read_table(features.recordings.path, filesystem=features.recordings.fs),
+        what=f"read {features.recordings.uri}", where=features.recordings)).to_pandas()
     run_id = f"{OOF_RUN_PREFIX}{version}"
     schema = pred_schema(columns)
     with pred_output.writing(LOG_DIR):

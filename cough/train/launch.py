@@ -85,6 +85,12 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
     import ray.train
     from ray.train.tensorflow import TensorflowTrainer
 
+    from ..tables.storage import Location
+
+    # On a store, Ray Train writes its checkpoints through cough's filesystem (its retries,
+    # cough.tables.storage.StoreHandler), not one of its own with the SDK's defaults.
+    where = Location.of(storage)
+    place = {} if where.local else {"storage_path": where.path, "storage_filesystem": where.fs}
     resources, threads, use_gpu = worker_resources(workers)
     config.threads = threads
     trainer = TensorflowTrainer(
@@ -93,7 +99,7 @@ def fit(datasets: dict, config: TrainConfig, *, workers: int = 1, storage: str, 
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # worker_runtime_env: Ray Train v2's RunConfig
-            name=name, storage_path=storage,
+            name=name, **{"storage_path": storage, **place},
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # oneDNN kernels train the CNNs 3.5-8x faster on CPU (docs/train.md); set before the

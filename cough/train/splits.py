@@ -105,12 +105,16 @@ def split_datasets(images, groups: dict[str, list[str]], exclude_paths: list[str
     import ray
     from ray.data.expressions import col
 
+    from ..tables.storage import retry
+
     fs, path = images.fs, images.path
-    shards = pads.dataset(path, filesystem=fs, format="parquet")
+    shards = retry(lambda: pads.dataset(path, filesystem=fs, format="parquet"), what=f"read {images.uri}",
+                   where=images)
     participant, *columns = stored_names(["participant", *IMAGE_COLUMNS], shards.schema.names)
     if image_bytes is not None and image_bytes <= DRIVER_READ_BYTES:
         log.debug("reading %.0f MB of images in the driver", image_bytes / 1e6)
-        return _read_in_driver(shards, groups, exclude_paths, participant, columns)
+        return retry(lambda: _read_in_driver(shards, groups, exclude_paths, participant, columns),
+                     what=f"read {images.uri}", where=images)
     renamed = {old: new for old, new in zip(columns, IMAGE_COLUMNS) if old != new}
     out = {}
     for name, members in groups.items():

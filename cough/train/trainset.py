@@ -41,24 +41,34 @@ def read_index(out) -> pd.DataFrame:
     """
     import pyarrow.dataset as pads
 
+    from ..errors import StoreError
+    from ..tables.storage import retry
+
     shards, manifest = out.loc.uri, out.info
-    try:
+
+    def scan():
         dataset = pads.dataset(out.images.path, filesystem=out.images.fs, format="parquet",
                                exclude_invalid_files=False)
         fragments = list(dataset.get_fragments())
+        return dataset, fragments, [f.physical_schema for f in fragments]
+
+    try:
+        dataset, fragments, schemas = retry(scan, what=f"read {out.images.uri}", where=out.images)
+    except StoreError:
+        raise
     except Exception as exc:
         raise CoughError(f"SHARDS {shards}: cannot read images/ ({exc})") from None
     if not fragments:
         raise CoughError(f"SHARDS {shards} holds no images: nothing to train on")
     size = manifest.image_size
-    for fragment in fragments:
-        schema = fragment.physical_schema
+    for fragment, schema in zip(fragments, schemas):
         shape = list(schema.field("image").type.shape) if "image" in schema.names else None
         if shape != [size, size, 3]:
             raise CoughError(f"SHARDS {shards}: {os.path.basename(fragment.path)} holds images of shape "
                              f"{shape}, but manifest.json says {size}x{size}x3: shards of another "
                              "featurizer were mixed in; featurize again")
-    table = current_names(dataset.to_table(columns=stored_names(INDEX_COLUMNS, dataset.schema.names)))
+    table = current_names(retry(lambda: dataset.to_table(columns=stored_names(INDEX_COLUMNS, dataset.schema.names)),
+                                what=f"read {out.images.uri}", where=out.images))
     if table.num_rows != manifest.images:
         raise CoughError(f"SHARDS {shards}: images/ holds {table.num_rows} images but manifest.json says "
                          f"{manifest.images}: shards were added or removed; featurize again")
