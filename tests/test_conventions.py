@@ -108,6 +108,9 @@ def test_a_cough_0_1_featurize_out_is_still_read(tmp_path, sample_features, ray_
     summary = score(str(old), str(write_model(tmp_path / "model")), str(pred)).to_dict()
     from deltalake import DeltaTable
 
-    scored = DeltaTable(str(pred)).to_pandas().set_index("path").sort_index()
+    rows = DeltaTable(str(pred)).to_pandas()
+    scored = rows[rows["status"] == "ok"].set_index("path").sort_index()
     truth = new.drop_duplicates("path").set_index("path").sort_index()
-    assert summary["scored"] == len(truth) and (scored["participant"] == truth["participant"]).all()
+    # every recording with windows is scored; the one the detector rejected (SAMPLE_REJECTED) is a rejected row
+    assert (summary["ok"], summary["rejected"], summary["scored"]) == (len(truth), 1, len(truth) + 1)
+    assert (scored["participant"] == truth["participant"]).all()

@@ -14,6 +14,8 @@ from cough.train.crossval import grouped_folds
 from cough.errors import CoughError
 from cough.report import read_predictions, write_report
 from cough.evaluation.metrics import choose_threshold
+
+from .helpers import SAMPLE_REJECTED
 from cough.train.trainset import read_index, read_manifest, recordings
 
 
@@ -83,7 +85,10 @@ def test_cv_scores_every_participant_out_of_fold_and_the_report_keeps_them_all(s
     assert len(folds) == 2 and set().union(*folds) == set(recs["participant"])
     assert sum(map(len, folds)) == recs["participant"].nunique()  # each participant in one fold
 
-    rows = read_predictions(str(pred))
+    every = read_predictions(str(pred))
+    # the recording the detector rejects is a 'rejected' row, as cough score writes it: never trained on, never scored
+    assert [p.rsplit("/", 1)[-1] for p in every.loc[every["status"] != "ok", "path"]] == [SAMPLE_REJECTED]
+    rows = every[every["status"] == "ok"]
     assert len(rows) == len(recs) and rows["recording_id"].is_unique
     assert set(rows["recording_id"]) == set(recs["recording_id"])
     truth = recs.set_index("recording_id")["label"]

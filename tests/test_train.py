@@ -273,7 +273,7 @@ def _set(table: pa.Table, column: str, values) -> pa.Table:
     ("empty", "no images"),
     ("one_class", "both classes"),
     ("no_labels", "no labelled images"),
-    ("few_groups", "too few groups"),
+    ("few_groups", "too few participants"),
     ("mixed_versions", "featurize again"),
 ])
 def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, capsys, sample_features, case, message):

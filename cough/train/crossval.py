@@ -76,6 +76,8 @@ def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFr
     :func:`cough.train.evaluate.recording_scores`; ``windows``: the window rows (recording_id, prob,
     and ``window_index`` order when present); ``recordings``: the featurize OUT's ``recordings``
     rows (path, status, participant, duration_s, sample_rate, ..., metadata)."""
+    # pandas reads a null of an integer column (a rejected recording's dropped_windows) as NaN
+    recordings = recordings.astype(object).where(recordings.notna(), None)
     by_id = recordings.drop_duplicates("recording_id").set_index("recording_id")
     window_scores = windows.groupby("recording_id")["prob"].apply(lambda p: p.astype(np.float32).tolist())
     now = dt.datetime.now(dt.timezone.utc)
