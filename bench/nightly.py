@@ -240,12 +240,13 @@ def plan_featurize(args) -> None:
     """In its own process: list and batch SOURCE as featurize does; print counts and this driver's peak RSS."""
     from cough.featurize.job import list_work
     from cough.runtime import init_ray
+    from cough.tables.archive import EVERY_FILE
     from cough.tables.labels import load_labels
 
     init_ray("local", num_cpus=args.num_cpus)
     t = time.perf_counter()
-    _, listed, batch = list_work(args.source, load_labels(None, args.source), 64)
-    print(json.dumps({"listed": listed, "batch_size": batch, "seconds": time.perf_counter() - t,
+    _, listing, batch = list_work(args.source, load_labels(None, args.source), EVERY_FILE, 64)
+    print(json.dumps({"listed": listing.rows.count(), "batch_size": batch, "seconds": time.perf_counter() - t,
                       "peak_rss_mb": peak_rss_mb()}))
 
 
