@@ -265,7 +265,7 @@ def plan(args) -> None:
     t = time.perf_counter()
     night = list_night(Location.of(args.source), info, Pred(Location.of(args.pred)), index=load_labels(None, args.source),
                        rescore=False, prefixes=(), since=None, batch_size=32)
-    print(json.dumps({**night.counts(), "seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({**night.counts.to_dict(), "seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 
 
 def peak_rss_mb() -> float:

@@ -42,6 +42,9 @@ NOISE = re.compile("|".join([
 FALSE_ALARMS = ("Warning: The Ray cluster currently does not have any available CPUs",
                 "Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')",
                 "An exception was raised from a task of operator", "Exception occurred in user code")
+#: Ray Data's count of what its issue detectors found (the memory warning below), with how to
+#: turn them off: nothing a cough user acts on.
+ISSUES_FOUND = re.compile(r"Found \d+ issues?\. To disable issue detection")
 #: Ray Data's warning that an operator's workers used more memory than they reserve, advising
 #: `memory=` in a call a cough user does not write; :class:`_FalseAlarms` says it in one line.
 MEMORY_WARNING = re.compile(r"Operator '(?:MapBatches\()?(?P<op>[^')]+)\)?' (?:uses|used) .*?up to\s+"
@@ -123,7 +126,7 @@ class _FalseAlarms(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message.startswith(FALSE_ALARMS):
+        if message.startswith(FALSE_ALARMS) or ISSUES_FOUND.match(message):
             return False
         memory = MEMORY_WARNING.search(message)
         if memory:  # Ray Data's many lines about memory= in a method call: one line a person can act on

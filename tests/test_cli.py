@@ -199,6 +199,11 @@ def test_ray_datas_memory_advice_becomes_one_line_a_cough_user_can_act_on(monkey
     line = advice.getMessage()
     assert "\n" not in line and "memory=" not in line
     assert line.startswith("cough: featurize_batch tasks used up to 1.2GiB of memory each") and "--batch-size" in line
+    # and the count Ray Data logs after it, with how to turn its detectors off, is dropped (it reached stderr)
+    count = logging.LogRecord("ray.data._internal.issue_detection.issue_detector_manager", logging.WARNING, __file__,
+                              1, "Found 1 issues. To disable issue detection, run "
+                                 "DataContext.get_current().issue_detectors_config.detectors = [].", None, None)
+    assert not any(h.filter(count) for h in consoles)
 
 
 @pytest.mark.parametrize("column", ["score", "threshold"])
