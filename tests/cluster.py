@@ -120,6 +120,15 @@ def can_unshare() -> str | None:
     return None
 
 
+def can_run_two_machines() -> str | None:
+    """Why :func:`two_machines` cannot run here (None when it can): :func:`can_unshare`, and
+    the checkout and its Python outside /tmp, which the worker node's own /tmp hides."""
+    for what, path in (("the checkout", REPO), ("the Python environment", BIN)):
+        if Path(path).resolve().is_relative_to("/tmp"):
+            return f"needs {what} outside /tmp (it is at {path}: a worker node with its own /tmp cannot run it)"
+    return can_unshare()
+
+
 @dataclass
 class TwoMachines:
     """A head node with no CPUs (cluster.yaml's) and one worker node that sees none of this
@@ -181,7 +190,7 @@ def two_machines(hidden: list, *, worker_cpus: int = 2, timeout: float = 180):
     another machine. Both join with token authentication (one token, passed in RAY_AUTH_TOKEN
     rather than through ~/.ray, which the worker could read), on free loopback ports, each with
     its own --temp-dir. The worker node inherits this process's AWS_* variables (the loopback S3
-    server). Needs root: call :func:`can_unshare` first."""
+    server). Needs root: call :func:`can_run_two_machines` first."""
     token = uuid.uuid4().hex
     env = {**_env(), "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(REPO),
            # on kill, stop at once (by default Ray drains a node for up to 30 s)

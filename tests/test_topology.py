@@ -26,7 +26,7 @@ import pytest
 
 from cough.tables.storage import OWNER_FILE
 
-from .cluster import can_unshare, two_machines
+from .cluster import can_run_two_machines, two_machines
 from .conftest import ROOT, SAMPLE
 from .helpers import store_objects, store_rows
 
@@ -37,7 +37,7 @@ N = 60  # recordings in data/sample/raw
 @pytest.fixture(scope="module")
 def machines(s3):
     """The two machines, for the whole module (~12 s to start)."""
-    reason = can_unshare()
+    reason = can_run_two_machines()
     if reason:
         pytest.skip(f"a worker node with a private /tmp {reason}")
     with two_machines([ROOT / "data"]) as cluster:
