@@ -97,10 +97,9 @@ def describe(exc: BaseException) -> str:
     'SOURCE /x does not exist'
     """
     cause = root_cause(exc)
-    if isinstance(cause, CoughError):
-        lines = [plain(line).strip() for line in str(cause).splitlines() if plain(line).strip()]
-        return lines[0] if lines else ""
     lines = [plain(line).strip() for line in str(cause).splitlines() if plain(line).strip()]
+    if isinstance(cause, CoughError):
+        return lines[0] if lines else ""
     # delta-rs chains its causes over several lines, each after an arrow: all of them
     text = one_line(cause) if "\u21b3" in str(cause) else (lines[0] if lines else "")
     return f"{type(cause).__name__}: {text}{errno_note(cause, text)}"

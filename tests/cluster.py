@@ -75,12 +75,19 @@ def ray_head(num_cpus: int = 2, temp_dir: str | None = None, env: dict | None = 
             time.sleep(1)
         yield f"127.0.0.1:{port}", url
     finally:
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, 9)
+        _stop(head)
         log.close()
+
+
+def _stop(node: subprocess.Popen) -> None:
+    """Stop a ``ray start --block`` process (SIGTERM stops its node); its whole process group
+    after 60 s."""
+    node.terminate()
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, 9)
+        node.wait()
 
 
 @contextmanager
@@ -217,12 +224,7 @@ def two_machines(hidden: list, *, worker_cpus: int = 2, timeout: float = 180):
             _wait_for_nodes(gcs, env, 2, worker, timeout, log.name, worker_cpus, worker_dir)
             yield TwoMachines(gcs, dashboard, env, worker_cpus, masks, os.readlink(f"/proc/{worker.pid}/ns/mnt"))
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, 9)
-                worker.wait()
+            _stop(worker)
             log.close()
             os.unlink(log.name)
             shutil.rmtree(worker_dir, ignore_errors=True)
