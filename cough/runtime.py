@@ -400,22 +400,46 @@ class TaskGate:
             ray.kill(self.actor)
 
 
-@contextlib.contextmanager
-def admitted(gate) -> Iterator[bool]:
-    """In a task: True while it may write (it is counted inside ``gate``, a :class:`TaskGate`'s
-    actor, until the block ends); False when the job has failed and the task must write nothing.
-    ``gate`` None: always True."""
-    if gate is None:
-        yield True
-        return
-    import ray
+class GateClosed(Exception):
+    """Raised by :meth:`Permit.check` in a task of a job that has failed: the task must write nothing."""
 
-    key = uuid.uuid4().hex
-    if not ray.get(gate.enter.remote(key)):
-        yield False
+
+class Permit:
+    """A task's pass through a :class:`TaskGate` (what :func:`admitted` gives): asked for as the
+    task starts, its answer read by :meth:`check`, which the task calls before its first write.
+
+    The answer is read late on purpose: a task that waits on an actor's reply lends its CPU
+    back to Ray, which then starts another worker process for the next task; waited for at
+    once, every featurize run started one or two extra workers, each importing the
+    featurizing stack again (docs/benchmarks.md, issue 24)."""
+
+    def __init__(self, reply=None):
+        self._reply = reply  # the gate's answer to enter(), an ObjectRef; None: no gate
+        self._open: bool | None = None if reply is not None else True
+
+    def check(self) -> None:
+        """Return when the task may write; :class:`GateClosed` when the job has failed."""
+        if self._open is None:
+            import ray
+
+            self._open = bool(ray.get(self._reply))
+        if not self._open:
+            raise GateClosed("the job has failed: this task writes nothing")
+
+
+@contextlib.contextmanager
+def admitted(gate) -> Iterator[Permit]:
+    """In a task: its :class:`Permit` through ``gate`` (a :class:`TaskGate`'s actor; None: no
+    gate, every check passes). The task is counted inside the gate from its start, when the
+    gate is open, until the block ends."""
+    if gate is None:
+        yield Permit()
         return
+    key = uuid.uuid4().hex
     try:
-        yield True
+        yield Permit(gate.enter.remote(key))
     finally:
-        with contextlib.suppress(Exception):  # the gate gone: the driver's settle() then says it cannot tell
-            ray.get(gate.leave.remote(key))
+        # not waited for either (see Permit): the actor takes it after this task's enter(), and a
+        # settling driver polls until it has; the gate gone: settle() then says it cannot tell
+        with contextlib.suppress(Exception):
+            gate.leave.remote(key)

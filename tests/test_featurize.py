@@ -25,6 +25,7 @@ from cough.tables.labels import load_labels, parse_label
 from cough.tables.schema import to_numpy
 from cough.synth import cough_signal
 from cough.featurize import FeaturizeSettings, featurize
+from cough.featurize.batch import COUNTS
 
 from .conftest import ROOT
 from .helpers import HOSTILE_PROBLEMS, cough_wav, hostile_entries
@@ -573,6 +574,37 @@ def test_a_task_writes_its_windows_a_row_group_at_a_time_so_long_calls_do_not_pi
     times = parquet.read(columns=["path", "window_index", "start_s", "end_s"]).to_pylist()
     assert [t["window_index"] for t in times] == list(range(6)) * 3 and times[5]["end_s"] == pytest.approx(12.0)
 
+
+
+def test_a_batch_writes_nothing_once_its_run_has_failed_and_leaves_the_gate_when_done(tmp_path, ray_local):
+    """The run's task gate (cough.runtime.TaskGate), which a failed run settles before it cleans
+    up: a batch that ran is no longer counted inside once it has returned (the cleanup does not
+    wait on it), and one that starts after the run failed writes no shard and counts nothing."""
+    import pyarrow as pa
+    import ray
+
+    from cough.featurize.batch import featurize_batch
+    from cough.runtime import TaskGate
+    from cough.tables.storage import Location
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    batch = pa.table({"path": [str(cough_wav(raw / f"c{i}.wav", seconds=2.0, seed=i)) for i in range(2)]})
+    task = ray.remote(featurize_batch)
+
+    def run(out: Path, gate) -> dict:
+        tables = {t: Location.of(str(out / t)) for t in ("images", "recordings", "events")}
+        return ray.get(task.remote(batch, **tables, source=str(raw), params=DEFAULT_PARAMS, min_cough_probability=0.0,
+                                   metadata_columns=[], gate=gate.actor)).to_pylist()[0]
+
+    with TaskGate() as gate:
+        ran = run(tmp_path / "ran", gate)
+        assert ran["inputs"] == 2 and ran["images"] > 0
+        assert sorted(p.name for p in (tmp_path / "ran").iterdir()) == ["events", "images", "recordings"]
+        assert gate.settle(timeout=10), "a batch that returned is still counted inside the gate"
+        late = run(tmp_path / "late", gate)  # the gate is closed now
+    assert late == {**{k: 0 for k in COUNTS}, "failed": None}
+    assert not (tmp_path / "late").exists()
 
 def _broken(folder: Path, n: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

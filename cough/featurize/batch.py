@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from ..audio.features import FeaturizerParams, Windows
 from ..audio.recording import process
+from ..runtime import Permit
 from ..tables.labels import relpath
 from ..tables.listing import Entry
 from ..tables.schema import (INFO_COLUMNS, events_schema, image_type, images_schema, log_mel_type,
@@ -43,23 +44,25 @@ def featurize_batch(batch: pa.Table, *, images: Location, recordings: Location, 
     shard that cannot be written is a CoughError naming it and the cause. ``gate``: the run's
     :class:`cough.runtime.TaskGate` actor; once the run has failed, a batch writes nothing and
     counts nothing."""
-    from ..runtime import admitted
+    from ..runtime import GateClosed, admitted
     from ..tables.storage import retry
 
     # named by the paths relative to SOURCE: the same archive featurized from another folder or
     # bucket gives the same shards, which training reads in the same order (one seed, one model)
     name = shard_name([relpath(p, source) for p in batch.column("path").to_pylist()])
-    with admitted(gate) as go:
-        if not go:
+    with admitted(gate) as permit:
+        try:
+            return retry(lambda: _featurize(batch, name, images=images, recordings=recordings, events=events,
+                                            params=params, min_cough_probability=min_cough_probability,
+                                            metadata_columns=metadata_columns, permit=permit),
+                         what=f"write the shards {images.join(name).uri}, ...", where=images, inner=True)
+        except GateClosed:
             return pa.table({**{key: [0] for key in COUNTS}, "failed": pa.array([None], pa.string())})
-        return retry(lambda: _featurize(batch, name, images=images, recordings=recordings, events=events,
-                                        params=params, min_cough_probability=min_cough_probability,
-                                        metadata_columns=metadata_columns),
-                     what=f"write the shards {images.join(name).uri}, ...", where=images, inner=True)
 
 
 def _featurize(batch: pa.Table, name: str, *, images: Location, recordings: Location, events: Location,
-               params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str]) -> pa.Table:
+               params: FeaturizerParams, min_cough_probability: float, metadata_columns: list[str],
+               permit: Permit) -> pa.Table:
     from ..tables.listing import is_unread
 
     info_cols = [*INFO_COLUMNS, *metadata_columns]
@@ -68,8 +71,7 @@ def _featurize(batch: pa.Table, name: str, *, images: Location, recordings: Loca
     pending = _Windows(img_schema, params)
     written = 0
     shard = images.join(name)
-    with _writing(shard):
-        writer = shard_writer(img_schema, shard)
+    writer = None  # opened at the first write, once the permit says the run still writes
     try:
         for rec in batch.to_pylist():
             info = {c: rec.get(c) for c in info_cols}
@@ -81,13 +83,16 @@ def _featurize(batch: pa.Table, name: str, *, images: Location, recordings: Loca
             if done.windows is not None:
                 pending.add(rid, rec["path"], info, done.windows)
             if len(pending) >= FLUSH_WINDOWS:
+                writer = writer if writer is not None else _open(shard, img_schema, permit)
                 with _writing(shard):
                     written += pending.flush(writer)
+        writer = writer if writer is not None else _open(shard, img_schema, permit)
         with _writing(shard):
             written += pending.flush(writer)
     finally:
-        with _writing(shard):
-            writer.close()
+        if writer is not None:
+            with _writing(shard):
+                writer.close()
     with _writing(recordings.join(name)):
         write_table(pa.Table.from_pylist(rows, schema=recordings_schema(metadata_columns)), recordings.join(name))
     with _writing(events.join(name)):
@@ -98,6 +103,12 @@ def _featurize(batch: pa.Table, name: str, *, images: Location, recordings: Loca
                      "rejected": [status.count("rejected")], "images": [written], "coughs": [len(event_rows)],
                      "dropped_windows": [sum(r["dropped_windows"] or 0 for r in rows)],
                      "unread": [sum(is_unread(r["error"]) for r in rows)], "failed": pa.array([failed], pa.string())})
+
+
+def _open(shard: Location, schema: pa.Schema, permit: Permit):
+    permit.check()
+    with _writing(shard):
+        return shard_writer(schema, shard)
 
 
 @contextlib.contextmanager
