@@ -389,6 +389,38 @@ def test_bad_inputs_are_error_rows_with_reasons_and_nothing_is_lost(tmp_path, ra
     assert (measured.bandwidth_hz.dropna() <= measured.sample_rate.loc[measured.bandwidth_hz.dropna().index] / 2).all()
 
 
+def test_a_large_archive_goes_in_few_blocks_of_several_batches_the_same_shards_every_run(tmp_path, ray_local,
+                                                                                       monkeypatch):
+    """Past MAX_BLOCKS batches (10⁶ files: 15,625), blocks hold several batches each, so that the
+    driver keeps few blocks (its memory grew 3x from 10⁵ to 10⁶ files); every recording is still
+    featurized once, in batches of --batch-size, and a rerun writes the same shards."""
+    import pyarrow.dataset as pads
+
+    from cough.featurize.job import list_work
+    from cough.tables import archive
+    from cough.tables.labels import load_labels
+
+    monkeypatch.setattr(archive, "MAX_BLOCKS", 1)  # 4 blocks per CPU all the same: 8 here
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(24):
+        cough_wav(raw / f"c{i:02d}.wav", seconds=1.0, seed=i)
+    ds, _, batch = list_work(str(raw), load_labels(None, str(raw)), archive.EVERY_FILE, 2)
+    assert (ds.num_blocks(), batch) == (6, 2)  # 12 batches of 2, two to a block
+
+    def shards(out: Path) -> dict[str, list[str]]:
+        folder = next((out / "recordings").iterdir())
+        return {f.name: pads.dataset(f).to_table().column("path").to_pylist() for f in folder.iterdir()}
+
+    runs = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert featurize(str(raw), str(out), FeaturizeSettings(batch_size=2)).inputs == 24
+        runs.append(shards(out))
+    first, again = runs
+    assert sorted(p for paths in first.values() for p in paths) == sorted(str(f) for f in raw.iterdir())
+    assert sorted(len(paths) for paths in first.values()) == [2] * 12
+    assert first == again
+
 def test_a_rerun_replaces_out_whole(tmp_path, ray_local, sample_archive):
     out = tmp_path / "out"
     featurize(str(sample_archive / "raw"), str(out))

@@ -105,6 +105,22 @@ def test_featurize_out_and_raw_archive_give_identical_images_and_scores(sample_f
     same_rows(pred_rows(pred), pred_rows(sample_pred))
 
 
+
+def test_a_night_in_blocks_of_several_batches_scores_as_one_batch_per_block(sample_pred, model_dir, tmp_path,
+                                                                          monkeypatch):
+    """Past MAX_BLOCKS batches (a first night of 10⁶ files: 31,250 batches of 32), blocks hold
+    several batches each, so that the driver keeps few blocks (its memory went from 349 MB at
+    10⁵ files to 1.5 GB at 10⁶): the prepare tasks cut a block into its batches and the model
+    sees bigger ones; every recording is scored once, with the same score."""
+    from cough.tables import archive
+
+    monkeypatch.setattr(archive, "MAX_BLOCKS", 1)  # 4 blocks per CPU all the same: 8 of 30 batches of 2
+    pred = tmp_path / "pred"
+    summary = score(str(SAMPLE / "raw"), str(model_dir), str(pred),
+                    ScoreSettings(labels=str(SAMPLE / "labels.csv"), batch_size=2)).to_dict()
+    assert summary["scored"] == 60
+    same_rows(pred_rows(pred), pred_rows(sample_pred))
+
 # --- incremental reruns ---------------------------------------------------------------------
 
 def test_a_rerun_with_nothing_new_changes_nothing(sample_pred, model_dir, tmp_path):

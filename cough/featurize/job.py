@@ -40,8 +40,9 @@ def plan(listing: Listing, output: Output, warnings: list[str]) -> FeaturizePlan
 def list_work(source: str, index: LabelIndex, selection: Selection, batch_size: int):
     """``(dataset, listing, batch_size)``: SOURCE listed in Ray tasks
     (:func:`cough.tables.archive.listing_dataset`, labels attached from ``index``, files
-    ``selection`` leaves out counted) and cut into batches; the driver holds object
-    references, not the listing. Call after Ray is up."""
+    ``selection`` leaves out counted) and cut into batches, in at most
+    :data:`cough.tables.archive.MAX_BLOCKS` blocks; the driver holds object references, not
+    the listing. Call after Ray is up."""
     from ..tables.archive import in_batches, listing_dataset
 
     listing = listing_dataset(source, index, selection=selection)

@@ -311,17 +311,32 @@ def listing_dataset(source: str, index: LabelIndex, *, selection: Selection = EV
     return Listing(ray.data.from_arrow_refs(blocks), total)
 
 
+#: Most blocks :func:`in_batches` cuts a job's work into. The driver keeps every block's
+#: reference and metadata, ~45 KB each: 10⁶ files to featurize in blocks of 64 rows (15,625
+#: blocks) held 630 MB more than 10⁵ files did, and a first score night of 10⁶ files 1.2 GB
+#: more. Past this many, a block holds several batches, which ``map_batches`` cuts apart inside
+#: the task (docs/benchmarks.md, issue 23).
+MAX_BLOCKS = 1000
+
+
 def in_batches(ds, rows: int, batch_size: int):
-    """``(dataset, batch_size)``: ``ds`` (``rows`` rows) repartitioned into blocks of at most
-    ``batch_size`` rows, fewer for small archives so that every CPU still gets about 4
-    batches. Call after Ray is up.
+    """``(dataset, batch_size)``: ``ds`` (``rows`` rows) repartitioned into blocks of one batch
+    of at most ``batch_size`` rows, fewer rows for small archives so that every CPU still gets
+    about 4 batches; past :data:`MAX_BLOCKS` batches (or 4 per CPU, if more), into that many
+    blocks of as many batches each as it takes, which ``map_batches(batch_size=...)`` cuts
+    apart inside the task (the last one a row short or so: blocks are even). Call after Ray is
+    up.
 
     >>> in_batches(ds, 60, 64)   # doctest: +SKIP
     (MaterializedDataset(num_blocks=8, num_rows=60, ...), 8)
+    >>> in_batches(ds, 10**6, 64)[0].num_blocks()   # doctest: +SKIP
+    977
 
-    (on 2 CPUs: 8 blocks of 8 rows)
+    (on 2 CPUs: 8 blocks of 8 rows; then 977 blocks of 1,023 or 1,024 rows, 16 batches each)
     """
     from ..runtime import cpus
 
     batch = max(1, min(batch_size, -(-rows // (4 * cpus()))))
-    return (ds.repartition(max(1, -(-rows // batch))).materialize() if rows else ds), batch
+    batches = -(-rows // batch)
+    per_block = -(-batches // max(MAX_BLOCKS, 4 * cpus()))
+    return (ds.repartition(max(1, -(-batches // per_block))).materialize() if rows else ds), batch
