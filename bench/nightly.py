@@ -8,8 +8,9 @@
 ``rss``: the driver's peak RSS (its own VmHWM) while listing and planning, for 100,000 and
     1,000,000 empty placeholder files (target: within 1.5x): score's (the real
     `cough.score.night.list_night`: listing in Ray tasks, the anti-join against a ledger that
-    holds 99% of the files) and featurize's (the real `cough.featurize.job.list_work`: the
-    same listing, cut into batches).
+    holds 99% of the files), score's first night (an empty PRED: every file cut into batches)
+    and featurize's (the real `cough.featurize.job.list_work`: the same listing, cut into
+    batches).
 ``dedupe``: the peak RSS of any Ray worker while the content-dedupe set of 100,000 and of
     1,000,000 scored recordings is built from PRED and looked up by 64 featurizing-size
     batches of 32 files (the real `cough.tables.scored.scored_buckets`; target: within 1.5x),
@@ -309,18 +310,20 @@ def ledger_of(src: Path, pred: Path, share: float) -> None:
 
 def rss(args) -> None:
     work = Path(args.work)
-    figures: dict = {"score": {}, "featurize": {}}
+    figures: dict = {"score": {}, "score first night": {}, "featurize": {}}
     for n in (100_000, 1_000_000):
         src = placeholders(work / f"placeholders-{n}", n)
         pred = work / f"pred-rss-{n}"
         ledger_of(src, pred, 0.99)
-        for job, cmd in (("score", ["plan", "--pred", str(pred)]), ("featurize", ["plan-featurize"])):
+        for job, cmd in (("score", ["plan", "--pred", str(pred)]),
+                         ("score first night", ["plan", "--pred", str(fresh(work / f"pred-empty-{n}"))]),
+                         ("featurize", ["plan-featurize"])):
             out = subprocess.run([sys.executable, __file__, *cmd, "--source", str(src), "--num-cpus",
                                   str(args.num_cpus)], cwd=ROOT, capture_output=True, text=True)
             if out.returncode != 0:
                 raise SystemExit(out.stderr[-3000:])
             figures[job][n] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{job:>9} {n:>9} files: {figures[job][n]} ({load()})", flush=True)
+            print(f"{job:>17} {n:>9} files: {figures[job][n]} ({load()})", flush=True)
     for job, by_n in figures.items():
         ratio = by_n[1_000_000]["peak_rss_mb"] / by_n[100_000]["peak_rss_mb"]
         print(f"{job}: driver peak RSS 1M / 100k = {ratio:.2f}x (target <= 1.5x)")

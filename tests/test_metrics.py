@@ -20,11 +20,11 @@ def test_group_bootstrap_is_wider_than_row_bootstrap_when_participants_repeat():
     by_row = M.evaluate(y, s, np.arange(len(y)), n_boot=N_BOOT)
     people = M.evaluate(labels, scores, np.arange(60), n_boot=N_BOOT)
     width = lambda ci: ci[1] - ci[0]  # noqa: E731
-    assert by_group["auc"] == pytest.approx(by_row["auc"])
-    assert width(by_group["auc_ci"]) > 1.5 * width(by_row["auc_ci"])
+    assert by_group.auc == pytest.approx(by_row.auc)
+    assert width(by_group.auc_ci) > 1.5 * width(by_row.auc_ci)
     # resampling participants gives about the interval of the 60 independent people
-    assert width(by_group["auc_ci"]) == pytest.approx(width(people["auc_ci"]), rel=0.35)
-    assert width(by_group["accuracy_ci"]) > 1.5 * width(by_row["accuracy_ci"])
+    assert width(by_group.auc_ci) == pytest.approx(width(people.auc_ci), rel=0.35)
+    assert width(by_group.accuracy_ci) > 1.5 * width(by_row.accuracy_ci)
 
 
 # ------------------------------------------------------------------ point estimates
@@ -234,17 +234,17 @@ def test_auc_with_ci_says_why_when_it_cannot():
 
 def test_evaluate_with_no_labelled_rows_gives_none_with_reasons():
     m = M.evaluate([], [], [], n_boot=N_BOOT)
-    assert m["n"] == 0 and m["auc"] is None and m["sensitivity_ci"] is None and m["confusion_matrix"] is None
-    assert m["not_computable"]["auc"] == "no labelled recording was scored"
+    assert m.n == 0 and m.auc is None and m.sensitivity_ci is None and m.confusion_matrix is None
+    assert m.not_computable["auc"] == "no labelled recording was scored"
 
 
 def test_evaluate_with_one_class_says_ranking_needs_both():
     m = M.evaluate([1, 1, 1, 1], [0.2, 0.6, 0.7, 0.9], ["a", "b", "c", "d"], n_boot=N_BOOT)
-    assert m["auc"] is None and m["pr_auc"] is None and m["calibration"] is None
-    assert m["not_computable"]["auc"] == "every labelled recording is positive: ranking needs both classes"
-    assert m["sensitivity"] == 0.75 and m["specificity"] is None
-    assert m["sensitivity_ci"][0] < 0.75 < m["sensitivity_ci"][1]
-    assert m["confusion"] == {"true_negative": 0, "false_positive": 0, "false_negative": 1, "true_positive": 3}
+    assert m.auc is None and m.pr_auc is None and m.calibration is None
+    assert m.not_computable["auc"] == "every labelled recording is positive: ranking needs both classes"
+    assert m.sensitivity == 0.75 and m.specificity is None
+    assert m.sensitivity_ci[0] < 0.75 < m.sensitivity_ci[1]
+    assert m.confusion == {"true_negative": 0, "false_positive": 0, "false_negative": 1, "true_positive": 3}
 
 
 def test_evaluate_compares_a_baseline_on_the_same_resamples():
@@ -253,10 +253,10 @@ def test_evaluate_compares_a_baseline_on_the_same_resamples():
     model = scores_for(y, rng, 4.0)
     chance = rng.random(len(y))
     m = M.evaluate(y, model, np.arange(len(y)), baselines={"metadata": chance, "unfitted": None}, n_boot=100)
-    base = m["baselines"]["metadata"]
-    assert set(m["baselines"]) == {"metadata"}
+    base = m.baselines["metadata"]
+    assert set(m.baselines) == {"metadata"}
     assert base["auc"] == pytest.approx(M.auc(y, chance))
-    assert base["model_minus_baseline"] == pytest.approx(m["auc"] - base["auc"])
+    assert base["model_minus_baseline"] == pytest.approx(m.auc - base["auc"])
     low, high = base["model_minus_baseline_ci"]
     assert 0 < low < base["model_minus_baseline"] < high  # a clearly better model: the difference excludes 0
 

@@ -45,17 +45,17 @@ FRAME = """<!doctype html><html><body style="margin:0">
 def test_rate_intervals_keep_their_width_at_100_percent():
     people = [f"p{i}" for i in range(46)]
     m = M.evaluate([1] * 26 + [0] * 20, [0.9] * 26 + [0.1] * 20, people, n_boot=200)
-    assert m["sensitivity"] == 1.0 and 0.85 < m["sensitivity_ci"][0] < 0.9 and m["sensitivity_ci"][1] == 1.0
+    assert m.sensitivity == 1.0 and 0.85 < m.sensitivity_ci[0] < 0.9 and m.sensitivity_ci[1] == 1.0
     # the same 26 people with two recordings each that agree are worth 26 observations, not 52
     twice = M.evaluate([1] * 52 + [0] * 40, [0.9] * 52 + [0.1] * 40, [p for p in people for _ in (0, 1)], n_boot=200)
-    assert twice["sensitivity_ci"][0] == pytest.approx(m["sensitivity_ci"][0], abs=1e-9)
-    assert M.wilson(52, 52)[0] > twice["sensitivity_ci"][0] + 0.03
+    assert twice.sensitivity_ci[0] == pytest.approx(m.sensitivity_ci[0], abs=1e-9)
+    assert M.wilson(52, 52)[0] > twice.sensitivity_ci[0] + 0.03
     frame = clustered(np.random.default_rng(3), 60, 3)  # within 0% and 100%: about the bootstrap's width
     y, score, groups = frame["label"].to_numpy(), frame["score"].to_numpy(), frame["participant"].to_numpy()
     m = M.evaluate(y, score, groups, n_boot=400)
     boot, _ = M.bootstrap_ci(lambda w: M.rates(M.confusion(y, (score >= 0.5).astype(int), w)), groups, n_boot=400)
     for rate in ("sensitivity", "accuracy"):
-        width, boot_width = np.diff(m[f"{rate}_ci"])[0], np.diff(boot[rate])[0]
+        width, boot_width = np.diff(getattr(m, f"{rate}_ci"))[0], np.diff(boot[rate])[0]
         assert 0.8 * boot_width < width < 1.25 * boot_width, rate
 
 

@@ -9,7 +9,9 @@ this module only decides what to compute on which rows and how to resample them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -226,63 +228,104 @@ def rate_reasons(cm: np.ndarray, threshold: float) -> dict:
     return why
 
 
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured on one set of scores: each value None when it cannot be
+    computed, with the reason in ``not_computable``; intervals are ``[low, high]``.
+    ``confusion_matrix`` is laid out as :data:`CONFUSION_LAYOUT` says; ``baselines``: ``{name:
+    {auc, auc_ci, model_minus_baseline, model_minus_baseline_ci}}``, the comparison models.
+    :meth:`metrics` is the part metrics.json shows as it is (docs/report.md)."""
+
+    n: int
+    n_groups: int
+    threshold: float
+    prevalence: float | None = None
+    confusion_matrix: list[list[int]] | None = None
+    confusion: dict[str, int] | None = None
+    auc: float | None = None
+    pr_auc: float | None = None
+    brier: float | None = None
+    calibration: dict | None = None
+    sensitivity: float | None = None
+    specificity: float | None = None
+    ppv: float | None = None
+    npv: float | None = None
+    accuracy: float | None = None
+    auc_ci: list[float] | None = None
+    sensitivity_ci: list[float] | None = None
+    specificity_ci: list[float] | None = None
+    ppv_ci: list[float] | None = None
+    npv_ci: list[float] | None = None
+    accuracy_ci: list[float] | None = None
+    baselines: dict[str, dict] = field(default_factory=dict)
+    not_computable: dict[str, str] = field(default_factory=dict)
+
+    def metrics(self) -> dict:
+        """The measured values (every field but ``baselines`` and ``not_computable``), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("baselines", "not_computable")}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Evaluation":
+        return cls(**d)
+
+
 def evaluate(y, score, groups, *, threshold: float = 0.5, baselines: dict | None = None, n_boot: int = 1000,
-             seed: int = 0) -> dict:
+             seed: int = 0) -> Evaluation:
     """Every headline metric of a model's scores against TRUE labels ``y`` (0/1), with
     95% intervals from a bootstrap over ``groups`` (participants).
 
     ``baselines``: ``{name: out-of-fold scores}`` of comparison models on the same rows
-    (None for one that could not be fitted); adds ``baselines[name]`` = ``{auc, auc_ci,
-    model_minus_baseline, model_minus_baseline_ci}``, the difference paired over the same
-    participant resamples.
-    Returns a dict of plain floats/lists/None plus ``not_computable`` {name: reason}.
+    (None for one that could not be fitted); fills :attr:`Evaluation.baselines` ``[name]`` =
+    ``{auc, auc_ci, model_minus_baseline, model_minus_baseline_ci}``, the difference paired
+    over the same participant resamples.
 
     >>> m = evaluate([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], ["a", "b", "c", "d"], n_boot=50)
-    >>> m["confusion_matrix"], m["sensitivity"], m["auc"]
+    >>> m.confusion_matrix, m.sensitivity, m.auc
     ([[1, 1], [1, 1]], 0.5, 0.75)
+    >>> Evaluation.from_dict(m.to_dict()) == m
+    True
     """
     y = np.asarray(y, dtype=int)
     score = np.asarray(score, dtype=float)
     baselines = {name: np.asarray(s, dtype=float) for name, s in (baselines or {}).items() if s is not None}
     predicted = (score >= threshold).astype(int)
     groups = np.asarray(groups, dtype=object)
-    why: dict[str, str] = {}
-    out: dict = {"n": int(len(y)), "n_groups": int(len(pd.unique(groups))), "threshold": float(threshold)}
+    out = Evaluation(n=int(len(y)), n_groups=int(len(pd.unique(groups))), threshold=float(threshold))
+    why = out.not_computable
     if len(y) == 0:
         reason = "no labelled recording was scored"
-        out.update({k: None for k in ("prevalence", "auc", "auc_ci", "pr_auc", "brier", "confusion_matrix", "confusion",
-                                      *RATES, *(f"{r}_ci" for r in RATES))})
-        out["calibration"] = None
-        out["not_computable"] = {k: reason for k in ("auc", "pr_auc", "brier", "confusion_matrix", *RATES,
-                                                     "calibration")}
+        out.not_computable = {k: reason for k in ("auc", "pr_auc", "brier", "confusion_matrix", *RATES, "calibration")}
         return out
     # scikit-learn (~1 s to import) only past this point: an unlabelled night's report needs none
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import average_precision_score, brier_score_loss
 
     both = len(np.unique(y)) == 2
-    out["prevalence"] = float(y.mean())
+    out.prevalence = float(y.mean())
     cm = confusion(y, predicted)
-    out["confusion_matrix"] = cm.astype(int).tolist()
-    out["confusion"] = dict(zip(CONFUSION_CELLS, (int(v) for v in cm.ravel())))
+    out.confusion_matrix = cm.astype(int).tolist()
+    out.confusion = dict(zip(CONFUSION_CELLS, (int(v) for v in cm.ravel())))
     point = rates(cm)
     why.update(rate_reasons(cm, threshold))
-    out["auc"] = finite(auc(y, score))
-    out["pr_auc"] = finite(average_precision_score(y, score)) if both else None
+    out.auc = finite(auc(y, score))
+    out.pr_auc = finite(average_precision_score(y, score)) if both else None
     if not both:
         only = "positive" if y[0] == 1 else "negative"
         for key in ("auc", "pr_auc"):
             why[key] = f"every labelled recording is {only}: ranking needs both classes"
-    out["brier"] = float(brier_score_loss(y, score, labels=[0, 1]))
+    out.brier = float(brier_score_loss(y, score, labels=[0, 1]))
     if both:
         frac_pos, mean_pred = calibration_curve(y, score, n_bins=10, strategy="uniform")
-        out["calibration"] = {"mean_predicted": mean_pred.tolist(), "fraction_positive": frac_pos.tolist(),
-                              "n_bins": 10, "strategy": "uniform"}
+        out.calibration = {"mean_predicted": mean_pred.tolist(), "fraction_positive": frac_pos.tolist(),
+                           "n_bins": 10, "strategy": "uniform"}
     else:
-        out["calibration"] = None
         why["calibration"] = "every labelled recording has the same label"
     for name in RATES:
-        out[name] = finite(point[name])
+        setattr(out, name, finite(point[name]))
 
     def statistic(w):
         values = rates(confusion(y, predicted, w))
@@ -294,20 +337,19 @@ def evaluate(y, score, groups, *, threshold: float = 0.5, baselines: dict | None
 
     draws = bootstrap_draws(statistic, groups, n_boot=n_boot, seed=seed)
     intervals, ci_why = percentile_intervals(draws)
-    out["auc_ci"] = intervals.get("auc") if out["auc"] is not None else None
-    if out["auc"] is not None and out["auc_ci"] is None:
+    out.auc_ci = intervals.get("auc") if out.auc is not None else None
+    if out.auc is not None and out.auc_ci is None:
         why["auc_ci"] = ci_why.get("auc", "not computable")
     for name, (rows, hits) in _rate_rows(y, predicted).items():
-        out[f"{name}_ci"] = (clustered_wilson(hits[rows], groups[rows], draws[name])
-                             if out[name] is not None else None)
+        setattr(out, f"{name}_ci", clustered_wilson(hits[rows], groups[rows], draws[name])
+                if getattr(out, name) is not None else None)
     for name, base in baselines.items():
         base_auc = finite(auc(y, base))
-        diff = None if out["auc"] is None or base_auc is None else out["auc"] - base_auc
-        out.setdefault("baselines", {})[name] = {
+        diff = None if out.auc is None or base_auc is None else out.auc - base_auc
+        out.baselines[name] = {
             "auc": base_auc, "auc_ci": intervals.get(f"{name}.auc") if base_auc is not None else None,
             "model_minus_baseline": diff,
             "model_minus_baseline_ci": intervals.get(f"{name}.difference") if diff is not None else None}
-    out["not_computable"] = why
     return out
 
 

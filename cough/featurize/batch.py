@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from ..audio.features import FeaturizerParams, Windows
 from ..audio.recording import process
-from ..runtime import Permit
 from ..tables.labels import relpath
 from ..tables.listing import Entry
 from ..tables.schema import (INFO_COLUMNS, events_schema, image_type, images_schema, log_mel_type,
                              recordings_schema, tensor_column)
 from ..tables.shards import shard_name, shard_writer, write_table
 from ..tables.storage import Location
+
+if TYPE_CHECKING:
+    from ..runtime import Permit
 
 #: Summary columns a batch returns (the job adds them up): files seen, ``ok`` (windows
 #: written), ``errors`` (unreadable), ``rejected`` (no cough), windows written, coughs found,

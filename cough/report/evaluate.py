@@ -153,14 +153,13 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
 
     m = M.evaluate(y, score, groups, threshold=threshold, n_boot=n_boot, seed=seed,
                    baselines={"shortcut_baseline": base_scores, "label_metadata_baseline": label_scores})
-    not_computable.update(m.pop("not_computable"))
-    compared = m.pop("baselines", {})
+    not_computable.update(m.not_computable)
     for name, result in (("shortcut_baseline", baseline), ("label_metadata_baseline", label_base)):
         if result is not None:
-            result.update(compared.get(name, {}))
+            result.update(m.baselines.get(name, {}))
             if "reason" in result:
                 not_computable[name] = result["reason"]
-    metrics = {**m, "n_labelled_scored": n_labelled, "excluded_conflicting_labels": n_conflicting,
+    metrics = {**m.metrics(), "n_labelled_scored": n_labelled, "excluded_conflicting_labels": n_conflicting,
                "excluded_training": n_trusted - len(rows),
                "shortcut_baseline": baseline, "label_metadata_baseline": label_base}
 
@@ -170,11 +169,11 @@ def build_metrics(frame: pd.DataFrame, *, by=(), threshold: float, seen_groups: 
     people, mixed = participant_rows(rows)
     g = M.evaluate(people["label"].to_numpy(int), people["score"].to_numpy(float), people["participant"].to_numpy(object),
                    threshold=threshold, n_boot=n_boot, seed=seed)
-    not_computable.update({f"group_level.{k}": v for k, v in g.pop("not_computable").items()})
-    g["rule"] = ("one score per participant: the mean of the scores of its recordings; its label is that of its "
-                 "recordings; participants whose recordings carry both labels are left out")
-    g["mixed_label_groups"] = mixed
-    metrics["group_level"] = g
+    not_computable.update({f"group_level.{k}": v for k, v in g.not_computable.items()})
+    metrics["group_level"] = {
+        **g.metrics(), "rule": ("one score per participant: the mean of the scores of its recordings; its label is "
+                                "that of its recordings; participants whose recordings carry both labels are left out"),
+        "mixed_label_groups": mixed}
     if mixed:
         warnings.append(f"{T.count(mixed, 'participant')} {'has' if mixed == 1 else 'have'} recordings with both "
                         "labels; left out of the participant-level view (the recording-level view keeps them).")
