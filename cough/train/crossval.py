@@ -66,7 +66,7 @@ def grouped_folds(recs: pd.DataFrame, *, k: int | str, seed: int = 0) -> list[li
     return [sorted(f) for f in folds]
 
 
-def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFrame, *, schema: pa.Schema,
+def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pa.Table, *, schema: pa.Schema,
               threshold: float, model_version: str, featurizer_version: str, run_id: str) -> pa.Table:
     """Out-of-fold predictions as PRED rows, and the OUT's ``rejected`` recordings (no cough:
     never trained on, never scored) as ``rejected`` rows with their reason, as ``cough score``
@@ -75,23 +75,25 @@ def oof_table(scores: pd.DataFrame, windows: pd.DataFrame, recordings: pd.DataFr
     ``scores``: one row per recording (recording_id, label, score) from
     :func:`cough.train.evaluate.recording_scores`; ``windows``: the window rows (recording_id, prob,
     and ``window_index`` order when present); ``recordings``: the featurize OUT's ``recordings``
-    rows (path, status, participant, duration_s, sample_rate, ..., metadata)."""
-    # pandas reads a null of an integer column (a rejected recording's dropped_windows) as NaN
-    recordings = recordings.astype(object).where(recordings.notna(), None)
-    by_id = recordings.drop_duplicates("recording_id").set_index("recording_id")
+    table (path, status, participant, duration_s, sample_rate, ..., metadata)."""
+    listed = recordings.to_pylist()  # Arrow's nulls as None (pandas would make an integer column's NaN)
+    by_id: dict = {}
+    for rec in listed:
+        by_id.setdefault(rec["recording_id"], rec)
     window_scores = windows.groupby("recording_id")["prob"].apply(lambda p: p.astype(np.float32).tolist())
     now = dt.datetime.now(dt.timezone.utc)
     rows = []
     for rec in scores.itertuples(index=False):
-        info = by_id.loc[rec.recording_id].to_dict()
+        info = by_id[rec.recording_id]
         rows.append({**{c: info.get(c) for c in schema.names if c in info},
                      "recording_id": rec.recording_id, "status": "ok", "error": None,
                      "score": float(rec.score), "predicted": int(rec.score >= threshold),
                      "label": int(rec.label), "n_windows": len(window_scores[rec.recording_id]),
                      "window_scores": window_scores[rec.recording_id], "model_version": model_version,
                      "featurizer_version": featurizer_version, "run_id": run_id, "scored_at": now})
-    for rec in recordings[recordings["status"] == "rejected"].to_dict("records"):
-        rows.append({**{c: rec.get(c) for c in schema.names if c in rec}, "n_windows": 0,
-                     "model_version": model_version, "featurizer_version": featurizer_version, "run_id": run_id,
-                     "scored_at": now})
+    for rec in listed:
+        if rec["status"] == "rejected":
+            rows.append({**{c: rec.get(c) for c in schema.names if c in rec}, "n_windows": 0,
+                         "model_version": model_version, "featurizer_version": featurizer_version,
+                         "run_id": run_id, "scored_at": now})
     return pa.Table.from_pylist(rows, schema=schema)

@@ -348,7 +348,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
     manifest, columns = features.info, features.info.metadata_columns
     recordings_table = current_names(retry(
         lambda: pq.read_table(features.recordings.path, filesystem=features.recordings.fs),
-        what=f"read {features.recordings.uri}", where=features.recordings)).to_pandas()
+        what=f"read {features.recordings.uri}", where=features.recordings))
     run_id = f"{OOF_RUN_PREFIX}{version}"
     schema = pred_schema(columns)
     with pred_output.writing(LOG_DIR):
@@ -358,7 +358,7 @@ def cross_validate(features, output, settings: TrainSettings, *, index, recs, dr
             writer.add(oof_table(scores, oof_windows, recordings_table, schema=schema, threshold=threshold,
                                  model_version=version, featurizer_version=manifest.featurizer_version,
                                  run_id=run_id))
-            rejected = int((recordings_table["status"] == "rejected").sum())
+            rejected = recordings_table["status"].to_pylist().count("rejected")
             writer.commit(RunRecord(model_version=version, featurizer_version=manifest.featurizer_version,
                                     source=features.loc.uri, model=output.loc.uri, out_of_fold=True,
                                     cv_folds=len(folds), metadata_columns=columns, cough_version=__version__,
